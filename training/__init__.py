@@ -1,0 +1,1 @@
+"""ERNIE 1.0 pretraining under SageMaker's training-container contract."""

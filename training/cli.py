@@ -1,0 +1,49 @@
+"""`ernie-sm`: the command line of the product; one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from training import hyperparams
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.train import main  # paddle loads only for the commands that need it
+
+    return main()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from training.demo import run
+
+    return run(Path(args.dir))
+
+
+def _hyperparameters(args: argparse.Namespace) -> int:
+    for name, spec in hyperparams.SPECS.items():
+        print(f"{name:28} {spec.default!r:24} {spec.help}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ernie-sm", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "train",
+        help="run ERNIE pretraining under SageMaker's container contract "
+        "(the training image's entrypoint; SAGEMAKER_BASE_DIR relocates /opt/ml)",
+    ).set_defaults(run=_train)
+    demo = commands.add_parser("demo", help="train a tiny ERNIE on a synthetic corpus on the CPU")
+    demo.add_argument("--dir", default="build/demo", help="where the job's /opt/ml goes")
+    demo.set_defaults(run=_demo)
+    commands.add_parser(
+        "hyperparameters", help="list the training hyperparameters with defaults and help"
+    ).set_defaults(run=_hyperparameters)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

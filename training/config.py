@@ -1,0 +1,87 @@
+"""ERNIE model configuration, read from an `ernie_config.json`-compatible file or a bundled preset."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from training.errors import ConfigError
+
+PRESETS = ("ernie-1.0-base", "ernie-tiny")
+ACTIVATIONS = ("relu", "gelu")
+# Keys other ERNIE releases write that do not change the 1.0 architecture.
+IGNORED_KEYS = {"use_task_id", "task_type_vocab_size", "pad_token_id", "model_type"}
+ALIASES = {"sent_type_vocab_size": "type_vocab_size"}
+
+
+@dataclass(frozen=True)
+class ErnieConfig:
+    vocab_size: int
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    hidden_act: str = "relu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 513
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def load_config(path_or_preset: str, base_dir: Path, vocab_len: int) -> ErnieConfig:
+    """Load a config; `vocab_size` may be absent (then the vocab's length) but not smaller than it."""
+    if path_or_preset in PRESETS:
+        source = f"preset {path_or_preset}"
+        text = (resources.files("training") / "configs" / f"{path_or_preset}.json").read_text()
+    else:
+        path = Path(path_or_preset)
+        path = path if path.is_absolute() else base_dir / path
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(
+                f"ernie_config_path {path_or_preset!r}: {path} does not exist "
+                f"(give a file in the train channel or a preset: {', '.join(PRESETS)})"
+            )
+        text = path.read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"model config {source} is not valid JSON: {exc}") from None
+    return _build(raw, source, vocab_len)
+
+
+def _build(raw: dict, source: str, vocab_len: int) -> ErnieConfig:
+    raw = {ALIASES.get(k, k): v for k, v in raw.items() if k not in IGNORED_KEYS}
+    known = set(ErnieConfig.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"model config {source}: unknown keys {', '.join(unknown)}")
+    raw.setdefault("vocab_size", vocab_len)
+    try:
+        config = ErnieConfig(**raw)
+    except TypeError as exc:
+        raise ConfigError(f"model config {source}: {exc}") from None
+    _check(config, source, vocab_len)
+    return config
+
+
+def _check(c: ErnieConfig, source: str, vocab_len: int) -> None:
+    if c.vocab_size < vocab_len:
+        raise ConfigError(
+            f"model config {source}: vocab_size {c.vocab_size} is smaller than the vocab "
+            f"({vocab_len} tokens)"
+        )
+    if c.hidden_size % c.num_attention_heads:
+        raise ConfigError(
+            f"model config {source}: hidden_size {c.hidden_size} is not divisible by "
+            f"num_attention_heads {c.num_attention_heads}"
+        )
+    if c.hidden_act not in ACTIVATIONS:
+        raise ConfigError(
+            f"model config {source}: hidden_act {c.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}"
+        )

@@ -1,0 +1,225 @@
+"""The one definition of the training job's hyperparameters: names, types, defaults, help.
+
+SageMaker hands every value over as a string ("True", "0.0001", "8192"). Names follow
+the original ERNIE `pretrain.sh` / `train.py` so that existing recipes carry over; the
+few new ones are marked as such in their help. The state machine validates execution
+input against this module, so nothing else repeats these names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from training.errors import HyperparameterError
+
+# Keys that SageMaker's SDK and toolkit add on their own (sagemaker_program, ...).
+RESERVED_PREFIX = "sagemaker_"
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value <= 0:
+        raise ValueError("expected an integer > 0")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError("expected an integer >= 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("expected a finite number >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise ValueError("expected a number > 0")
+    return value
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Spec:
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+
+
+SPECS: dict[str, Spec] = {
+    # Data
+    "train_filelist": Spec(_text, "train_filelist", "Filelist of training shards, relative to the train channel."),
+    "valid_filelist": Spec(_text, "valid_filelist", "Filelist of validation shards, relative to the valid channel."),
+    "vocab_path": Spec(_text, "vocab.txt", "Vocab (`token<TAB>id`), relative to the train channel."),
+    "max_seq_len": Spec(_positive_int, "512", "Longest sample in tokens; longer lines are skipped and counted."),
+    "in_tokens": Spec(_bool, "true", "If true, batch_size counts padded tokens, else samples."),
+    "batch_size": Spec(_positive_int, "8192", "Tokens (in_tokens) or samples per batch, per worker."),
+    "generate_neg_sample": Spec(_bool, "false", "Add NSP negatives built by pairing segments within a batch."),
+    "num_workers": Spec(_non_negative_int, "2", "New. Data worker processes per trainer; 0 parses on the training process."),
+    "epoch": Spec(_positive_int, "100", "Passes over the training shards at most."),
+    "random_seed": Spec(_non_negative_int, "0", "Seed of data order, masking, dropout and init."),
+    # Model
+    "ernie_config_path": Spec(
+        _text,
+        "ernie-1.0-base",
+        "ernie_config.json path relative to the train channel, or a bundled preset: "
+        "ernie-1.0-base, ernie-tiny.",
+    ),
+    "weight_sharing": Spec(_bool, "true", "Tie the MLM output projection to the word embeddings."),
+    # Optimisation
+    "learning_rate": Spec(_positive_float, "0.0001", "Peak learning rate."),
+    "weight_decay": Spec(_non_negative_float, "0.01", "Decoupled weight decay (not on LayerNorm or biases)."),
+    "warmup_steps": Spec(_non_negative_int, "10000", "Linear warm-up steps from 0 to learning_rate."),
+    "num_train_steps": Spec(_positive_int, "1000000", "Optimizer steps; the rate decays linearly to 0 here."),
+    "lr_scheduler": Spec(_choice("linear_warmup_decay"), "linear_warmup_decay", "Learning-rate schedule."),
+    "gradient_accumulation_steps": Spec(_positive_int, "1", "New. Micro-batches per optimizer step."),
+    "max_grad_norm": Spec(_positive_float, "1.0", "New. Global-norm gradient clip."),
+    # Precision
+    "use_fp16": Spec(_bool, "false", "Mixed precision on GPU (see amp_dtype); ignored on CPU."),
+    "amp_dtype": Spec(
+        _choice("auto", "float16", "bfloat16"),
+        "auto",
+        "New. Mixed-precision type: auto picks bfloat16 where the GPU supports it, else float16.",
+    ),
+    "init_loss_scaling": Spec(_positive_float, "32768", "Initial loss scale for float16."),
+    "use_dynamic_loss_scaling": Spec(_bool, "true", "Adjust the float16 loss scale as overflows occur."),
+    "incr_every_n_steps": Spec(_positive_int, "1000", "Grow the loss scale after this many clean steps."),
+    "decr_every_n_nan_or_inf": Spec(_positive_int, "2", "Shrink the loss scale after this many overflows."),
+    "incr_ratio": Spec(_positive_float, "2.0", "Loss-scale growth factor."),
+    "decr_ratio": Spec(_positive_float, "0.5", "Loss-scale shrink factor."),
+    # Runtime
+    "use_cuda": Spec(_bool, "true", "Train on the GPU when there is one; false forces the CPU."),
+    "is_distributed": Spec(_bool, "false", "Data-parallel training across the trainers started by paddle's launcher."),
+    "use_fast_executor": Spec(_bool, "true", "Accepted for compatibility; dynamic-graph training has no executor."),
+    "checkpoints": Spec(_text, "", "Checkpoint folder; empty means SageMaker's /opt/ml/checkpoints."),
+    "save_steps": Spec(_positive_int, "10000", "Save a checkpoint every this many steps."),
+    "keep_checkpoints": Spec(_positive_int, "3", "New. Checkpoints kept; older ones are deleted."),
+    "skip_steps": Spec(_positive_int, "10", "Log training metrics every this many steps."),
+    "validation_steps": Spec(_positive_int, "1000", "Validate on the valid channel every this many steps."),
+}
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    train_filelist: str
+    valid_filelist: str
+    vocab_path: str
+    max_seq_len: int
+    in_tokens: bool
+    batch_size: int
+    generate_neg_sample: bool
+    num_workers: int
+    epoch: int
+    random_seed: int
+    ernie_config_path: str
+    weight_sharing: bool
+    learning_rate: float
+    weight_decay: float
+    warmup_steps: int
+    num_train_steps: int
+    lr_scheduler: str
+    gradient_accumulation_steps: int
+    max_grad_norm: float
+    use_fp16: bool
+    amp_dtype: str
+    init_loss_scaling: float
+    use_dynamic_loss_scaling: bool
+    incr_every_n_steps: int
+    decr_every_n_nan_or_inf: int
+    incr_ratio: float
+    decr_ratio: float
+    use_cuda: bool
+    is_distributed: bool
+    use_fast_executor: bool
+    checkpoints: str
+    save_steps: int
+    keep_checkpoints: int
+    skip_steps: int
+    validation_steps: int
+
+
+def validate(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Check names and values; return the problems as {name: message}, empty when all is well."""
+    problems: dict[str, str] = {}
+    for name, value in raw.items():
+        if name.startswith(RESERVED_PREFIX):
+            continue
+        spec = SPECS.get(name)
+        if spec is None:
+            problems[name] = "unknown hyperparameter" + _did_you_mean(name)
+            continue
+        if not isinstance(value, str):
+            problems[name] = f"value {value!r} must be a string, as SageMaker passes it"
+            continue
+        try:
+            spec.parse(value)
+        except ValueError as exc:
+            problems[name] = f"bad value {value!r}: {exc}"
+    return problems
+
+
+def parse(raw: Mapping[str, Any]) -> Hyperparameters:
+    """Turn SageMaker's string-to-string map into typed hyperparameters, failing on the first problem."""
+    problems = validate(raw)
+    if problems:
+        details = "; ".join(f"{name}: {message}" for name, message in sorted(problems.items()))
+        raise HyperparameterError(f"invalid hyperparameters: {details}")
+    values = {name: spec.parse(raw.get(name, spec.default)) for name, spec in SPECS.items()}
+    return Hyperparameters(**values)
+
+
+def defaults() -> dict[str, str]:
+    """Every hyperparameter with its default, as strings."""
+    return {name: spec.default for name, spec in SPECS.items()}
+
+
+def _did_you_mean(name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, SPECS, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -1,0 +1,133 @@
+"""SageMaker's training-container contract: where inputs, outputs and checkpoints live.
+
+SageMaker writes `input/config/*.json` and `input/data/<channel>/` under /opt/ml;
+`SAGEMAKER_BASE_DIR` relocates the whole tree for local runs. The `SM_*` variables
+are set by the sagemaker-training toolkit when *it* launches a script; our entrypoint
+runs directly (so that SIGTERM reaches it), so we derive them with the toolkit's own
+environment module and let any variable already set win.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.errors import ConfigError
+
+BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
+DEFAULT_BASE_DIR = "/opt/ml"
+TRAIN, VALID, MODEL = "train", "valid", "model"  # channel names
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    base_dir: Path
+    hyperparameters: dict[str, str]
+    channels: dict[str, Path]
+    model_dir: Path
+    output_dir: Path
+    hosts: tuple[str, ...]
+    current_host: str
+    num_gpus: int
+
+    @property
+    def failure_file(self) -> Path:
+        return self.output_dir / "failure"
+
+    def channel(self, name: str) -> Path:
+        """The folder of a channel the job cannot run without."""
+        path = self.channels.get(name)
+        if path is None or not path.is_dir():
+            raise ConfigError(
+                f"the {name!r} channel is missing: give the training job an input channel named "
+                f"{name!r} (expected at {self.base_dir / 'input' / 'data' / name})"
+            )
+        return path
+
+    def checkpoint_dir(self, configured: str) -> Path:
+        """The `checkpoints` hyperparameter, else CheckpointConfig's default LocalPath."""
+        if configured:
+            path = Path(configured)
+            return path if path.is_absolute() else self.base_dir / path
+        return self.base_dir / "checkpoints"
+
+
+def from_environment() -> JobLayout:
+    """Read the layout SageMaker (or a local rehearsal) prepared."""
+    base = Path(os.environ.get(BASE_DIR_ENV, DEFAULT_BASE_DIR))
+    config_dir = base / "input" / "config"
+    hyperparameters = _read_json(config_dir / "hyperparameters.json", default={})
+    _export_toolkit_variables(base, config_dir)
+    channels = {
+        key[len("SM_CHANNEL_") :].lower(): Path(value)
+        for key, value in os.environ.items()
+        if key.startswith("SM_CHANNEL_")
+    }
+    data_dir = base / "input" / "data"
+    if data_dir.is_dir():  # without inputdataconfig.json, every folder there is a channel
+        for path in data_dir.iterdir():
+            channels.setdefault(path.name, path)
+    hosts = tuple(json.loads(os.environ.get("SM_HOSTS", '["algo-1"]')))
+    return JobLayout(
+        base_dir=base,
+        hyperparameters=hyperparameters,
+        channels=channels,
+        model_dir=Path(os.environ.get("SM_MODEL_DIR", base / "model")),
+        output_dir=Path(os.environ.get("SM_OUTPUT_DIR", base / "output")),
+        hosts=hosts,
+        current_host=os.environ.get("SM_CURRENT_HOST", hosts[0]),
+        num_gpus=int(os.environ.get("SM_NUM_GPUS", "0")),
+    )
+
+
+def _export_toolkit_variables(base: Path, config_dir: Path) -> None:
+    """Set the SM_* variables the toolkit would, where SageMaker's config files allow it."""
+    names = ("resourceconfig.json", "inputdataconfig.json", "hyperparameters.json")
+    if not all((config_dir / name).is_file() for name in names):
+        return  # a bare local run: the defaults in from_environment() apply
+    os.environ[BASE_DIR_ENV] = str(base)  # read by the toolkit at import
+    from sagemaker_training import environment
+
+    env = environment.Environment()
+    for key, value in env.to_env_vars().items():
+        os.environ.setdefault(key, str(value))
+
+
+def _read_json(path: Path, default: dict) -> dict:
+    if not path.is_file():
+        return default
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return value
+
+
+def write_failure(layout: JobLayout, reason: str) -> None:
+    """Leave the reason where SageMaker reports it as the job's FailureReason."""
+    layout.output_dir.mkdir(parents=True, exist_ok=True)
+    layout.failure_file.write_text(" ".join(reason.split()) + "\n", encoding="utf-8")
+
+
+def write_local_job(base: Path, hyperparameters: dict[str, str], channels: list[str]) -> None:
+    """Write the config files SageMaker would, for a local run of the same entrypoint."""
+    config_dir = base / "input" / "config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "hyperparameters.json": {k: str(v) for k, v in hyperparameters.items()},
+        "resourceconfig.json": {
+            "current_host": "algo-1",
+            "hosts": ["algo-1"],
+            "network_interface_name": "eth0",
+        },
+        "inputdataconfig.json": {
+            name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"}
+            for name in channels
+        },
+    }
+    for name, content in files.items():
+        (config_dir / name).write_text(json.dumps(content, indent=2))

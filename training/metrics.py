@@ -1,0 +1,69 @@
+"""Log lines -> metrics: the lines the trainer prints and the regexes SageMaker reads them with.
+
+The stack hands `METRIC_DEFINITIONS` to CreateTrainingJob; the trainer prints with
+`train_line` and `valid_line`. `Training-loss` keeps the regex users know,
+`loss: ([0-9\\.]+)`, so no other line may contain the text "loss: ": every other
+figure is printed as `name=value`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+NUMBER = r"([0-9\.]+)"
+SCIENTIFIC = r"([0-9\.]+(?:e[-+][0-9]+)?)"
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    step: int
+    epoch: int
+    loss: float
+    mlm_loss: float
+    nsp_acc: float
+    lr: float
+    tokens_per_sec: float
+
+
+@dataclass(frozen=True)
+class ValidStats:
+    step: int
+    loss: float
+    mlm_loss: float
+    nsp_acc: float
+
+
+def perplexity(mlm_loss: float) -> float:
+    # exp overflows past ~709; report the ceiling rather than crash early in training.
+    return math.exp(min(mlm_loss, 700.0))
+
+
+def train_line(s: TrainStats) -> str:
+    return (
+        f"[train] step={s.step} epoch={s.epoch} loss: {s.loss:.6f} "
+        f"mlm_loss={s.mlm_loss:.6f} ppl={perplexity(s.mlm_loss):.4f} nsp_acc={s.nsp_acc:.4f} "
+        f"lr={s.lr:.4e} tokens_per_sec={s.tokens_per_sec:.1f}"
+    )
+
+
+def valid_line(s: ValidStats) -> str:
+    return (
+        f"[valid] step={s.step} valid_loss={s.loss:.6f} valid_mlm_loss={s.mlm_loss:.6f} "
+        f"valid_ppl={perplexity(s.mlm_loss):.4f} valid_nsp_acc={s.nsp_acc:.4f}"
+    )
+
+
+# Name -> regex, in the form CreateTrainingJob's AlgorithmSpecification.MetricDefinitions takes.
+METRIC_DEFINITIONS: tuple[dict[str, str], ...] = (
+    {"Name": "Training-loss", "Regex": r"loss: ([0-9\.]+)"},
+    {"Name": "Training-mlm-loss", "Regex": rf"\[train\].* mlm_loss={NUMBER}"},
+    {"Name": "Training-perplexity", "Regex": rf"\[train\].* ppl={NUMBER}"},
+    {"Name": "Training-nsp-accuracy", "Regex": rf"\[train\].* nsp_acc={NUMBER}"},
+    {"Name": "Training-learning-rate", "Regex": rf"\[train\].* lr={SCIENTIFIC}"},
+    {"Name": "Training-tokens-per-second", "Regex": rf"\[train\].* tokens_per_sec={NUMBER}"},
+    {"Name": "Validation-loss", "Regex": rf"\[valid\].* valid_loss={NUMBER}"},
+    {"Name": "Validation-mlm-loss", "Regex": rf"\[valid\].* valid_mlm_loss={NUMBER}"},
+    {"Name": "Validation-perplexity", "Regex": rf"\[valid\].* valid_ppl={NUMBER}"},
+    {"Name": "Validation-nsp-accuracy", "Regex": rf"\[valid\].* valid_nsp_acc={NUMBER}"},
+)

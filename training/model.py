@@ -1,0 +1,136 @@
+"""ERNIE 1.0: a post-LayerNorm transformer encoder with masked-LM and next-sentence heads."""
+
+from __future__ import annotations
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from training.config import ErnieConfig
+
+# Added to attention scores at padding; fits float16 unlike -inf.
+PADDING_BIAS = -1e4
+
+
+def _weight(config: ErnieConfig) -> paddle.ParamAttr:
+    std = config.initializer_range
+    # Truncated at two standard deviations, as the original initialiser did.
+    init = nn.initializer.TruncatedNormal(mean=0.0, std=std, a=-2 * std, b=2 * std)
+    return paddle.ParamAttr(initializer=init)
+
+
+class ErnieModel(nn.Layer):
+    """Embeddings (word + position + sentence type), encoder, and tanh pooler on [CLS]."""
+
+    def __init__(self, config: ErnieConfig, pad_id: int = 0) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+        h = config.hidden_size
+        self.word_emb = nn.Embedding(config.vocab_size, h, weight_attr=_weight(config))
+        self.pos_emb = nn.Embedding(config.max_position_embeddings, h, weight_attr=_weight(config))
+        self.sent_emb = nn.Embedding(config.type_vocab_size, h, weight_attr=_weight(config))
+        self.emb_norm = nn.LayerNorm(h)
+        self.emb_dropout = nn.Dropout(config.hidden_dropout_prob)
+        layer = nn.TransformerEncoderLayer(
+            d_model=h,
+            nhead=config.num_attention_heads,
+            dim_feedforward=4 * h,
+            dropout=config.hidden_dropout_prob,
+            activation=config.hidden_act,
+            attn_dropout=config.attention_probs_dropout_prob,
+            act_dropout=0.0,  # ERNIE has no dropout inside the feed-forward block
+            normalize_before=False,  # post-LN: dropout, residual add, then LayerNorm
+            weight_attr=_weight(config),
+        )
+        self.encoder = nn.TransformerEncoder(layer, config.num_hidden_layers)
+        self.pooler = nn.Linear(h, h, weight_attr=_weight(config))
+
+    def forward(
+        self, src_ids: paddle.Tensor, sent_ids: paddle.Tensor, pos_ids: paddle.Tensor
+    ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        emb = self.word_emb(src_ids) + self.pos_emb(pos_ids) + self.sent_emb(sent_ids)
+        emb = self.emb_dropout(self.emb_norm(emb))
+        # [B, 1, 1, L] bias broadcast over heads and query positions.
+        padding = (src_ids == self.pad_id).astype(emb.dtype).unsqueeze([1, 2]) * PADDING_BIAS
+        sequence = self.encoder(emb, src_mask=padding)
+        pooled = F.tanh(self.pooler(sequence[:, 0]))
+        return sequence, pooled
+
+
+class ErnieForPretraining(nn.Layer):
+    """ERNIE with the masked-LM head (projection tied to the word embeddings) and the NSP head."""
+
+    def __init__(self, config: ErnieConfig, pad_id: int = 0, weight_sharing: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.ernie = ErnieModel(config, pad_id)
+        h = config.hidden_size
+        self.mlm_transform = nn.Linear(h, h, weight_attr=_weight(config))
+        self.mlm_act = getattr(F, config.hidden_act)
+        self.mlm_norm = nn.LayerNorm(h)
+        self.mlm_out = (
+            None
+            if weight_sharing
+            else nn.Linear(h, config.vocab_size, weight_attr=_weight(config), bias_attr=False)
+        )
+        self.mlm_bias = self.create_parameter(
+            [config.vocab_size], is_bias=True, default_initializer=nn.initializer.Constant(0.0)
+        )
+        self.nsp = nn.Linear(h, 2, weight_attr=_weight(config))
+
+    def mlm_logits(self, hidden: paddle.Tensor) -> paddle.Tensor:
+        """Vocabulary logits for hidden states of any leading shape."""
+        x = self.mlm_norm(self.mlm_act(self.mlm_transform(hidden)))
+        if self.mlm_out is None:
+            logits = paddle.matmul(x, self.ernie.word_emb.weight, transpose_y=True)
+        else:
+            logits = self.mlm_out(x)
+        return logits + self.mlm_bias
+
+    def forward(
+        self,
+        src_ids: paddle.Tensor,
+        sent_ids: paddle.Tensor,
+        pos_ids: paddle.Tensor,
+        mask_pos: paddle.Tensor,
+    ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """MLM logits at `mask_pos` (flat indices into batch x length) and NSP logits."""
+        sequence, pooled = self.ernie(src_ids, sent_ids, pos_ids)
+        flat = sequence.reshape([-1, sequence.shape[-1]])
+        masked = paddle.gather(flat, mask_pos)
+        return self.mlm_logits(masked), self.nsp(pooled)
+
+
+def pretraining_loss(
+    mlm_logits: paddle.Tensor,
+    nsp_logits: paddle.Tensor,
+    mask_label: paddle.Tensor,
+    nsp_label: paddle.Tensor,
+) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+    """Mean MLM cross-entropy + mean NSP cross-entropy; returns (total, mlm, nsp accuracy)."""
+    # Losses in float32 even under AMP: the softmax over the vocab is where fp16 overflows.
+    mlm = F.cross_entropy(mlm_logits.astype("float32"), mask_label.unsqueeze(-1))
+    nsp = F.cross_entropy(nsp_logits.astype("float32"), nsp_label.unsqueeze(-1))
+    accuracy = (nsp_logits.argmax(-1) == nsp_label).astype("float32").mean()
+    return mlm + nsp, mlm, accuracy
+
+
+class ErnieInference(nn.Layer):
+    """What goes into SM_MODEL_DIR: token ids in, MLM log-probabilities and NSP probabilities out."""
+
+    def __init__(self, model: ErnieForPretraining) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, src_ids: paddle.Tensor, sent_ids: paddle.Tensor, pos_ids: paddle.Tensor
+    ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        sequence, pooled = self.model.ernie(src_ids, sent_ids, pos_ids)
+        mlm = F.log_softmax(self.model.mlm_logits(sequence), axis=-1)
+        nsp = F.softmax(self.model.nsp(pooled), axis=-1)
+        return mlm, nsp
+
+
+def no_decay(name: str) -> bool:
+    """Parameters exempt from weight decay: LayerNorm and every bias."""
+    return "norm" in name or name.endswith("bias")
