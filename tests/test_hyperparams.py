@@ -1,0 +1,81 @@
+from dataclasses import fields
+
+import pytest
+
+from training import hyperparams
+from training.errors import HyperparameterError
+
+
+def test_spec_and_dataclass_name_the_same_hyperparameters():
+    assert [f.name for f in fields(hyperparams.Hyperparameters)] == list(hyperparams.SPECS)
+
+
+def test_defaults_parse_and_original_pretrain_sh_values_are_accepted():
+    original = {
+        "use_cuda": "True",
+        "is_distributed": "False",
+        "use_fast_executor": "True",
+        "weight_sharing": "True",
+        "in_tokens": "true",
+        "batch_size": "8192",
+        "vocab_path": "./config/vocab.txt",
+        "train_filelist": "./data/train_filelist",
+        "valid_filelist": "./data/valid_filelist",
+        "validation_steps": "100",
+        "num_train_steps": "1000000",
+        "checkpoints": "./checkpoints",
+        "save_steps": "10000",
+        "ernie_config_path": "./config/ernie_config.json",
+        "learning_rate": "1e-4",
+        "use_fp16": "false",
+        "weight_decay": "0.01",
+        "max_seq_len": "512",
+        "skip_steps": "10",
+        "warmup_steps": "10000",
+        "epoch": "100",
+    }
+    hp = hyperparams.parse(original)
+    assert hp.batch_size == 8192 and hp.in_tokens is True and hp.use_fp16 is False
+    assert hp.learning_rate == pytest.approx(1e-4)
+    assert hp.vocab_path == "./config/vocab.txt"
+    default = hyperparams.parse({})
+    assert default.max_grad_norm == 1.0 and default.weight_decay == 0.01
+
+
+def test_sagemaker_reserved_keys_are_ignored():
+    hp = hyperparams.parse({"sagemaker_program": "x.py", "sagemaker_region": '"us-east-1"'})
+    assert hp.batch_size == 8192
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("batch_size", "lots", "batch_size: bad value 'lots': expected an integer"),
+        ("batch_size", "0", "batch_size: bad value '0': expected an integer > 0"),
+        ("batch_size", "8192.5", "expected an integer"),
+        ("use_fp16", "maybe", "use_fp16: bad value 'maybe': expected true or false"),
+        ("learning_rate", "nan", "learning_rate: bad value 'nan': expected a finite number"),
+        ("learning_rate", "-1", "expected a finite number >= 0"),
+        ("amp_dtype", "fp8", "expected one of auto, float16, bfloat16"),
+        ("lerning_rate", "0.1", "lerning_rate: unknown hyperparameter (did you mean learning_rate?)"),
+    ],
+)
+def test_bad_names_and_values_are_named(name, value, expected):
+    with pytest.raises(HyperparameterError) as err:
+        hyperparams.parse({name: value})
+    assert expected in str(err.value)
+
+
+def test_non_string_values_are_rejected_as_sagemaker_would_send_strings():
+    problems = hyperparams.validate({"batch_size": 8192})
+    assert "must be a string" in problems["batch_size"]
+
+
+def test_every_problem_is_reported_at_once():
+    problems = hyperparams.validate({"batch_size": "x", "epoch": "-2", "use_cuda": "true"})
+    assert set(problems) == {"batch_size", "epoch"}
+
+
+def test_defaults_round_trip():
+    assert hyperparams.parse(hyperparams.defaults()) == hyperparams.parse({})
+    assert len(hyperparams.defaults()) <= 100  # SageMaker's limit on hyperparameter entries
