@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-from training import layout, synthetic
-
-TINY_CONFIG = {
-    "attention_probs_dropout_prob": 0.1,
-    "hidden_act": "relu",
-    "hidden_dropout_prob": 0.1,
-    "hidden_size": 32,
-    "initializer_range": 0.02,
-    "max_position_embeddings": 64,
-    "num_attention_heads": 2,
-    "num_hidden_layers": 1,
-    "type_vocab_size": 2,
-}
-
-TINY_HYPERPARAMETERS = {
-    "ernie_config_path": "ernie_config.json",
-    "max_seq_len": "64",
-    "batch_size": "512",
-    "learning_rate": "0.001",
-    "warmup_steps": "2",
-    "num_train_steps": "8",
-    "skip_steps": "1",
-    "validation_steps": "4",
-    "save_steps": "4",
-    "num_workers": "0",
-}
+from training import layout
 
 
 @pytest.fixture(scope="session")
@@ -41,31 +15,26 @@ def reference() -> Path:
     """The original ERNIE vocab, config and demo shard (shared/ beside the repository)."""
     path = Path(
         os.environ.get(
-            "ERNIE_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "ernie-reference"
+            "ERNIE_REFERENCE_DIR",
+            Path(__file__).resolve().parents[2] / "shared" / "ernie-reference",
         )
     )
     assert path.is_dir(), f"ERNIE reference data not found at {path}; set ERNIE_REFERENCE_DIR"
     return path
 
 
-def make_job(base: Path, **overrides: str) -> Path:
-    """A SageMaker layout under `base` (train + valid channels); returns `base`."""
-    data = base / "input" / "data"
-    synthetic.write_dataset(data / "train", data / "valid", train_shards=2, lines_per_shard=200)
-    (data / "train" / "ernie_config.json").write_text(json.dumps(TINY_CONFIG))
-    layout.write_local_job(base, {**TINY_HYPERPARAMETERS, **overrides}, ["train", "valid"])
-    return base
-
-
 @pytest.fixture
 def sm_env(monkeypatch: pytest.MonkeyPatch):
-    """Point the container contract at a folder, with no SM_* variables leaking in."""
+    """Point the container contract at a folder, with no SM_* variables leaking in or out."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("SM_")}
 
     def use(base: Path) -> Path:
-        for key in list(os.environ):
-            if key.startswith("SM_"):
-                monkeypatch.delenv(key)
+        for key in [k for k in os.environ if k.startswith("SM_")]:
+            del os.environ[key]
         monkeypatch.setenv(layout.BASE_DIR_ENV, str(base))
         return base
 
-    return use
+    yield use
+    for key in [k for k in os.environ if k.startswith("SM_")]:
+        del os.environ[key]
+    os.environ.update(before)

@@ -57,7 +57,11 @@ def test_sagemaker_reserved_keys_are_ignored():
         ("learning_rate", "nan", "learning_rate: bad value 'nan': expected a finite number"),
         ("learning_rate", "-1", "expected a finite number >= 0"),
         ("amp_dtype", "fp8", "expected one of auto, float16, bfloat16"),
-        ("lerning_rate", "0.1", "lerning_rate: unknown hyperparameter (did you mean learning_rate?)"),
+        (
+            "lerning_rate",
+            "0.1",
+            "lerning_rate: unknown hyperparameter (did you mean learning_rate?)",
+        ),
     ],
 )
 def test_bad_names_and_values_are_named(name, value, expected):

@@ -38,7 +38,7 @@ def test_missing_channel_and_bad_config_json_are_named(tmp_path, sm_env):
         job.channel("train")
     (base / "input" / "config").mkdir(parents=True)
     (base / "input" / "config" / "hyperparameters.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="hyperparameters.json is not valid JSON"):
+    with pytest.raises(ConfigError, match=r"hyperparameters\.json is not valid JSON"):
         layout.from_environment()
 
 

@@ -6,7 +6,11 @@ from training.config import ErnieConfig
 from training.model import ErnieForPretraining, no_decay, pretraining_loss
 
 CONFIG = ErnieConfig(
-    vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=16
+    vocab_size=50,
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=16,
 )
 
 

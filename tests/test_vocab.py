@@ -15,7 +15,9 @@ def test_reference_vocab_special_ids_and_replacements(reference):
 def test_vocab_errors_name_file_and_line(tmp_path):
     path = tmp_path / "vocab.txt"
     path.write_text("[PAD]\t0\n[CLS]\t1\n[SEP]\t5\n")
-    with pytest.raises(ConfigError, match=r"vocab.txt line 3: id '5' for token '\[SEP\]' should be 2"):
+    with pytest.raises(
+        ConfigError, match=r"vocab.txt line 3: id '5' for token '\[SEP\]' should be 2"
+    ):
         load_vocab(path)
     path.write_text("[PAD]\t0\n[CLS]\t1\n")
     with pytest.raises(ConfigError, match=r"lacks the special tokens \[SEP\], \[MASK\]"):

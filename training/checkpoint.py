@@ -98,3 +98,26 @@ def _fsync_files(folder: Path) -> None:
     for p in folder.iterdir():
         with p.open("rb") as f:
             os.fsync(f.fileno())
+
+
+def rename_optimizer_state(state: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """Rename the parameters an optimizer state refers to.
+
+    Paddle keys accumulators by the parameter's unique name (`linear_3.w_0_moment1_0`),
+    which depends on how many layers the process built before; checkpoints store them
+    by structured name (`ernie.pooler.weight`) so that any process can load them.
+    """
+    by_length = sorted(names, key=len, reverse=True)
+
+    def rename(key: str) -> str:
+        for old in by_length:
+            if key == old or key.startswith(old + "_"):
+                return names[old] + key[len(old) :]
+        return key
+
+    renamed = {}
+    for key, value in state.items():
+        if key == "master_weights":
+            value = {rename(k): v for k, v in value.items()}
+        renamed[key if key == "LR_Scheduler" else rename(key)] = value
+    return renamed

@@ -14,7 +14,7 @@ HYPERPARAMETERS = {
     "ernie_config_path": "ernie-tiny",
     "max_seq_len": "128",
     "batch_size": "4096",
-    "learning_rate": "0.0005",
+    "learning_rate": "0.001",
     "warmup_steps": "30",
     "num_train_steps": "300",
     "skip_steps": "20",
@@ -33,4 +33,12 @@ def run(folder: Path) -> int:
     layout.write_local_job(base, HYPERPARAMETERS, [layout.TRAIN, layout.VALID])
     print(f"demo job laid out under {base}; training a tiny ERNIE on the CPU", flush=True)
     env = {**os.environ, layout.BASE_DIR_ENV: str(base)}
-    return subprocess.call([sys.executable, "-m", "training.cli", "train"], env=env)
+    status = subprocess.call([sys.executable, "-m", "training.cli", "train"], env=env)
+    if status == 0:
+        model = base / "model"
+        print(f"\ndemo done: the model is in {model}", flush=True)
+        for path in sorted(model.rglob("*")):
+            if path.is_file():
+                print(f"  {path.relative_to(model)}  ({path.stat().st_size:,} bytes)")
+        print(f"checkpoints: {base / 'checkpoints'}")
+    return status

@@ -93,14 +93,30 @@ class Spec:
 
 SPECS: dict[str, Spec] = {
     # Data
-    "train_filelist": Spec(_text, "train_filelist", "Filelist of training shards, relative to the train channel."),
-    "valid_filelist": Spec(_text, "valid_filelist", "Filelist of validation shards, relative to the valid channel."),
-    "vocab_path": Spec(_text, "vocab.txt", "Vocab (`token<TAB>id`), relative to the train channel."),
-    "max_seq_len": Spec(_positive_int, "512", "Longest sample in tokens; longer lines are skipped and counted."),
+    "train_filelist": Spec(
+        _text, "train_filelist", "Filelist of training shards, relative to the train channel."
+    ),
+    "valid_filelist": Spec(
+        _text, "valid_filelist", "Filelist of validation shards, relative to the valid channel."
+    ),
+    "vocab_path": Spec(
+        _text, "vocab.txt", "Vocab (`token<TAB>id`), relative to the train channel."
+    ),
+    "max_seq_len": Spec(
+        _positive_int, "512", "Longest sample in tokens; longer lines are skipped and counted."
+    ),
     "in_tokens": Spec(_bool, "true", "If true, batch_size counts padded tokens, else samples."),
-    "batch_size": Spec(_positive_int, "8192", "Tokens (in_tokens) or samples per batch, per worker."),
-    "generate_neg_sample": Spec(_bool, "false", "Add NSP negatives built by pairing segments within a batch."),
-    "num_workers": Spec(_non_negative_int, "2", "New. Data worker processes per trainer; 0 parses on the training process."),
+    "batch_size": Spec(
+        _positive_int, "8192", "Tokens (in_tokens) or samples per batch, per worker."
+    ),
+    "generate_neg_sample": Spec(
+        _bool, "false", "Add NSP negatives built by pairing segments within a batch."
+    ),
+    "num_workers": Spec(
+        _non_negative_int,
+        "2",
+        "New. Data worker processes per trainer; 0 parses on the training process.",
+    ),
     "epoch": Spec(_positive_int, "100", "Passes over the training shards at most."),
     "random_seed": Spec(_non_negative_int, "0", "Seed of data order, masking, dropout and init."),
     # Model
@@ -113,11 +129,21 @@ SPECS: dict[str, Spec] = {
     "weight_sharing": Spec(_bool, "true", "Tie the MLM output projection to the word embeddings."),
     # Optimisation
     "learning_rate": Spec(_positive_float, "0.0001", "Peak learning rate."),
-    "weight_decay": Spec(_non_negative_float, "0.01", "Decoupled weight decay (not on LayerNorm or biases)."),
-    "warmup_steps": Spec(_non_negative_int, "10000", "Linear warm-up steps from 0 to learning_rate."),
-    "num_train_steps": Spec(_positive_int, "1000000", "Optimizer steps; the rate decays linearly to 0 here."),
-    "lr_scheduler": Spec(_choice("linear_warmup_decay"), "linear_warmup_decay", "Learning-rate schedule."),
-    "gradient_accumulation_steps": Spec(_positive_int, "1", "New. Micro-batches per optimizer step."),
+    "weight_decay": Spec(
+        _non_negative_float, "0.01", "Decoupled weight decay (not on LayerNorm or biases)."
+    ),
+    "warmup_steps": Spec(
+        _non_negative_int, "10000", "Linear warm-up steps from 0 to learning_rate."
+    ),
+    "num_train_steps": Spec(
+        _positive_int, "1000000", "Optimizer steps; the rate decays linearly to 0 here."
+    ),
+    "lr_scheduler": Spec(
+        _choice("linear_warmup_decay"), "linear_warmup_decay", "Learning-rate schedule."
+    ),
+    "gradient_accumulation_steps": Spec(
+        _positive_int, "1", "New. Micro-batches per optimizer step."
+    ),
     "max_grad_norm": Spec(_positive_float, "1.0", "New. Global-norm gradient clip."),
     # Precision
     "use_fp16": Spec(_bool, "false", "Mixed precision on GPU (see amp_dtype); ignored on CPU."),
@@ -127,20 +153,34 @@ SPECS: dict[str, Spec] = {
         "New. Mixed-precision type: auto picks bfloat16 where the GPU supports it, else float16.",
     ),
     "init_loss_scaling": Spec(_positive_float, "32768", "Initial loss scale for float16."),
-    "use_dynamic_loss_scaling": Spec(_bool, "true", "Adjust the float16 loss scale as overflows occur."),
-    "incr_every_n_steps": Spec(_positive_int, "1000", "Grow the loss scale after this many clean steps."),
-    "decr_every_n_nan_or_inf": Spec(_positive_int, "2", "Shrink the loss scale after this many overflows."),
+    "use_dynamic_loss_scaling": Spec(
+        _bool, "true", "Adjust the float16 loss scale as overflows occur."
+    ),
+    "incr_every_n_steps": Spec(
+        _positive_int, "1000", "Grow the loss scale after this many clean steps."
+    ),
+    "decr_every_n_nan_or_inf": Spec(
+        _positive_int, "2", "Shrink the loss scale after this many overflows."
+    ),
     "incr_ratio": Spec(_positive_float, "2.0", "Loss-scale growth factor."),
     "decr_ratio": Spec(_positive_float, "0.5", "Loss-scale shrink factor."),
     # Runtime
     "use_cuda": Spec(_bool, "true", "Train on the GPU when there is one; false forces the CPU."),
-    "is_distributed": Spec(_bool, "false", "Data-parallel training across the trainers started by paddle's launcher."),
-    "use_fast_executor": Spec(_bool, "true", "Accepted for compatibility; dynamic-graph training has no executor."),
-    "checkpoints": Spec(_text, "", "Checkpoint folder; empty means SageMaker's /opt/ml/checkpoints."),
+    "is_distributed": Spec(
+        _bool, "false", "Data-parallel training across the trainers started by paddle's launcher."
+    ),
+    "use_fast_executor": Spec(
+        _bool, "true", "Accepted for compatibility; dynamic-graph training has no executor."
+    ),
+    "checkpoints": Spec(
+        _text, "", "Checkpoint folder; empty means SageMaker's /opt/ml/checkpoints."
+    ),
     "save_steps": Spec(_positive_int, "10000", "Save a checkpoint every this many steps."),
     "keep_checkpoints": Spec(_positive_int, "3", "New. Checkpoints kept; older ones are deleted."),
     "skip_steps": Spec(_positive_int, "10", "Log training metrics every this many steps."),
-    "validation_steps": Spec(_positive_int, "1000", "Validate on the valid channel every this many steps."),
+    "validation_steps": Spec(
+        _positive_int, "1000", "Validate on the valid channel every this many steps."
+    ),
 }
 
 

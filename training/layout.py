@@ -9,6 +9,7 @@ environment module and let any variable already set win.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from dataclasses import dataclass
@@ -87,9 +88,11 @@ def _export_toolkit_variables(base: Path, config_dir: Path) -> None:
     names = ("resourceconfig.json", "inputdataconfig.json", "hyperparameters.json")
     if not all((config_dir / name).is_file() for name in names):
         return  # a bare local run: the defaults in from_environment() apply
-    os.environ[BASE_DIR_ENV] = str(base)  # read by the toolkit at import
+    os.environ[BASE_DIR_ENV] = str(base)
     from sagemaker_training import environment
 
+    if environment.base_dir != str(base):  # the toolkit fixes its paths at import
+        importlib.reload(environment)
     env = environment.Environment()
     for key, value in env.to_env_vars().items():
         os.environ.setdefault(key, str(value))

@@ -21,7 +21,7 @@ FIRST_CHAR = 0x4E00  # CJK unified ideographs
 def _language(rng: np.random.Generator, n_chars: int, n_words: int, n_topics: int):
     first_id = len(SPECIALS)
     words = [
-        tuple(rng.integers(first_id, first_id + n_chars, size=rng.integers(1, 4)))
+        tuple(rng.integers(first_id, first_id + n_chars, size=rng.integers(2, 4)))
         for _ in range(n_words)
     ]
     topics = [rng.choice(n_words, size=n_words // 4, replace=False) for _ in range(n_topics)]
@@ -34,7 +34,7 @@ def _sentence(rng, words, topic_words, habit) -> list[tuple[int, ...]]:
     out = []
     for _ in range(int(rng.integers(4, 10))):
         out.append(words[topic_words[k]])
-        k = int(habit[k]) if rng.random() < 0.7 else int(rng.integers(len(topic_words)))
+        k = int(habit[k]) if rng.random() < 0.9 else int(rng.integers(len(topic_words)))
     return out
 
 
@@ -52,7 +52,7 @@ def _encode(a: list, b: list, nsp_label: int) -> str:
     return ";".join(" ".join(map(str, f)) for f in fields) + f";{nsp_label}"
 
 
-def samples(n: int, seed: int = 0, n_chars: int = 300, n_topics: int = 6) -> list[str]:
+def samples(n: int, seed: int = 0, n_chars: int = 120, n_topics: int = 6) -> list[str]:
     """`n` lines of the 5-field format, about half NSP negatives."""
     rng = np.random.default_rng(seed)
     words, topics, habits = _language(np.random.default_rng(1234), n_chars, 160, n_topics)
@@ -67,12 +67,16 @@ def samples(n: int, seed: int = 0, n_chars: int = 300, n_topics: int = 6) -> lis
     return lines
 
 
-def vocab_tokens(n_chars: int = 300) -> list[str]:
+def vocab_tokens(n_chars: int = 120) -> list[str]:
     return SPECIALS + [chr(FIRST_CHAR + i) for i in range(n_chars)]
 
 
 def write_dataset(
-    train_dir: Path, valid_dir: Path, train_shards: int = 2, lines_per_shard: int = 1000, seed: int = 0
+    train_dir: Path,
+    valid_dir: Path,
+    train_shards: int = 2,
+    lines_per_shard: int = 1000,
+    seed: int = 0,
 ) -> None:
     """Write vocab.txt, shards and filelists into train and valid channel folders."""
     for folder in (train_dir, valid_dir):
@@ -84,7 +88,7 @@ def write_dataset(
     for shard in range(train_shards):
         name = f"part-{shard:05d}.gz"
         _write_shard(train_dir / name, samples(lines_per_shard, seed=seed + 1 + shard))
-        entries.append(f"{name}\t0.8\n")  # mostly word-level masking, like ERNIE 1.0
+        entries.append(f"{name}\t0.5\n")  # half the passes word-level
     (train_dir / "train_filelist").write_text("".join(entries))
     _write_shard(valid_dir / "part-00000.gz", samples(lines_per_shard // 4, seed=seed + 10_000))
     (valid_dir / "valid_filelist").write_text("part-00000.gz\t1.1\n")

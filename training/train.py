@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from training import hyperparams, layout as job_layout, metrics
-from training.checkpoint import CheckpointManager
+from training import hyperparams, metrics
+from training import layout as job_layout
+from training.checkpoint import CheckpointManager, rename_optimizer_state
 from training.config import ErnieConfig, load_config
 from training.data import DataPosition, PretrainingData, read_filelist, validation_batches
 from training.errors import ConfigError, TrainingError
@@ -117,6 +118,7 @@ def train(layout: JobLayout, stop: StopSignal) -> Path:
     )
 
     checkpoints = CheckpointManager(layout.checkpoint_dir(hp.checkpoints), hp.keep_checkpoints)
+    structured = {p.name: n for n, p in model.named_parameters()}
     step, position = _restore(checkpoints, model, optimizer, scaler, layout)
     trainer = paddle.DataParallel(model) if world_size > 1 else model
     data = PretrainingData(
@@ -152,7 +154,8 @@ def train(layout: JobLayout, stop: StopSignal) -> Path:
         if rank == 0 and step != saved_step:
             saved_step = step
             meta = {"position": position.to_dict(), "config": asdict(config)}
-            trainer_state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
+            optimizer_state = rename_optimizer_state(optimizer.state_dict(), structured)
+            trainer_state = {"optimizer": optimizer_state, "scaler": scaler.state_dict()}
             checkpoints.save(step, model.state_dict(), trainer_state, meta)
 
     tokens, window_start = 0, time.perf_counter()
@@ -170,7 +173,9 @@ def train(layout: JobLayout, stop: StopSignal) -> Path:
                     break  # out of epochs
                 batch, position = item
                 paddle.seed(_step_seed(hp.random_seed, rank, step, micro))  # dropout for this step
-                with paddle.amp.auto_cast(enable=amp_dtype is not None, dtype=amp_dtype or "float16"):
+                with paddle.amp.auto_cast(
+                    enable=amp_dtype is not None, dtype=amp_dtype or "float16"
+                ):
                     mlm_logits, nsp_logits = trainer(
                         paddle.to_tensor(batch.src_ids),
                         paddle.to_tensor(batch.sent_ids),
@@ -212,7 +217,11 @@ def train(layout: JobLayout, stop: StopSignal) -> Path:
                 log.info(metrics.train_line(stats))
                 tokens, window_start = 0, time.perf_counter()
             if valid_shards and step % hp.validation_steps == 0 and rank == 0:
-                log.info(metrics.valid_line(_validate(model, valid_shards, vocab, config, hp, stop, step)))
+                log.info(
+                    metrics.valid_line(
+                        _validate(model, valid_shards, vocab, config, hp, stop, step)
+                    )
+                )
             if step % hp.save_steps == 0:
                 save()
 
@@ -339,7 +348,8 @@ def _restore(
     checkpoint = checkpoints.load_latest()
     if checkpoint is not None:
         model.set_state_dict(checkpoint.model)
-        optimizer.set_state_dict(checkpoint.trainer["optimizer"])
+        unique = {n: p.name for n, p in model.named_parameters()}
+        optimizer.set_state_dict(rename_optimizer_state(checkpoint.trainer["optimizer"], unique))
         scaler.load_state_dict(checkpoint.trainer["scaler"])
         log.info("resumed from %s", checkpoint.path)
         return checkpoint.meta["step"], DataPosition.from_dict(checkpoint.meta["position"])

@@ -1,0 +1,233 @@
+"""The entrypoint end to end on a tiny model: train, validate, checkpoint, resume, stop, fail, export."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from tests.helpers import make_job
+from training import layout, train
+from training.config import load_config
+from training.errors import ConfigError
+from training.export import warm_start
+from training.model import ErnieForPretraining, ErnieInference
+from training.vocab import load_vocab
+
+LOSS = re.compile(r"\[train\] step=(\d+) .*loss: ([0-9.]+)")
+
+
+def _losses(caplog) -> dict[int, float]:
+    found = (LOSS.search(r.getMessage()) for r in caplog.records)
+    return {int(m.group(1)): float(m.group(2)) for m in found if m}
+
+
+class StopAfter:
+    """Stands in for SIGTERM arriving after `steps` optimizer steps."""
+
+    def __init__(self, steps: int) -> None:
+        self.checks = 0
+        self.steps = steps
+
+    @property
+    def requested(self) -> bool:
+        self.checks += 1
+        return self.checks > self.steps
+
+
+@pytest.fixture
+def logs(caplog):
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+def test_trains_validates_checkpoints_and_exports(tmp_path, sm_env, logs):
+    base = sm_env(make_job(tmp_path))
+    assert train.main() == 0
+    losses = _losses(logs)
+    assert sorted(losses) == list(range(1, 9))
+    valid = [r.getMessage() for r in logs.records if r.getMessage().startswith("[valid]")]
+    assert [v.split()[1] for v in valid] == ["step=4", "step=8"]
+    saved = sorted(p.name for p in (base / "checkpoints").iterdir())
+    assert saved == ["step_000000004", "step_000000008"]
+    model = base / "model"
+    assert {"model.pdparams", "ernie_config.json", "vocab.txt", "inference"} <= {
+        p.name for p in model.iterdir()
+    }
+    assert not (base / "output" / "failure").exists()
+
+
+def test_exported_inference_model_predicts_masked_tokens(tmp_path, sm_env, logs):
+    base = sm_env(
+        make_job(tmp_path, num_train_steps="40", learning_rate="0.003", validation_steps="40")
+    )
+    assert train.main() == 0
+    model_dir = base / "model"
+    vocab = load_vocab(model_dir / "vocab.txt")
+    infer = paddle.jit.load(str(model_dir / "inference" / "ernie"))
+    infer.eval()
+    # Sentences of the synthetic language, each with its third token masked.
+    with gzip.open(base / "input" / "data" / "valid" / "part-00000.gz", "rt") as f:
+        lines = [line.split(";") for line in f.read().splitlines()[:20]]
+    true_log_probs = []
+    for fields in lines:
+        ids = np.array([int(x) for x in fields[0].split()])
+        sent = np.array([int(x) for x in fields[1].split()])
+        masked = ids.copy()
+        masked[2] = vocab.mask_id
+        inputs = [paddle.to_tensor(a[None]) for a in (masked, sent, np.arange(len(ids)))]
+        log_probs, nsp = infer(*inputs)
+        log_probs = log_probs.numpy()[0]
+        assert log_probs.shape == (len(ids), len(vocab)) and nsp.shape == [1, 2]
+        assert vocab.tokens[int(log_probs[2].argmax())] not in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
+        true_log_probs.append(log_probs[2, ids[2]])
+    # Trained: the hidden tokens are on average far likelier than chance.
+    assert np.mean(true_log_probs) > np.log(1 / len(vocab)) + 0.5
+    # The exported program computes what the weights in model.pdparams compute.
+    config = load_config(str(model_dir / "ernie_config.json"), model_dir, len(vocab))
+    model = ErnieForPretraining(config)
+    model.set_state_dict(paddle.load(str(model_dir / "model.pdparams")))
+    model.eval()
+    eager, _ = ErnieInference(model)(
+        paddle.to_tensor(masked[None]),
+        paddle.to_tensor(sent[None]),
+        paddle.to_tensor(np.arange(len(ids))[None]),
+    )
+    np.testing.assert_allclose(eager.numpy()[0], log_probs, rtol=1e-4, atol=1e-4)
+
+
+def test_stopped_and_resumed_run_logs_the_same_losses(tmp_path, sm_env, logs):
+    sm_env(make_job(tmp_path / "straight", num_train_steps="10", save_steps="100"))
+    train.train(layout.from_environment(), StopAfter(1000))
+    straight = _losses(logs)
+    logs.clear()
+
+    sm_env(make_job(tmp_path / "stopped", num_train_steps="10", save_steps="100"))
+    job = layout.from_environment()
+    with pytest.raises(train.Stopped):
+        train.train(job, StopAfter(4))
+    first = _losses(logs)
+    assert sorted(first) == [1, 2, 3, 4]
+    logs.clear()
+    train.train(job, StopAfter(1000))
+    resumed = _losses(logs)
+    assert sorted(resumed) == [5, 6, 7, 8, 9, 10]
+    for step, loss in {**first, **resumed}.items():
+        assert loss == pytest.approx(straight[step], rel=1e-6), step
+
+
+def test_sigterm_mid_run_saves_a_checkpoint_and_exits_143(tmp_path):
+    base = make_job(
+        tmp_path, num_train_steps="100000", save_steps="100000", validation_steps="100000"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    env[layout.BASE_DIR_ENV] = str(base)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training.cli", "train"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in proc.stdout:
+            if "[train] step=3 " in line:
+                break
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, rest
+    assert time.monotonic() - sent < 30
+    saved = [p.name for p in (base / "checkpoints").iterdir()]
+    assert len(saved) == 1 and int(saved[0].split("_")[1]) >= 3
+    assert not (base / "output" / "failure").exists()
+
+
+@pytest.mark.parametrize(
+    ("breakage", "reason"),
+    [
+        (lambda base: _hyperparameter(base, "batch_size", "many"), "batch_size: bad value 'many'"),
+        (lambda base: _hyperparameter(base, "bogus", "1"), "bogus: unknown hyperparameter"),
+        (lambda base: _remove(base / "input" / "data" / "train"), "the 'train' channel is missing"),
+        (lambda base: _corrupt_first_shard(base), "part-00000.gz line 2"),
+        (
+            lambda base: _hyperparameter(base, "max_seq_len", "1000"),
+            "exceeds the model's max_position",
+        ),
+    ],
+)
+def test_failures_leave_a_reason_for_sagemaker(tmp_path, sm_env, logs, breakage, reason):
+    base = sm_env(make_job(tmp_path))
+    breakage(base)
+    assert train.main() == 1
+    failure = (base / "output" / "failure").read_text()
+    assert reason in failure and "\n" not in failure.strip()
+
+
+def test_warm_start_from_a_previous_jobs_model_tar_gz(tmp_path, sm_env, logs):
+    first = sm_env(make_job(tmp_path / "first", num_train_steps="2"))
+    assert train.main() == 0
+    archive_dir = tmp_path / "archive"
+    archive_dir.mkdir()
+    with tarfile.open(archive_dir / "model.tar.gz", "w:gz") as tar:
+        for p in (first / "model").iterdir():
+            tar.add(p, arcname=p.name)
+    trained = paddle.load(str(first / "model" / "model.pdparams"))
+    vocab = load_vocab(first / "model" / "vocab.txt")
+    config = load_config(str(first / "model" / "ernie_config.json"), first, len(vocab))
+    paddle.seed(99)
+    model = ErnieForPretraining(config)
+    warm_start(model, archive_dir)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), np.asarray(trained[name]))
+
+    second = sm_env(make_job(tmp_path / "second", num_train_steps="1"))
+    (second / "input" / "data" / "model").mkdir()
+    os.replace(archive_dir / "model.tar.gz", second / "input" / "data" / "model" / "model.tar.gz")
+    logs.clear()
+    assert train.main() == 0
+    assert any("warm start: weights from" in r.getMessage() for r in logs.records)
+
+
+def test_warm_start_with_another_architecture_is_refused(tmp_path, sm_env, logs):
+    first = sm_env(make_job(tmp_path / "first", num_train_steps="1"))
+    assert train.main() == 0
+    vocab = load_vocab(first / "model" / "vocab.txt")
+    other = load_config("ernie-tiny", first, len(vocab))
+    with pytest.raises(ConfigError, match="has shape"):
+        warm_start(ErnieForPretraining(other), first / "model")
+
+
+def _hyperparameter(base: Path, name: str, value: str) -> None:
+    path = base / "input" / "config" / "hyperparameters.json"
+    hp = json.loads(path.read_text())
+    hp[name] = value
+    path.write_text(json.dumps(hp))
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path)
+
+
+def _corrupt_first_shard(base: Path) -> None:
+    shard = base / "input" / "data" / "train" / "part-00000.gz"
+    with gzip.open(shard, "rt") as f:
+        lines = f.read().splitlines()
+    lines[1] = lines[1].rsplit(";", 1)[0]  # four fields instead of five
+    with gzip.open(shard, "wt") as f:
+        f.write("\n".join(lines) + "\n")

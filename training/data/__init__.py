@@ -1,0 +1,40 @@
+"""Pretraining data: filelists, shard parsing, masking, batching and the worker pipeline.
+
+Nothing here imports paddle: it also runs in light worker processes.
+"""
+
+from training.data.batching import Batch, BatchConfig, make_batch, split_batches
+from training.data.filelist import Shard, read_filelist
+from training.data.masking import TokenIds, mask_tokens
+from training.data.pipeline import (
+    DataPosition,
+    PretrainingData,
+    ShardBatches,
+    ShardTask,
+    epoch_shards,
+    load_shard_batches,
+    validation_batches,
+)
+from training.data.shard import FIELDS, ParsedShard, ShardLimits, parse_shard
+
+__all__ = [
+    "FIELDS",
+    "Batch",
+    "BatchConfig",
+    "DataPosition",
+    "ParsedShard",
+    "PretrainingData",
+    "Shard",
+    "ShardBatches",
+    "ShardLimits",
+    "ShardTask",
+    "TokenIds",
+    "epoch_shards",
+    "load_shard_batches",
+    "make_batch",
+    "mask_tokens",
+    "parse_shard",
+    "read_filelist",
+    "split_batches",
+    "validation_batches",
+]
