@@ -27,6 +27,7 @@ from training.export import warm_start
 from training.model import ErnieForPretraining, ErnieInference
 from training.vocab import load_vocab
 
+MASK_ID = 3  # [MASK] in the synthetic vocab, as in ERNIE's
 LOSS = re.compile(r"\[train\] step=(\d+) .*loss: ([0-9.]+)")
 
 
@@ -70,43 +71,60 @@ def test_trains_validates_checkpoints_and_exports(tmp_path, sm_env, logs):
     assert not (base / "output" / "failure").exists()
 
 
+def _masked_sentences(shard: Path, count: int) -> list[tuple[np.ndarray, ...]]:
+    """(masked ids, sentence types, positions, masked index, true id): a letter inside a word hidden."""
+    with gzip.open(shard, "rt") as f:
+        lines = [line.split(";") for line in f.read().splitlines()[:count]]
+    out = []
+    for fields in lines:
+        ids, sent, pos, seg = (np.array([int(x) for x in field.split()]) for field in fields[:4])
+        at = int(np.flatnonzero(seg == 1)[0])
+        masked = ids.copy()
+        masked[at] = MASK_ID
+        out.append((masked, sent, pos, at, ids[at]))
+    return out
+
+
+def _mean_true_log_prob(predict, sentences) -> float:
+    found = []
+    for masked, sent, pos, at, true_id in sentences:
+        log_probs, nsp = predict(*(paddle.to_tensor(a[None]) for a in (masked, sent, pos)))
+        assert nsp.shape == [1, 2] and log_probs.shape[:2] == [1, len(masked)]
+        found.append(float(log_probs[0, at, true_id]))
+    return float(np.mean(found))
+
+
 def test_exported_inference_model_predicts_masked_tokens(tmp_path, sm_env, logs):
-    base = sm_env(
-        make_job(tmp_path, num_train_steps="40", learning_rate="0.003", validation_steps="40")
-    )
+    hp = {"num_train_steps": "150", "batch_size": "2048", "learning_rate": "0.003"}
+    base = sm_env(make_job(tmp_path, validation_steps="150", save_steps="150", **hp))
     assert train.main() == 0
     model_dir = base / "model"
     vocab = load_vocab(model_dir / "vocab.txt")
-    infer = paddle.jit.load(str(model_dir / "inference" / "ernie"))
-    infer.eval()
-    # Sentences of the synthetic language, each with its third token masked.
-    with gzip.open(base / "input" / "data" / "valid" / "part-00000.gz", "rt") as f:
-        lines = [line.split(";") for line in f.read().splitlines()[:20]]
-    true_log_probs = []
-    for fields in lines:
-        ids = np.array([int(x) for x in fields[0].split()])
-        sent = np.array([int(x) for x in fields[1].split()])
-        masked = ids.copy()
-        masked[2] = vocab.mask_id
-        inputs = [paddle.to_tensor(a[None]) for a in (masked, sent, np.arange(len(ids)))]
-        log_probs, nsp = infer(*inputs)
-        log_probs = log_probs.numpy()[0]
-        assert log_probs.shape == (len(ids), len(vocab)) and nsp.shape == [1, 2]
-        assert vocab.tokens[int(log_probs[2].argmax())] not in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
-        true_log_probs.append(log_probs[2, ids[2]])
-    # Trained: the hidden tokens are on average far likelier than chance.
-    assert np.mean(true_log_probs) > np.log(1 / len(vocab)) + 0.5
-    # The exported program computes what the weights in model.pdparams compute.
+    assert vocab.mask_id == MASK_ID
+    exported = paddle.jit.load(str(model_dir / "inference" / "ernie"))
+    exported.eval()
+    sentences = _masked_sentences(base / "input" / "data" / "valid" / "part-00000.gz", 30)
+
     config = load_config(str(model_dir / "ernie_config.json"), model_dir, len(vocab))
+    paddle.seed(0)  # the job's random_seed: the same initial weights it started from
     model = ErnieForPretraining(config)
-    model.set_state_dict(paddle.load(str(model_dir / "model.pdparams")))
     model.eval()
-    eager, _ = ErnieInference(model)(
-        paddle.to_tensor(masked[None]),
-        paddle.to_tensor(sent[None]),
-        paddle.to_tensor(np.arange(len(ids))[None]),
+    untrained = _mean_true_log_prob(ErnieInference(model), sentences)
+    trained = _mean_true_log_prob(exported, sentences)
+    assert trained > untrained + 0.3, (trained, untrained)
+
+    # The exported program computes what the weights in model.pdparams compute.
+    model.set_state_dict(paddle.load(str(model_dir / "model.pdparams")))
+    masked, sent, pos, at, _ = sentences[0]
+    inputs = [paddle.to_tensor(a[None]) for a in (masked, sent, pos)]
+    np.testing.assert_allclose(
+        ErnieInference(model)(*inputs)[0].numpy(),
+        exported(*inputs)[0].numpy(),
+        rtol=1e-4,
+        atol=1e-4,
     )
-    np.testing.assert_allclose(eager.numpy()[0], log_probs, rtol=1e-4, atol=1e-4)
+    predicted = int(exported(*inputs)[0].numpy()[0, at].argmax())
+    assert not vocab.tokens[predicted].startswith("[")
 
 
 def test_stopped_and_resumed_run_logs_the_same_losses(tmp_path, sm_env, logs):
