@@ -111,7 +111,7 @@ def test_exported_inference_model_predicts_masked_tokens(tmp_path, sm_env, logs)
     model.eval()
     untrained = _mean_true_log_prob(ErnieInference(model), sentences)
     trained = _mean_true_log_prob(exported, sentences)
-    assert trained > untrained + 0.3, (trained, untrained)
+    assert trained > untrained + 0.2, (trained, untrained)
 
     # The exported program computes what the weights in model.pdparams compute.
     model.set_state_dict(paddle.load(str(model_dir / "model.pdparams")))
