@@ -45,5 +45,5 @@ def test_missing_channel_and_bad_config_json_are_named(tmp_path, sm_env):
 def test_failure_file_is_one_paragraph(tmp_path, sm_env):
     sm_env(tmp_path)
     job = layout.from_environment()
-    layout.write_failure(job, "bad\nthings\n  happened")
+    layout.write_failure(job.output_dir, "bad\nthings\n  happened")
     assert (tmp_path / "output" / "failure").read_text() == "bad things happened\n"

@@ -20,7 +20,7 @@ import paddle
 import pytest
 
 from tests.helpers import make_job
-from training import layout, train
+from training import hyperparams, layout, train
 from training.config import load_config
 from training.errors import ConfigError
 from training.export import warm_start
@@ -34,6 +34,10 @@ LOSS = re.compile(r"\[train\] step=(\d+) .*loss: ([0-9.]+)")
 def _losses(caplog) -> dict[int, float]:
     found = (LOSS.search(r.getMessage()) for r in caplog.records)
     return {int(m.group(1)): float(m.group(2)) for m in found if m}
+
+
+def _train(job: layout.JobLayout, stop) -> None:
+    train.train(job, hyperparams.parse(job.hyperparameters), stop)
 
 
 class StopAfter:
@@ -129,18 +133,18 @@ def test_exported_inference_model_predicts_masked_tokens(tmp_path, sm_env, logs)
 
 def test_stopped_and_resumed_run_logs_the_same_losses(tmp_path, sm_env, logs):
     sm_env(make_job(tmp_path / "straight", num_train_steps="10", save_steps="100"))
-    train.train(layout.from_environment(), StopAfter(1000))
+    _train(layout.from_environment(), StopAfter(1000))
     straight = _losses(logs)
     logs.clear()
 
     sm_env(make_job(tmp_path / "stopped", num_train_steps="10", save_steps="100"))
     job = layout.from_environment()
     with pytest.raises(train.Stopped):
-        train.train(job, StopAfter(4))
+        _train(job, StopAfter(4))
     first = _losses(logs)
     assert sorted(first) == [1, 2, 3, 4]
     logs.clear()
-    train.train(job, StopAfter(1000))
+    _train(job, StopAfter(1000))
     resumed = _losses(logs)
     assert sorted(resumed) == [5, 6, 7, 8, 9, 10]
     for step, loss in {**first, **resumed}.items():

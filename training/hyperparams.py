@@ -167,7 +167,14 @@ SPECS: dict[str, Spec] = {
     # Runtime
     "use_cuda": Spec(_bool, "true", "Train on the GPU when there is one; false forces the CPU."),
     "is_distributed": Spec(
-        _bool, "false", "Data-parallel training across the trainers started by paddle's launcher."
+        _bool,
+        "true",
+        "Data-parallel training over every GPU of every host; false trains on one GPU of one host.",
+    ),
+    "trainers_per_host": Spec(
+        _non_negative_int,
+        "0",
+        "New. Trainer processes per host; 0 means one per GPU (one without GPUs).",
     ),
     "use_fast_executor": Spec(
         _bool, "true", "Accepted for compatibility; dynamic-graph training has no executor."
@@ -215,6 +222,7 @@ class Hyperparameters:
     decr_ratio: float
     use_cuda: bool
     is_distributed: bool
+    trainers_per_host: int
     use_fast_executor: bool
     checkpoints: str
     save_steps: int

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,6 @@ class JobLayout:
     hosts: tuple[str, ...]
     current_host: str
     num_gpus: int
-
-    @property
-    def failure_file(self) -> Path:
-        return self.output_dir / "failure"
 
     def channel(self, name: str) -> Path:
         """The folder of a channel the job cannot run without."""
@@ -76,7 +73,7 @@ def from_environment() -> JobLayout:
         hyperparameters=hyperparameters,
         channels=channels,
         model_dir=Path(os.environ.get("SM_MODEL_DIR", base / "model")),
-        output_dir=Path(os.environ.get("SM_OUTPUT_DIR", base / "output")),
+        output_dir=output_dir(),
         hosts=hosts,
         current_host=os.environ.get("SM_CURRENT_HOST", hosts[0]),
         num_gpus=int(os.environ.get("SM_NUM_GPUS", "0")),
@@ -91,6 +88,7 @@ def _export_toolkit_variables(base: Path, config_dir: Path) -> None:
     os.environ[BASE_DIR_ENV] = str(base)
     from sagemaker_training import environment
 
+    logging.getLogger("sagemaker-training-toolkit").setLevel(logging.WARNING)  # GPU probes etc.
     if environment.base_dir != str(base):  # the toolkit fixes its paths at import
         importlib.reload(environment)
     env = environment.Environment()
@@ -110,10 +108,16 @@ def _read_json(path: Path, default: dict) -> dict:
     return value
 
 
-def write_failure(layout: JobLayout, reason: str) -> None:
+def output_dir() -> Path:
+    """Where SageMaker looks for the failure file; known even when the rest of the layout is not."""
+    default = Path(os.environ.get(BASE_DIR_ENV, DEFAULT_BASE_DIR)) / "output"
+    return Path(os.environ.get("SM_OUTPUT_DIR", default))
+
+
+def write_failure(output: Path, reason: str) -> None:
     """Leave the reason where SageMaker reports it as the job's FailureReason."""
-    layout.output_dir.mkdir(parents=True, exist_ok=True)
-    layout.failure_file.write_text(" ".join(reason.split()) + "\n", encoding="utf-8")
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "failure").write_text(" ".join(reason.split()) + "\n", encoding="utf-8")
 
 
 def write_local_job(base: Path, hyperparameters: dict[str, str], channels: list[str]) -> None:

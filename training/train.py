@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from training import hyperparams, metrics
+from training import hyperparams, launch, metrics
 from training import layout as job_layout
 from training.checkpoint import CheckpointManager, rename_optimizer_state
 from training.config import ErnieConfig, load_config
@@ -33,7 +33,7 @@ from training.vocab import Vocab, load_vocab
 
 log = logging.getLogger("ernie")
 
-EXIT_STOPPED = 128 + signal.SIGTERM  # what a process ended by SIGTERM conventionally returns
+EXIT_STOPPED = launch.STOPPED  # 128 + SIGTERM, what a process ended by SIGTERM returns
 
 
 class Stopped(Exception):
@@ -57,29 +57,60 @@ def main() -> int:
         stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
     stop = StopSignal()
-    layout = job_layout.from_environment()
+    output_dir = job_layout.output_dir()
     try:
-        model_dir = train(layout, stop)
+        layout = job_layout.from_environment()
+        hp = hyperparams.parse(layout.hyperparameters)
+        envs = _trainer_environments(hp, layout)
+        if envs:
+            return _run_trainers(envs, output_dir)
+        model_dir = train(layout, hp, stop)
     except Stopped:
         return EXIT_STOPPED
     except TrainingError as exc:
-        return _fail(layout, str(exc))
+        return _fail(output_dir, str(exc))
     except Exception as exc:
         log.error("%s", traceback.format_exc())
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        return _fail(layout, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})")
-    log.info("model saved to %s", model_dir)
+        return _fail(
+            output_dir, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
+        )
+    if model_dir is not None:
+        log.info("model saved to %s", model_dir)
     return 0
 
 
-def _fail(layout: JobLayout, reason: str) -> int:
+def _fail(output_dir: Path, reason: str) -> int:
     log.error("training failed: %s", reason)
-    job_layout.write_failure(layout, reason)
+    job_layout.write_failure(output_dir, reason)
     return 1
 
 
-def train(layout: JobLayout, stop: StopSignal) -> Path:
-    hp = hyperparams.parse(layout.hyperparameters)
+def _trainer_environments(hp: Hyperparameters, layout: JobLayout) -> list[dict[str, str]]:
+    """The trainers this process must start, or [] when it is to train itself."""
+    if launch.is_trainer():
+        return []
+    gpus = layout.num_gpus if hp.use_cuda else 0
+    per_host = hp.trainers_per_host or max(gpus, 1)
+    if len(layout.hosts) > 1 and not hp.is_distributed:
+        raise ConfigError(
+            f"is_distributed is false but the job has {len(layout.hosts)} hosts: set it to true "
+            "or use one instance"
+        )
+    if not hp.is_distributed or per_host * len(layout.hosts) == 1:
+        return []
+    return launch.trainer_environments(layout.hosts, layout.current_host, per_host, gpus > 0)
+
+
+def _run_trainers(envs: list[dict[str, str]], output_dir: Path) -> int:
+    status = launch.run_trainers(envs)
+    if status not in (0, EXIT_STOPPED) and not (output_dir / "failure").exists():
+        return _fail(output_dir, f"a trainer process ended with status {status} and no reason")
+    return status
+
+
+def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | None:
+    """Train on this process; returns the model folder (None on a rank that does not export)."""
     train_dir = layout.channel(job_layout.TRAIN)
     vocab_path = _resolve(hp.vocab_path, train_dir)
     vocab = load_vocab(vocab_path)
@@ -92,6 +123,8 @@ def train(layout: JobLayout, stop: StopSignal) -> Path:
     train_shards = read_filelist(_resolve(hp.train_filelist, train_dir))
     valid_shards = _valid_shards(layout, hp)
     rank, world_size = _start_devices(hp)
+    if rank != 0:  # one voice per job: SageMaker reads metrics from every trainer's output
+        logging.getLogger().setLevel(logging.WARNING)
 
     paddle.seed(hp.random_seed)
     model = ErnieForPretraining(config, vocab.pad_id, hp.weight_sharing)
@@ -162,7 +195,7 @@ def train(layout: JobLayout, stop: StopSignal) -> Path:
     batches = data.batches(position)
     with data:
         while step < hp.num_train_steps:
-            if stop.requested:
+            if _stop_requested(stop, world_size):
                 save()
                 raise Stopped
             # One optimizer step: gradient_accumulation_steps micro-batches.
@@ -226,7 +259,7 @@ def train(layout: JobLayout, stop: StopSignal) -> Path:
                 save()
 
     if rank != 0:
-        return layout.model_dir
+        return None
     save()
     export_model(model, config, vocab_path, layout.model_dir)
     return layout.model_dir
@@ -327,7 +360,7 @@ def _amp_dtype(hp: Hyperparameters) -> str | None:
 def _start_devices(hp: Hyperparameters) -> tuple[int, int]:
     """Pick the device and join the data-parallel group; returns (rank, world size)."""
     use_gpu = hp.use_cuda and paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count()
-    if hp.is_distributed:
+    if launch.is_trainer():
         paddle.distributed.init_parallel_env()
     rank, world_size = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
     if use_gpu:
@@ -335,6 +368,15 @@ def _start_devices(hp: Hyperparameters) -> tuple[int, int]:
     else:
         paddle.set_device("cpu")
     return rank, world_size
+
+
+def _stop_requested(stop: StopSignal, world_size: int) -> bool:
+    """Whether to stop now; trainers agree, so none waits on the gradients of one that left."""
+    if world_size == 1:
+        return stop.requested
+    flag = paddle.to_tensor([int(stop.requested)])
+    paddle.distributed.all_reduce(flag, op=paddle.distributed.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def _restore(

@@ -1,0 +1,83 @@
+"""Data-parallel training with one trainer process per device, here two CPU trainers over gloo."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import make_job
+from training import launch, layout
+
+
+def test_trainer_environments_rank_hosts_major():
+    envs = launch.trainer_environments(("algo-1", "algo-2"), "algo-2", 2, use_gpu=True)
+    assert [e["PADDLE_TRAINER_ID"] for e in envs] == ["2", "3"]
+    assert [e["FLAGS_selected_gpus"] for e in envs] == ["0", "1"]
+    assert envs[0]["PADDLE_TRAINER_ENDPOINTS"] == "algo-1:6170,algo-1:6171,algo-2:6170,algo-2:6171"
+    assert envs[1]["PADDLE_CURRENT_ENDPOINT"] == "algo-2:6171"
+    assert all(e["PADDLE_TRAINERS_NUM"] == "4" and "PADDLE_DISTRI_BACKEND" not in e for e in envs)
+    single = launch.trainer_environments(("algo-1",), "algo-1", 2, use_gpu=False)
+    assert single[1]["PADDLE_CURRENT_ENDPOINT"] == "127.0.0.1:6171"
+    assert single[0]["PADDLE_DISTRI_BACKEND"] == "gloo"
+
+
+def _start(base: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "PADDLE_"))}
+    env[layout.BASE_DIR_ENV] = str(base)
+    return subprocess.Popen(
+        [sys.executable, "-m", "training.cli", "train"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _job(tmp_path: Path, **overrides: str) -> Path:
+    return make_job(tmp_path, is_distributed="true", trainers_per_host="2", **overrides)
+
+
+def test_two_trainers_train_one_model_and_only_rank_0_reports(tmp_path):
+    base = _job(tmp_path, num_train_steps="6", save_steps="3", validation_steps="3")
+    proc = _start(base)
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 0, out
+    assert "training from step 0 of 6 on cpu (float32), 2 trainer(s)" in out
+    assert [
+        line.split("step=")[1].split()[0] for line in out.splitlines() if "[train]" in line
+    ] == [str(s) for s in range(1, 7)]
+    assert sorted(p.name for p in (base / "checkpoints").iterdir()) == [
+        "step_000000003",
+        "step_000000006",
+    ]
+    assert (base / "model" / "model.pdparams").is_file()
+
+
+def test_sigterm_reaches_every_trainer_and_they_stop_together(tmp_path):
+    base = _job(tmp_path, num_train_steps="100000", save_steps="100000")
+    proc = _start(base)
+    try:
+        for line in proc.stdout:
+            if "[train] step=3 " in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, out
+    assert len(list((base / "checkpoints").iterdir())) == 1
+    assert not (base / "output" / "failure").exists()
+
+
+def test_one_trainer_failing_fails_the_job_with_its_reason(tmp_path):
+    base = _job(tmp_path, num_train_steps="100000")
+    shard = base / "input" / "data" / "train" / "part-00001.gz"
+    shard.write_bytes(gzip.compress(b"1 2;0 0;0 1;-1 -1;1\n")[:-6])  # truncated gzip
+    proc = _start(base)
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 1, out
+    assert "part-00001.gz is not a readable gzip file" in (base / "output" / "failure").read_text()
