@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import itertools
 import json
 import logging
 import os
@@ -22,6 +24,7 @@ import pytest
 from tests.helpers import make_job
 from training import hyperparams, layout, train
 from training.config import load_config
+from training.data import PretrainingData, read_filelist
 from training.errors import ConfigError
 from training.export import warm_start
 from training.model import ErnieForPretraining, ErnieInference
@@ -186,6 +189,10 @@ def test_sigterm_mid_run_saves_a_checkpoint_and_exits_143(tmp_path):
         (lambda base: _hyperparameter(base, "batch_size", "many"), "batch_size: bad value 'many'"),
         (lambda base: _hyperparameter(base, "bogus", "1"), "bogus: unknown hyperparameter"),
         (lambda base: _remove(base / "input" / "data" / "train"), "the 'train' channel is missing"),
+        (
+            lambda base: (base / "input" / "config" / "hyperparameters.json").write_text("{"),
+            "hyperparameters.json is not valid JSON",
+        ),
         (lambda base: _corrupt_first_shard(base), "part-00000.gz line 2"),
         (
             lambda base: _hyperparameter(base, "max_seq_len", "1000"),
@@ -253,3 +260,48 @@ def _corrupt_first_shard(base: Path) -> None:
     lines[1] = lines[1].rsplit(";", 1)[0]  # four fields instead of five
     with gzip.open(shard, "wt") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def test_gradient_accumulation_consumes_that_many_batches_per_step(tmp_path, sm_env, logs):
+    sm_env(make_job(tmp_path, num_train_steps="3", gradient_accumulation_steps="2"))
+    job = layout.from_environment()
+    hp = hyperparams.parse(job.hyperparameters)
+    _train(job, StopAfter(1000))
+    meta = json.loads((job.base_dir / "checkpoints" / "step_000000003" / "meta.json").read_text())
+    vocab = load_vocab(job.channel("train") / "vocab.txt")
+    stream = PretrainingData(
+        read_filelist(job.channel("train") / "train_filelist"),
+        vocab,
+        vocab_size=len(vocab),
+        max_seq_len=hp.max_seq_len,
+        max_position=64,
+        type_vocab_size=2,
+        batch_size=hp.batch_size,
+        in_tokens=True,
+        seed=hp.random_seed,
+    )
+    sixth = list(itertools.islice(stream.batches(), 6))[-1][1]
+    assert meta["position"] == sixth.to_dict()
+
+
+def test_mixed_precision_needs_a_gpu(tmp_path, logs):
+    paddle.set_device("cpu")
+    assert train._amp_dtype(hyperparams.parse({"use_fp16": "true"})) is None
+    assert "use_fp16 is ignored" in logs.text
+    assert train._amp_dtype(hyperparams.parse({})) is None
+
+
+def test_trainers_per_device_and_host(tmp_path, sm_env):
+    sm_env(make_job(tmp_path))
+    job = layout.from_environment()
+    one_gpu = dataclasses.replace(job, num_gpus=1)
+    eight = dataclasses.replace(job, num_gpus=8)
+    assert train._trainer_environments(hyperparams.parse({}), one_gpu) == []
+    assert len(train._trainer_environments(hyperparams.parse({}), eight)) == 8
+    single = hyperparams.parse({"is_distributed": "false"})
+    assert train._trainer_environments(single, eight) == []
+    two_hosts = dataclasses.replace(job, hosts=("algo-1", "algo-2"))
+    with pytest.raises(ConfigError, match="is_distributed is false but the job has 2 hosts"):
+        train._trainer_environments(single, two_hosts)
+    cpu = hyperparams.parse({"use_cuda": "false"})
+    assert train._trainer_environments(cpu, eight) == []

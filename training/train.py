@@ -8,6 +8,8 @@ clip, step, then log / validate / checkpoint when their intervals come round.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import signal
 import sys
@@ -23,7 +25,7 @@ from training import hyperparams, launch, metrics
 from training import layout as job_layout
 from training.checkpoint import CheckpointManager, rename_optimizer_state
 from training.config import ErnieConfig, load_config
-from training.data import DataPosition, PretrainingData, read_filelist, validation_batches
+from training.data import Batch, DataPosition, PretrainingData, read_filelist, validation_batches
 from training.errors import ConfigError, TrainingError
 from training.export import export_model, warm_start
 from training.hyperparams import Hyperparameters
@@ -193,48 +195,39 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
 
     tokens, window_start = 0, time.perf_counter()
     batches = data.batches(position)
+    accumulation = hp.gradient_accumulation_steps
     with data:
         while step < hp.num_train_steps:
             if _stop_requested(stop, world_size):
                 save()
                 raise Stopped
-            # One optimizer step: gradient_accumulation_steps micro-batches.
-            step_loss = step_mlm = step_acc = 0.0
-            for micro in range(hp.gradient_accumulation_steps):
-                item = next(batches, None)
-                if item is None:
-                    break  # out of epochs
-                batch, position = item
-                paddle.seed(_step_seed(hp.random_seed, rank, step, micro))  # dropout for this step
-                with paddle.amp.auto_cast(
-                    enable=amp_dtype is not None, dtype=amp_dtype or "float16"
-                ):
-                    mlm_logits, nsp_logits = trainer(
-                        paddle.to_tensor(batch.src_ids),
-                        paddle.to_tensor(batch.sent_ids),
-                        paddle.to_tensor(batch.pos_ids),
-                        paddle.to_tensor(batch.mask_pos),
-                    )
-                loss, mlm_loss, nsp_acc = pretraining_loss(
-                    mlm_logits,
-                    nsp_logits,
-                    paddle.to_tensor(batch.mask_label),
-                    paddle.to_tensor(batch.nsp_label),
-                )
-                scaler.scale(loss / hp.gradient_accumulation_steps).backward()
-                step_loss += loss.detach() / hp.gradient_accumulation_steps
-                step_mlm += mlm_loss.detach() / hp.gradient_accumulation_steps
-                step_acc += nsp_acc / hp.gradient_accumulation_steps
-                tokens += batch.num_tokens
-            else:
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.clear_grad()
-                schedule.step()
-                step += 1
-            if item is None:
+            micro_batches = list(itertools.islice(batches, accumulation))
+            if len(micro_batches) < accumulation:
                 log.info("finished %d epoch(s) at step %d", hp.epoch, step)
                 break
+            # One optimizer step over the micro-batches; gradients sync on the last one only.
+            step_loss = step_mlm = step_acc = 0.0
+            position = micro_batches[-1][1]  # where the data stands once this step is done
+            for micro, (batch, _) in enumerate(micro_batches):
+                paddle.seed(_step_seed(hp.random_seed, rank, step, micro))  # this step's dropout
+                last = micro == accumulation - 1
+                with (
+                    contextlib.nullcontext() if last or world_size == 1 else trainer.no_sync(),
+                    paddle.amp.auto_cast(
+                        enable=amp_dtype is not None, dtype=amp_dtype or "float16"
+                    ),
+                ):
+                    loss, mlm_loss, nsp_acc = _losses(trainer, batch)
+                    scaler.scale(loss / accumulation).backward()
+                step_loss += loss.detach() / accumulation
+                step_mlm += mlm_loss.detach() / accumulation
+                step_acc += nsp_acc / accumulation
+                tokens += batch.num_tokens
+            scaler.step(optimizer)  # unscales, clips by global norm, skips on fp16 overflow
+            scaler.update()
+            optimizer.clear_grad()
+            schedule.step()
+            step += 1
 
             if step % hp.skip_steps == 0:
                 elapsed = time.perf_counter() - window_start
@@ -291,19 +284,8 @@ def _validate(
         ):
             if stop.requested:
                 break
-            mlm_logits, nsp_logits = model(
-                paddle.to_tensor(batch.src_ids),
-                paddle.to_tensor(batch.sent_ids),
-                paddle.to_tensor(batch.pos_ids),
-                paddle.to_tensor(batch.mask_pos),
-            )
             n_mask, n = len(batch.mask_label), len(batch.nsp_label)
-            loss, mlm, acc = pretraining_loss(
-                mlm_logits,
-                nsp_logits,
-                paddle.to_tensor(batch.mask_label),
-                paddle.to_tensor(batch.nsp_label),
-            )
+            loss, mlm, acc = _losses(model, batch)
             mlm_sum += float(mlm) * n_mask
             nsp_sum += float(loss - mlm) * n
             correct += float(acc) * n
@@ -317,6 +299,20 @@ def _validate(
         mlm_loss=mlm_mean,
         nsp_acc=correct / max(samples, 1),
     )
+
+
+def _losses(
+    model: paddle.nn.Layer, batch: Batch
+) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+    """Forward one batch; (total loss, MLM loss, NSP accuracy)."""
+    mlm_logits, nsp_logits = model(
+        paddle.to_tensor(batch.src_ids),
+        paddle.to_tensor(batch.sent_ids),
+        paddle.to_tensor(batch.pos_ids),
+        paddle.to_tensor(batch.mask_pos),
+    )
+    labels = paddle.to_tensor(batch.mask_label), paddle.to_tensor(batch.nsp_label)
+    return pretraining_loss(mlm_logits, nsp_logits, *labels)
 
 
 def _resolve(path: str, channel_dir: Path) -> Path:
