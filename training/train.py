@@ -24,7 +24,7 @@ import paddle
 from training import hyperparams, launch, metrics
 from training import layout as job_layout
 from training.checkpoint import CheckpointManager, rename_optimizer_state
-from training.config import ErnieConfig, load_config
+from training.config import load_config
 from training.data import Batch, DataPosition, PretrainingData, read_filelist, validation_batches
 from training.errors import ConfigError, TrainingError
 from training.export import export_model, warm_start
@@ -55,9 +55,7 @@ class StopSignal:
 
 
 def main() -> int:
-    logging.basicConfig(
-        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-    )
+    _log_to_stdout()
     stop = StopSignal()
     output_dir = job_layout.output_dir()
     try:
@@ -80,6 +78,16 @@ def main() -> int:
     if model_dir is not None:
         log.info("model saved to %s", model_dir)
     return 0
+
+
+def _log_to_stdout() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # importing paddle pointed the root logger at stderr
+        if type(handler) is logging.StreamHandler and handler.stream is sys.stderr:
+            root.removeHandler(handler)
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
 
 
 def _fail(output_dir: Path, reason: str) -> int:
@@ -156,9 +164,8 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
     structured = {p.name: n for n, p in model.named_parameters()}
     step, position = _restore(checkpoints, model, optimizer, scaler, layout)
     trainer = paddle.DataParallel(model) if world_size > 1 else model
-    data = PretrainingData(
-        train_shards,
-        vocab,
+    # How shards become batches, for training and validation alike.
+    reading = dict(
         vocab_size=config.vocab_size,
         max_seq_len=hp.max_seq_len,
         max_position=config.max_position_embeddings,
@@ -166,6 +173,11 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
         batch_size=hp.batch_size,
         in_tokens=hp.in_tokens,
         seed=hp.random_seed,
+    )
+    data = PretrainingData(
+        train_shards,
+        vocab,
+        **reading,
         rank=rank,
         world_size=world_size,
         num_workers=hp.num_workers,
@@ -243,11 +255,8 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
                 log.info(metrics.train_line(stats))
                 tokens, window_start = 0, time.perf_counter()
             if valid_shards and step % hp.validation_steps == 0 and rank == 0:
-                log.info(
-                    metrics.valid_line(
-                        _validate(model, valid_shards, vocab, config, hp, stop, step)
-                    )
-                )
+                stats = _validate(model, valid_shards, vocab, reading, stop, step)
+                log.info(metrics.valid_line(stats))
             if step % hp.save_steps == 0:
                 save()
 
@@ -262,8 +271,7 @@ def _validate(
     model: ErnieForPretraining,
     shards: list,
     vocab: Vocab,
-    config: ErnieConfig,
-    hp: Hyperparameters,
+    reading: dict,
     stop: StopSignal,
     step: int,
 ) -> metrics.ValidStats:
@@ -271,17 +279,7 @@ def _validate(
     model.eval()
     mlm_sum = nsp_sum = correct = masked = samples = 0.0
     with paddle.no_grad():
-        for batch in validation_batches(
-            shards,
-            vocab,
-            vocab_size=config.vocab_size,
-            max_seq_len=hp.max_seq_len,
-            max_position=config.max_position_embeddings,
-            type_vocab_size=config.type_vocab_size,
-            batch_size=hp.batch_size,
-            in_tokens=hp.in_tokens,
-            seed=hp.random_seed,
-        ):
+        for batch in validation_batches(shards, vocab, **reading):
             if stop.requested:
                 break
             n_mask, n = len(batch.mask_label), len(batch.nsp_label)
