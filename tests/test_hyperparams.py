@@ -83,3 +83,9 @@ def test_every_problem_is_reported_at_once():
 def test_defaults_round_trip():
     assert hyperparams.parse(hyperparams.defaults()) == hyperparams.parse({})
     assert len(hyperparams.defaults()) <= 100  # SageMaker's limit on hyperparameter entries
+
+
+def test_values_json_encoded_by_the_sagemaker_sdk_are_accepted():
+    hp = hyperparams.parse({"ernie_config_path": '"ernie-tiny"', "batch_size": "4096"})
+    assert hp.ernie_config_path == "ernie-tiny" and hp.batch_size == 4096
+    assert hyperparams.parse({"use_fp16": '"true"'}).use_fp16 is True

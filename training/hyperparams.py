@@ -8,6 +8,7 @@ input against this module, so nothing else repeats these names.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -245,7 +246,7 @@ def validate(raw: Mapping[str, Any]) -> dict[str, str]:
             problems[name] = f"value {value!r} must be a string, as SageMaker passes it"
             continue
         try:
-            spec.parse(value)
+            spec.parse(_unquote(value))
         except ValueError as exc:
             problems[name] = f"bad value {value!r}: {exc}"
     return problems
@@ -257,13 +258,26 @@ def parse(raw: Mapping[str, Any]) -> Hyperparameters:
     if problems:
         details = "; ".join(f"{name}: {message}" for name, message in sorted(problems.items()))
         raise HyperparameterError(f"invalid hyperparameters: {details}")
-    values = {name: spec.parse(raw.get(name, spec.default)) for name, spec in SPECS.items()}
+    values = {
+        name: spec.parse(_unquote(raw.get(name, spec.default))) for name, spec in SPECS.items()
+    }
     return Hyperparameters(**values)
 
 
 def defaults() -> dict[str, str]:
     """Every hyperparameter with its default, as strings."""
     return {name: spec.default for name, spec in SPECS.items()}
+
+
+def _unquote(value: str) -> str:
+    """The SageMaker Python SDK JSON-encodes string values ('"ernie-tiny"'); take them as meant."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+        return decoded if isinstance(decoded, str) else value
+    return value
 
 
 def _did_you_mean(name: str) -> str:

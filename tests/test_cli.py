@@ -1,0 +1,18 @@
+import subprocess
+import sys
+
+from training import cli, hyperparams
+
+
+def test_hyperparameters_command_lists_every_name_with_its_default(capsys):
+    assert cli.main(["hyperparameters"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(hyperparams.SPECS)
+    assert any(line.split()[:2] == ["batch_size", "'8192'"] for line in lines)
+
+
+def test_console_script_runs_and_names_its_commands():
+    out = subprocess.run(
+        [sys.executable, "-m", "training.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert all(command in out for command in ("train", "demo", "hyperparameters"))
