@@ -325,4 +325,5 @@ def test_the_original_ernie_vocab_and_demo_shard_train(tmp_path, sm_env, logs, r
     assert sorted(_losses(logs)) == [1, 2]
     # The reference shard has lines up to 130 tokens: those are counted, not silently lost.
     assert re.search(r"skipped \d+ line\(s\) longer than max_seq_len 120", logs.text)
+    assert re.search(r"\d+ sample\(s\) longer than max_seq_len 120 were left out", logs.text)
     assert load_vocab(base / "model" / "vocab.txt").unk_id == 17963

@@ -260,6 +260,12 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
             if step % hp.save_steps == 0:
                 save()
 
+    if data.skipped_over_length:
+        log.warning(
+            "%d sample(s) longer than max_seq_len %d were left out of training",
+            data.skipped_over_length,
+            hp.max_seq_len,
+        )
     if rank != 0:
         return None
     save()
