@@ -10,7 +10,7 @@ export AWS_EC2_METADATA_DISABLED := true
 $(BIN)/ernie-sm: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	$(BIN)/pip install --quiet -e '.[cpu,prepare,dev]'
 	touch $@
 
 demo: $(BIN)/ernie-sm

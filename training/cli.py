@@ -27,6 +27,24 @@ def _hyperparameters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    """`prepare` and `upload`, from the dataprep package (the [prepare] extra)."""
+    try:
+        from dataprep import prepare, upload
+    except ImportError as exc:  # the training image installs the trainer only
+        message = f"needs the data tools: pip install 'ernie-sm[prepare]' ({exc})"
+
+        def unavailable(args: argparse.Namespace) -> int:
+            print(f"ernie-sm {args.command}: {message}", file=sys.stderr)
+            return 2
+
+        for name in ("prepare", "upload"):
+            commands.add_parser(name, help=message).set_defaults(run=unavailable)
+        return
+    prepare.add_parser(commands)
+    upload.add_parser(commands)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ernie-sm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="train a tiny ERNIE on a synthetic corpus on the CPU")
     demo.add_argument("--dir", default="build/demo", help="where the job's /opt/ml goes")
     demo.set_defaults(run=_demo)
+    _add_data_commands(commands)
     commands.add_parser(
         "hyperparameters", help="list the training hyperparameters with defaults and help"
     ).set_defaults(run=_hyperparameters)

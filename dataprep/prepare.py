@@ -1,0 +1,338 @@
+"""`ernie-sm prepare`: a raw corpus to the train and valid channels of a pretraining dataset.
+
+    OUTPUT/train/  vocab.txt, train_filelist, part-00000.gz, ...
+    OUTPUT/valid/  valid_filelist, part-00000.gz, ...
+    OUTPUT/summary.json
+
+Documents are split into train and valid (never a document in both), encoded and paired
+in worker processes a chunk of documents at a time. Every chunk's randomness comes from
+(seed, split, chunk), so the output is byte-for-byte the same for a seed whatever the
+number of workers. The dataset is written under a temporary name and renamed into place
+when complete: a failed run leaves no half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import multiprocessing
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from dataprep.documents import CorpusError, Document, read_documents
+from dataprep.samples import PairSettings, document_pairs
+from dataprep.sentences import split_sentences
+
+SPLITS = ("train", "valid")
+DOCS_PER_TASK = 64
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    inputs: list[Path]
+    output: Path
+    vocab: Path | None = None  # an existing ERNIE vocab, or
+    vocab_size: int | None = None  # build one of this size from the corpus
+    dictionaries: list[Path] = field(default_factory=list)
+    max_seq_len: int = 512
+    negative_ratio: float = 0.5
+    valid_fraction: float = 0.05
+    lines_per_shard: int = 10_000
+    mask_word_prob: float = 0.8
+    seed: int = 0
+    workers: int = max(1, os.cpu_count() or 1)
+    text_field: str = "text"
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class _Task:
+    split: int
+    chunk: int
+    texts: list[str]
+
+
+def prepare(options: PrepareOptions, console: Console | None = None) -> dict:
+    """Write the dataset; returns its summary."""
+    console = console or Console(stderr=True)
+    _check(options)
+    documents = list(read_documents(_corpus_files(options.inputs), options.text_field))
+    if not documents:
+        raise CorpusError("the corpus holds no documents")
+    tmp = options.output.with_name(f".{options.output.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (tmp / "train").mkdir(parents=True)
+        vocab = _write_vocab(options, documents, tmp / "train" / "vocab.txt")
+        splits = _split(documents, options)
+        stats = _encode_and_write(splits, vocab, options, tmp, console)
+        summary = _summary(stats, splits, options)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        _move_into_place(tmp, options)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _print_summary(summary, options.output, console)
+    return summary
+
+
+def _check(options: PrepareOptions) -> None:
+    if (options.vocab is None) == (options.vocab_size is None):
+        raise CorpusError("give either --vocab FILE or --vocab-size N (to build one)")
+    if options.output.exists() and not options.overwrite:
+        raise CorpusError(f"{options.output} exists: choose another --output or pass --overwrite")
+    if not 0 <= options.negative_ratio <= 1 or not 0 <= options.valid_fraction < 1:
+        raise CorpusError("--negative-ratio must be in [0, 1] and --valid-fraction in [0, 1)")
+    if options.max_seq_len < 8:
+        raise CorpusError("--max-seq-len must be at least 8")
+
+
+def _corpus_files(inputs: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl", ".json"))
+        else:
+            files.append(path)
+    return files
+
+
+def _write_vocab(options: PrepareOptions, documents: list[Document], path: Path) -> Path:
+    from dataprep.encoder import build_vocab  # tokenizers loads only where needed
+
+    if options.vocab is not None:
+        if not options.vocab.is_file():
+            raise CorpusError(f"vocab {options.vocab} does not exist")
+        shutil.copyfile(options.vocab, path)
+    else:
+        build_vocab((d.text for d in documents), options.vocab_size, path)
+    return path
+
+
+def _split(documents: list[Document], options: PrepareOptions) -> list[list[str]]:
+    """Train and valid texts, split by document with a seeded shuffle."""
+    order = np.random.default_rng((options.seed, 0)).permutation(len(documents))
+    n_valid = round(len(documents) * options.valid_fraction)
+    if options.valid_fraction and len(documents) > 1:
+        n_valid = max(n_valid, 1)
+    valid, train = sorted(order[:n_valid]), sorted(order[n_valid:])
+    return [[documents[i].text for i in train], [documents[i].text for i in valid]]
+
+
+def _tasks(splits: list[list[str]]) -> Iterator[_Task]:
+    for split, texts in enumerate(splits):
+        for chunk, start in enumerate(range(0, len(texts), DOCS_PER_TASK)):
+            yield _Task(split, chunk, texts[start : start + DOCS_PER_TASK])
+
+
+def _encode_and_write(
+    splits: list[list[str]], vocab: Path, options: PrepareOptions, out: Path, console: Console
+) -> Counter:
+    from dataprep.encoder import SentenceEncoder
+
+    # Fail here on a bad vocab or dictionary: a worker's failing initializer would hang the pool.
+    SentenceEncoder(vocab, options.dictionaries)
+    settings = PairSettings(options.max_seq_len, options.negative_ratio)
+    writers = [_ShardWriter(out / name, name, options) for name in SPLITS]
+    stats: Counter = Counter()
+    context = multiprocessing.get_context("spawn")
+    init = (str(vocab), [str(d) for d in options.dictionaries], settings, options.seed)
+    with (
+        context.Pool(options.workers, initializer=_start_worker, initargs=init) as pool,
+        Progress(console=console, transient=True) as progress,
+    ):
+        bar = progress.add_task("encoding documents", total=sum(len(s) for s in splits))
+        for task, lines, counts in pool.imap(_encode_task, _tasks(splits)):
+            writers[task.split].add(lines)
+            stats.update(counts)
+            progress.advance(bar, len(task.texts))
+    for writer in writers:
+        writer.close()
+        stats[f"{writer.name}_shards"] = writer.shards
+        stats[f"{writer.name}_samples"] = writer.lines
+    return stats
+
+
+# Worker-process state, built once per worker by _start_worker.
+_worker: dict = {}
+
+
+def _start_worker(vocab: str, dictionaries: list[str], settings: PairSettings, seed: int) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism
+    from dataprep.encoder import SentenceEncoder
+
+    encoder = SentenceEncoder(Path(vocab), [Path(d) for d in dictionaries])
+    _worker.update(encoder=encoder, settings=settings, seed=seed)
+
+
+def _encode_task(task: _Task) -> tuple[_Task, list[str], Counter]:
+    encoder, settings = _worker["encoder"], _worker["settings"]
+    stats: Counter = Counter()
+    per_doc = [split_sentences(text) for text in task.texts]
+    encoded = iter(encoder.encode([s for sentences in per_doc for s in sentences]))
+    docs = [[s for s in (next(encoded) for _ in sentences) if s[0]] for sentences in per_doc]
+    for doc in docs:
+        stats["documents"] += 1
+        stats["empty_documents"] += not doc
+        stats["single_sentence_documents"] += len(doc) == 1
+        stats["sentences"] += len(doc)
+        stats["tokens"] += sum(len(ids) for ids, _ in doc)
+        stats["unk_tokens"] += sum(ids.count(encoder.unk_id) for ids, _ in doc)
+    rng = np.random.default_rng((_worker["seed"], 1, task.split, task.chunk))
+    lines = [
+        line for d in range(len(docs)) for line in document_pairs(d, docs, settings, rng, stats)
+    ]
+    return task, lines, stats
+
+
+class _ShardWriter:
+    """gzip shards of `lines_per_shard` lines and the filelist naming them."""
+
+    def __init__(self, folder: Path, name: str, options: PrepareOptions) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.name, self.options = folder, name, options
+        self.pending: list[str] = []
+        self.shards = self.lines = 0
+
+    def add(self, lines: list[str]) -> None:
+        self.pending += lines
+        while len(self.pending) >= self.options.lines_per_shard:
+            self._flush(self.options.lines_per_shard)
+
+    def close(self) -> None:
+        if self.pending:
+            self._flush(len(self.pending))
+        entries = "".join(
+            f"part-{i:05d}.gz\t{self.options.mask_word_prob}\n" for i in range(self.shards)
+        )
+        (self.folder / f"{self.name}_filelist").write_text(entries)
+
+    def _flush(self, count: int) -> None:
+        lines, self.pending = self.pending[:count], self.pending[count:]
+        data = ("\n".join(lines) + "\n").encode()
+        path = self.folder / f"part-{self.shards:05d}.gz"
+        with (
+            path.open("wb") as raw,
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f,
+        ):
+            f.write(data)  # mtime 0 and no name: the same corpus and seed give the same bytes
+        self.shards += 1
+        self.lines += count
+
+
+def _summary(stats: Counter, splits: list[list[str]], options: PrepareOptions) -> dict:
+    pairs = stats["positive"] + stats["negative"]
+    return {
+        "documents": {"train": len(splits[0]), "valid": len(splits[1])},
+        "empty_documents": stats["empty_documents"],
+        "single_sentence_documents": stats["single_sentence_documents"],
+        "sentences": stats["sentences"],
+        "tokens": stats["tokens"],
+        "unk_rate": stats["unk_tokens"] / max(stats["tokens"], 1),
+        "samples": {"train": stats["train_samples"], "valid": stats["valid_samples"]},
+        "shards": {"train": stats["train_shards"], "valid": stats["valid_shards"]},
+        "nsp_positive_share": stats["positive"] / max(pairs, 1),
+        "long_sentences_split": stats["long_sentences_split"],
+        "unpaired_chunks": stats["unpaired_chunks"],
+        "options": {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in asdict(options).items()
+            if k not in ("inputs", "dictionaries")
+        },
+    }
+
+
+def _move_into_place(tmp: Path, options: PrepareOptions) -> None:
+    if options.output.exists():  # --overwrite: the old dataset goes only once the new is whole
+        old = options.output.with_name(f".{options.output.name}.old-{os.getpid()}")
+        os.replace(options.output, old)
+        os.replace(tmp, options.output)
+        shutil.rmtree(old)
+    else:
+        options.output.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, options.output)
+
+
+def _print_summary(summary: dict, output: Path, console: Console) -> None:
+    table = Table(title=f"dataset written to {output}", show_header=False)
+    for key, value in summary.items():
+        if key != "options":
+            table.add_row(key.replace("_", " "), _format(value))
+    console.print(table)
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v:,}" for k, v in value.items())
+    return f"{value:,}"
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "prepare",
+        help="turn raw text into ERNIE pretraining shards (train and valid channels)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("inputs", nargs="+", type=Path, help="text or JSONL files, or folders of them")
+    p.add_argument("--output", "-o", type=Path, required=True, help="dataset folder to create")
+    vocab = p.add_mutually_exclusive_group(required=True)
+    vocab.add_argument("--vocab", type=Path, help="an ERNIE vocab (token<TAB>id) to encode with")
+    vocab.add_argument("--vocab-size", type=int, help="build a WordPiece vocab of this size")
+    p.add_argument(
+        "--dict",
+        dest="dictionaries",
+        type=Path,
+        action="append",
+        default=[],
+        help="entity/phrase dictionary, one entry a line; kept whole (repeatable)",
+    )
+    defaults = PrepareOptions(inputs=[], output=Path())
+    p.add_argument("--max-seq-len", type=int, default=defaults.max_seq_len)
+    p.add_argument(
+        "--negative-ratio",
+        type=float,
+        default=defaults.negative_ratio,
+        help="share of NSP negatives, B drawn from another document",
+    )
+    p.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=defaults.valid_fraction,
+        help="share of documents held out for the valid channel",
+    )
+    p.add_argument("--lines-per-shard", type=int, default=defaults.lines_per_shard)
+    p.add_argument(
+        "--mask-word-prob",
+        type=float,
+        default=defaults.mask_word_prob,
+        help="written to the filelists: share of passes with word-level masking",
+    )
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--workers", type=int, default=defaults.workers)
+    p.add_argument("--text-field", default=defaults.text_field, help="JSONL field with the text")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from training.errors import ConfigError
+
+    names = {f for f in PrepareOptions.__dataclass_fields__}
+    options = PrepareOptions(**{k: v for k, v in vars(args).items() if k in names})
+    try:
+        prepare(options)
+    except (CorpusError, ConfigError) as exc:
+        Console(stderr=True).print(f"[red]prepare failed:[/red] {exc}", highlight=False)
+        return 2
+    return 0

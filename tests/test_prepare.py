@@ -1,0 +1,241 @@
+"""`ernie-sm prepare`: raw text to shards the training reader reads, with knowledge units kept whole."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import rjieba
+
+from dataprep.documents import CorpusError
+from dataprep.encoder import SentenceEncoder
+from dataprep.prepare import PrepareOptions, prepare
+from dataprep.sentences import split_sentences
+from training.data import ShardLimits, parse_shard, read_filelist
+from training.errors import ConfigError
+from training.vocab import load_vocab
+
+SENTENCES = [
+    "文心一言是百度推出的大语言模型。",
+    "它使用了Transformer架构，在GPU上训练。",
+    "三峡大坝建在长江上游，发电量非常可观！",
+    "很多开发者用Python调用它的接口。",
+    "黄河流域是中华文明的发祥地之一；黄河的泥沙含量很高。",
+    "马拉松全程约42公里，是一项考验耐力的运动？",
+    "北京烤鸭是一道著名的菜肴。",
+    "科学家在2019年拍到了黑洞的照片。",
+]
+ENTITIES = ["文心一言", "三峡大坝", "北京烤鸭"]
+
+
+def write_corpus(folder: Path, documents: int = 30) -> Path:
+    """Documents of 3-8 sentences, blank-line separated, Chinese with some Latin."""
+    folder.mkdir(parents=True, exist_ok=True)
+    blocks = []
+    for d in range(documents):
+        count = 3 + d % 6
+        blocks.append("".join(SENTENCES[(d + k) % len(SENTENCES)] for k in range(count)))
+    path = folder / "corpus.txt"
+    path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+    (folder / "entities.txt").write_text("\n".join(ENTITIES) + "\n", encoding="utf-8")
+    return path
+
+
+def options(tmp_path: Path, reference: Path, **overrides) -> PrepareOptions:
+    corpus = write_corpus(tmp_path / "raw")
+    settings = dict(
+        inputs=[corpus],
+        output=tmp_path / "dataset",
+        vocab=reference / "vocab.txt",
+        dictionaries=[tmp_path / "raw" / "entities.txt"],
+        max_seq_len=64,
+        valid_fraction=0.2,
+        lines_per_shard=20,
+        workers=1,
+    )
+    return PrepareOptions(**{**settings, **overrides})
+
+
+def read_lines(folder: Path, filelist: str) -> list[list[list[int]]]:
+    lines = []
+    for shard in read_filelist(folder / filelist):
+        with gzip.open(shard.path, "rt") as f:
+            lines += [[[int(v) for v in field.split()] for field in line.split(";")] for line in f]
+    return lines
+
+
+def test_prepared_dataset_reads_back_without_a_single_error(tmp_path, reference):
+    summary = prepare(options(tmp_path, reference))
+    out = tmp_path / "dataset"
+    limits = ShardLimits(vocab_size=18000, max_seq_len=64, max_position=513, type_vocab_size=2)
+    for channel, filelist in (("train", "train_filelist"), ("valid", "valid_filelist")):
+        shards = read_filelist(out / channel / filelist)
+        parsed = [parse_shard(s.path, limits) for s in shards]
+        assert sum(len(p) for p in parsed) == summary["samples"][channel] > 0
+        assert all(p.skipped == 0 for p in parsed)
+    assert summary["documents"] == {"train": 24, "valid": 6}
+    assert summary["unk_rate"] == 0
+    assert 0.3 < summary["nsp_positive_share"] < 0.7
+    assert json.loads((out / "summary.json").read_text())["samples"] == summary["samples"]
+    assert load_vocab(out / "train" / "vocab.txt").unk_id == 17963
+    assert not list(tmp_path.glob(".dataset.tmp-*"))
+
+
+def test_entities_from_the_dictionary_are_one_masking_unit(tmp_path, reference):
+    prepare(options(tmp_path, reference))
+    vocab = load_vocab(reference / "vocab.txt")
+    index = {t: i for i, t in enumerate(vocab.tokens)}
+    found = 0
+    for tokens, _, _, seg, _ in read_lines(tmp_path / "dataset" / "train", "train_filelist"):
+        for entity in ENTITIES:
+            ids = [index[c] for c in entity]
+            for at in range(1, len(tokens) - len(ids)):
+                # At a segment's start the pair may have been cut inside the entity.
+                if tokens[at : at + len(ids)] == ids and seg[at - 1] != -1:
+                    assert seg[at : at + len(ids)] == [0] + [1] * (len(ids) - 1), entity
+                    found += 1
+    assert found > 20
+    # Without the dictionary, the segmenter splits at least one of them.
+    plain = rjieba.Jieba()
+    assert any(len(plain.cut(e)) > 1 for e in ENTITIES)
+
+
+def test_seg_labels_follow_the_segmenter_words_and_wordpieces(reference):
+    encoder = SentenceEncoder(reference / "vocab.txt")
+    ((ids, seg),) = encoder.encode(["它使用了Transformer架构。"])
+    tokens = [load_vocab(reference / "vocab.txt").tokens[i] for i in ids]
+    assert tokens == ["它", "使", "用", "了", "trans", "##form", "##er", "架", "构", "。"]
+    assert seg == [0, 0, 1, 0, 0, 1, 1, 0, 1, 0]
+
+
+def test_sentence_splitting_handles_chinese_and_latin_punctuation():
+    text = "我们去北京。你呢？“好的！”他说。This is GPT-4. It costs 3.5 dollars! 没有句号"
+    assert split_sentences(text) == [
+        "我们去北京。",
+        "你呢？",
+        "“好的！”",
+        "他说。",
+        "This is GPT-4.",
+        "It costs 3.5 dollars!",
+        "没有句号",
+    ]
+
+
+def test_same_seed_same_bytes_whatever_the_workers(tmp_path, reference):
+    prepare(options(tmp_path / "a", reference, workers=1))
+    prepare(options(tmp_path / "b", reference, workers=2))
+    files = sorted(
+        p.relative_to(tmp_path / "a" / "dataset")
+        for p in (tmp_path / "a" / "dataset").rglob("*.gz")
+    )
+    assert files
+    for f in files:
+        assert (tmp_path / "a" / "dataset" / f).read_bytes() == (
+            tmp_path / "b" / "dataset" / f
+        ).read_bytes()
+    prepare(options(tmp_path / "c", reference, seed=1))
+    other = (tmp_path / "c" / "dataset" / files[0]).read_bytes()
+    assert other != (tmp_path / "a" / "dataset" / files[0]).read_bytes()
+
+
+def test_vocab_built_from_the_corpus(tmp_path, reference):
+    summary = prepare(options(tmp_path, reference, vocab=None, vocab_size=300))
+    vocab = load_vocab(tmp_path / "dataset" / "train" / "vocab.txt")
+    assert vocab.tokens[:5] == ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
+    assert len(vocab) <= 300 and summary["unk_rate"] == 0
+
+
+def test_negative_ratio_zero_gives_only_true_next_sentences(tmp_path, reference):
+    summary = prepare(options(tmp_path, reference, negative_ratio=0.0))
+    labels = [line[4][0] for line in read_lines(tmp_path / "dataset" / "train", "train_filelist")]
+    assert set(labels) == {1} and summary["nsp_positive_share"] == 1.0
+
+
+def test_jsonl_input_empty_and_single_sentence_documents_are_counted(tmp_path, reference):
+    jsonl = tmp_path / "docs.jsonl"
+    records = [
+        {"text": SENTENCES[0] + SENTENCES[1] + SENTENCES[2]},
+        {"text": ""},
+        {"text": SENTENCES[3]},
+    ]
+    records += [{"text": "".join(SENTENCES[k : k + 4])} for k in range(4)]
+    jsonl.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
+    summary = prepare(options(tmp_path, reference, inputs=[jsonl], valid_fraction=0.0))
+    assert summary["empty_documents"] == 1 and summary["single_sentence_documents"] == 1
+    assert summary["samples"]["train"] > 0
+
+
+def test_sentences_longer_than_max_seq_len_are_split_and_counted(tmp_path, reference):
+    long_doc = "这是一个非常长的句子" * 20 + "。" + SENTENCES[0] + SENTENCES[1]
+    corpus = tmp_path / "long.txt"
+    corpus.write_text(long_doc + "\n\n" + "".join(SENTENCES) + "\n", encoding="utf-8")
+    summary = prepare(options(tmp_path, reference, inputs=[corpus], valid_fraction=0.0))
+    assert summary["long_sentences_split"] == 1
+    assert all(
+        len(line[0]) <= 64 for line in read_lines(tmp_path / "dataset" / "train", "train_filelist")
+    )
+
+
+@pytest.mark.parametrize(
+    ("breakage", "error", "message"),
+    [
+        (
+            lambda t: t.write_bytes(b"\xe4\xbd\xa0\xe5\xa5\xbd\n\n\xff\xfe bad\n"),
+            CorpusError,
+            r"corpus\.txt line 3: bytes .* are not UTF-8",
+        ),
+        (lambda t: t.unlink(), CorpusError, "does not exist"),
+        (lambda t: t.write_text("\n\n  \n"), CorpusError, "holds no documents"),
+    ],
+)
+def test_bad_corpus_input_is_named_and_nothing_is_written(
+    tmp_path, reference, breakage, error, message
+):
+    opts = options(tmp_path, reference)
+    breakage(opts.inputs[0])
+    with pytest.raises(error, match=message):
+        prepare(opts)
+    assert not opts.output.exists() and not list(tmp_path.glob(".dataset.tmp-*"))
+
+
+def test_vocab_without_special_tokens_is_refused_before_any_shard(tmp_path, reference):
+    bad = tmp_path / "vocab.txt"
+    bad.write_text("a\t0\nb\t1\n")
+    opts = options(tmp_path, reference, vocab=bad)
+    with pytest.raises(
+        ConfigError, match=r"lacks the special tokens \[PAD\], \[CLS\], \[SEP\], \[MASK\]"
+    ):
+        prepare(opts)
+    assert not opts.output.exists() and not list(tmp_path.glob(".dataset.tmp-*"))
+
+
+def test_existing_output_needs_overwrite_and_is_replaced_whole(tmp_path, reference):
+    prepare(options(tmp_path, reference))
+    with pytest.raises(CorpusError, match="exists"):
+        prepare(options(tmp_path, reference))
+    summary = prepare(options(tmp_path, reference, overwrite=True, max_seq_len=32))
+    assert all(
+        len(line[0]) <= 32 for line in read_lines(tmp_path / "dataset" / "train", "train_filelist")
+    )
+    assert summary["samples"]["train"] > 0
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path, reference, capsys):
+    from training import cli
+
+    corpus = write_corpus(tmp_path / "raw")
+    args = [
+        "prepare",
+        str(corpus),
+        "-o",
+        str(tmp_path / "out"),
+        "--vocab",
+        str(tmp_path / "none.txt"),
+    ]
+    assert cli.main(args) == 2
+    assert "vocab" in capsys.readouterr().err
+    args[-1] = str(reference / "vocab.txt")
+    assert cli.main([*args, "--workers", "1", "--max-seq-len", "64"]) == 0
+    assert (tmp_path / "out" / "train" / "train_filelist").is_file()
