@@ -3,7 +3,8 @@
 Words come from jieba's segmenter (its Rust port, rjieba, ~20x faster) with the user's
 entity and phrase dictionaries added, so that an entity is one unit. Each word is then
 split into WordPiece tokens (Hugging Face `tokenizers`, BERT normalisation: Chinese
-characters one token each, Latin lower-cased). seg_labels mark the first token of a
+characters one token each, Latin lower-cased); characters the tokenizer always turns
+into one token of their own are looked up once and remembered. seg_labels mark the first token of a
 unit 0 and the rest 1: the reader's word-level masking hides whole units.
 """
 
@@ -41,20 +42,49 @@ class SentenceEncoder:
         ids = {token: i for i, token in enumerate(vocab.tokens)}
         self.tokenizer = _bert_tokenizer(models.WordPiece(vocab=ids, unk_token=UNK))
         self.segmenter = rjieba.Jieba()
+        # Characters the tokenizer always makes a token of their own (CJK characters and
+        # punctuation), with that token's id; None for the others. Filled as met: most
+        # text is CJK, and a lookup here is far cheaper than a trip through the tokenizer.
+        self._alone_id: dict[str, int | None] = {}
         for entry in dictionary_entries(dictionaries):
             self.segmenter.add_word(entry, DICTIONARY_FREQ, None)
 
     def encode(self, sentences: list[str]) -> list[tuple[list[int], list[int]]]:
         """(token ids, seg labels) per sentence; a sentence of only spaces gives empty lists."""
         words = [self.segmenter.cut(s) for s in sentences]
+        pieces = self._wordpieces({w for ws in words for w in ws if not self._alone(w)})
         out = []
-        for encoding in self.tokenizer.encode_batch(
-            words, is_pretokenized=True, add_special_tokens=False
-        ):
-            word_ids = encoding.word_ids
-            seg = [int(i > 0 and w == word_ids[i - 1]) for i, w in enumerate(word_ids)]
-            out.append((encoding.ids, seg))
+        for sentence in words:
+            ids: list[int] = []
+            seg: list[int] = []
+            for word in sentence:
+                word_ids = pieces[word] if word in pieces else [self._alone_id[c] for c in word]
+                ids += word_ids
+                seg += [0] + [1] * (len(word_ids) - 1) if word_ids else []
+            out.append((ids, seg))
         return out
+
+    def _alone(self, word: str) -> bool:
+        """Whether every character of `word` is a token of its own, as CJK characters are."""
+        for char in word:
+            if char not in self._alone_id:
+                self._alone_id[char] = self._alone_token(char)
+            if self._alone_id[char] is None:
+                return False
+        return True
+
+    def _alone_token(self, char: str) -> int | None:
+        """The tokenizer's id for `char` if it always splits it off on its own, else None."""
+        ids = self.tokenizer.encode(f"a{char}a", add_special_tokens=False).ids
+        return ids[1] if len(ids) == 3 and ids[0] == ids[2] else None
+
+    def _wordpieces(self, words: set[str]) -> dict[str, list[int]]:
+        """Tokenizer ids of the other words (Latin, digits, mixed), a batch at a time."""
+        ordered = sorted(words)
+        batch = self.tokenizer.encode_batch(
+            [[w] for w in ordered], is_pretokenized=True, add_special_tokens=False
+        )
+        return {w: e.ids for w, e in zip(ordered, batch, strict=True)}
 
 
 def dictionary_entries(paths: Iterable[Path]) -> Iterator[str]:

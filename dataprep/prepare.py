@@ -222,7 +222,7 @@ class _ShardWriter:
         path = self.folder / f"part-{self.shards:05d}.gz"
         with (
             path.open("wb") as raw,
-            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f,
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0) as f,
         ):
             f.write(data)  # mtime 0 and no name: the same corpus and seed give the same bytes
         self.shards += 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training import layout, synthetic
+from tests import synthetic
+from training import layout
 
 TINY_CONFIG = {
     "attention_probs_dropout_prob": 0.1,

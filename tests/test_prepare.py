@@ -239,3 +239,22 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, reference, capsys):
     args[-1] = str(reference / "vocab.txt")
     assert cli.main([*args, "--workers", "1", "--max-seq-len", "64"]) == 0
     assert (tmp_path / "out" / "train" / "train_filelist").is_file()
+
+
+def test_character_lookup_gives_exactly_what_the_tokenizer_gives(reference):
+    """The remembered per-character ids are a shortcut, never a different answer."""
+    encoder = SentenceEncoder(reference / "vocab.txt")
+    sentences = [
+        *SENTENCES,
+        "ＡＢＣ全角字符和emoji😀混在一起，Café 与 naïve 也在。",
+        "  空格  开头，\t制表符，GPT-4o 的 API 价格是 $0.01/1K tokens。",
+        "㐀𠀀罕见字",
+    ]
+    words = [encoder.segmenter.cut(s) for s in sentences]
+    reference_encodings = encoder.tokenizer.encode_batch(
+        words, is_pretokenized=True, add_special_tokens=False
+    )
+    for (ids, seg), expected in zip(encoder.encode(sentences), reference_encodings, strict=True):
+        word_ids = expected.word_ids
+        assert ids == expected.ids
+        assert seg == [int(i > 0 and w == word_ids[i - 1]) for i, w in enumerate(word_ids)]

@@ -18,7 +18,7 @@ def _train(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from training.demo import run
 
-    return run(Path(args.dir))
+    return run(Path(args.dir), Path(args.corpus), Path(args.entities))
 
 
 def _hyperparameters(args: argparse.Namespace) -> int:
@@ -53,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run ERNIE pretraining under SageMaker's container contract "
         "(the training image's entrypoint; SAGEMAKER_BASE_DIR relocates /opt/ml)",
     ).set_defaults(run=_train)
-    demo = commands.add_parser("demo", help="train a tiny ERNIE on a synthetic corpus on the CPU")
-    demo.add_argument("--dir", default="build/demo", help="where the job's /opt/ml goes")
+    demo = commands.add_parser(
+        "demo", help="prepare the demo corpus and train a tiny ERNIE on it on the CPU"
+    )
+    demo.add_argument("--dir", default="build/demo", help="where the dataset and /opt/ml go")
+    demo.add_argument("--corpus", default="demo/corpus", help="raw text to prepare")
+    demo.add_argument("--entities", default="demo/entities.txt", help="entity dictionary")
     demo.set_defaults(run=_demo)
     _add_data_commands(commands)
     commands.add_parser(

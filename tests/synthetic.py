@@ -1,4 +1,4 @@
-"""A small synthetic corpus in ERNIE's pretraining format, for the demo, tests and benchmarks.
+"""A small synthetic corpus in ERNIE's pretraining format, for the training tests.
 
 A made-up language with structure a tiny model can learn in a minute on a CPU:
 multi-character words (so word-level masking has something to hide), topics with

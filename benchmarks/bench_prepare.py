@@ -1,0 +1,65 @@
+"""Throughput of `ernie-sm prepare`, end to end, in MB of raw text per second.
+
+The demo corpus is repeated (documents shuffled, so that no chunk repeats another) to
+--megabytes of text and prepared with 1..--workers worker processes; the figure per
+worker shows how near to linear the scaling is.
+
+    python benchmarks/bench_prepare.py [--megabytes 8] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from dataprep.prepare import PrepareOptions, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "demo"
+REFERENCE = ROOT.parent / "shared" / "ernie-reference"  # the original ERNIE vocab
+
+
+def make_corpus(path: Path, megabytes: float) -> int:
+    blocks = [
+        b for f in sorted((DEMO / "corpus").glob("*.txt")) for b in f.read_text().split("\n\n")
+    ]
+    rng = random.Random(0)
+    out, size = [], 0
+    while size < megabytes * 1e6:
+        rng.shuffle(blocks)
+        out += blocks
+        size += sum(len(b.encode()) + 2 for b in blocks)
+    path.write_text("\n\n".join(out) + "\n", encoding="utf-8")
+    return path.stat().st_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=float, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        size = make_corpus(corpus, args.megabytes)
+        print(f"corpus: {size / 1e6:.1f} MB of text")
+        for workers in range(1, args.workers + 1):
+            options = PrepareOptions(
+                inputs=[corpus],
+                output=Path(tmp) / f"out-{workers}",
+                vocab=REFERENCE / "vocab.txt",
+                dictionaries=[DEMO / "entities.txt"],
+                workers=workers,
+            )
+            start = time.perf_counter()
+            prepare(options, console=Console(quiet=True))
+            rate = size / 1e6 / (time.perf_counter() - start)
+            print(f"{workers} worker(s): {rate:.2f} MB/s, {rate / workers:.2f} MB/s per worker")
+
+
+if __name__ == "__main__":
+    main()
