@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tests import synthetic
 from training import layout
+from training.vocab import Vocab
 
 TINY_CONFIG = {
     "attention_probs_dropout_prob": 0.1,
@@ -41,3 +42,14 @@ def make_job(base: Path, **overrides: str) -> Path:
     (data / "train" / "ernie_config.json").write_text(json.dumps(TINY_CONFIG))
     layout.write_local_job(base, {**TINY_HYPERPARAMETERS, **overrides}, ["train", "valid"])
     return base
+
+
+# Specials and 96 plain tokens: what the reader's unit tests need of a vocab.
+TOY_VOCAB = Vocab(
+    tokens=("[PAD]", "[CLS]", "[SEP]", "[MASK]", *(f"t{i}" for i in range(4, 100))),
+    pad_id=0,
+    cls_id=1,
+    sep_id=2,
+    mask_id=3,
+    unk_id=None,
+)

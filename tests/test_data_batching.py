@@ -7,17 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
+from tests.helpers import TOY_VOCAB as VOCAB
 from training.data import BatchConfig, ParsedShard, TokenIds, make_batch, split_batches
-from training.vocab import Vocab
 
-VOCAB = Vocab(
-    tokens=("[PAD]", "[CLS]", "[SEP]", "[MASK]", *(f"t{i}" for i in range(4, 100))),
-    pad_id=0,
-    cls_id=1,
-    sep_id=2,
-    mask_id=3,
-    unk_id=None,
-)
 IDS = TokenIds.from_vocab(VOCAB)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import TOY_VOCAB as VOCAB
 from training.data import (
     Batch,
     DataPosition,
@@ -20,16 +21,7 @@ from training.data import (
 )
 from training.data.filelist import Shard
 from training.errors import DataError
-from training.vocab import Vocab
 
-VOCAB = Vocab(
-    tokens=("[PAD]", "[CLS]", "[SEP]", "[MASK]", *(f"t{i}" for i in range(4, 100))),
-    pad_id=0,
-    cls_id=1,
-    sep_id=2,
-    mask_id=3,
-    unk_id=None,
-)
 LIMITS = dict(vocab_size=100, max_seq_len=40, max_position=64, type_vocab_size=2)
 BAND = 12  # shard s draws its word ids from [4 + BAND*s, 4 + BAND*(s+1)), so rows name it
 
