@@ -159,6 +159,13 @@ def _encode_and_write(
         writer.close()
         stats[f"{writer.name}_shards"] = writer.shards
         stats[f"{writer.name}_samples"] = writer.lines
+    if not writers[0].lines:
+        raise CorpusError(
+            "the corpus gave no training samples: it needs documents of two or more sentences"
+        )
+    if not writers[1].lines:  # an empty channel would fail the job; no channel skips validation
+        shutil.rmtree(out / "valid")
+        console.print("[yellow]no validation samples: the dataset has no valid channel[/yellow]")
     return stats
 
 

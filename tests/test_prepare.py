@@ -258,3 +258,18 @@ def test_character_lookup_gives_exactly_what_the_tokenizer_gives(reference):
         word_ids = expected.word_ids
         assert ids == expected.ids
         assert seg == [int(i > 0 and w == word_ids[i - 1]) for i, w in enumerate(word_ids)]
+
+
+def test_without_validation_samples_there_is_no_valid_channel(tmp_path, reference):
+    summary = prepare(options(tmp_path, reference, valid_fraction=0.0))
+    assert summary["samples"]["valid"] == 0
+    assert not (tmp_path / "dataset" / "valid").exists()
+    assert (tmp_path / "dataset" / "train" / "train_filelist").is_file()
+
+
+def test_a_corpus_of_single_sentences_gives_a_clear_error(tmp_path, reference):
+    corpus = tmp_path / "lonely.txt"
+    corpus.write_text("只有一句。\n\n又是一句。\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="no training samples"):
+        prepare(options(tmp_path, reference, inputs=[corpus], negative_ratio=0.0))
+    assert not (tmp_path / "dataset").exists()
