@@ -2,22 +2,29 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Nothing here may reach AWS: no instance-metadata probes, fake credentials.
+NODE_BIN := $(CURDIR)/node_modules/.bin
+# The CDK CLI and jsii run on the Node.js 22 that package.json pins.
+export PATH := $(NODE_BIN):$(PATH)
+# Nothing here may reach AWS: no instance-metadata probes.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint synth bench clean
 
 $(BIN)/ernie-sm: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[cpu,prepare,dev]'
+	$(BIN)/pip install --quiet -e '.[cpu,prepare,cdk,dev]'
+	touch $@
+
+$(NODE_BIN)/cdk: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 demo: $(BIN)/ernie-sm
 	$(BIN)/ernie-sm demo --dir build/demo
 
 # pytest exits 5 when it collects nothing; report that plainly instead of as a crash.
-test: $(BIN)/ernie-sm lint
+test: $(BIN)/ernie-sm $(NODE_BIN)/cdk lint
 	@$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "0 passed, 0 failed (pytest collected no tests)"; exit 0; fi; \
 	exit $$status
@@ -26,9 +33,13 @@ lint: $(BIN)/ernie-sm
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+synth: $(BIN)/ernie-sm $(NODE_BIN)/cdk
+	$(NODE_BIN)/cdk synth --quiet
+
 bench: $(BIN)/ernie-sm
 	$(BIN)/python benchmarks/bench_reader.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_prepare.py
 
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) build node_modules cdk.out
