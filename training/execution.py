@@ -1,0 +1,676 @@
+"""Execution input -> CreateTrainingJob request: the input an ERNIE pretraining execution takes.
+
+Start an execution of the pretraining state machine with a JSON object; every field is
+optional and `{}` trains with the defaults below. Anything wrong fails the execution
+before a training job exists, with an `ExecutionInputError` that names every bad field
+(`instance_count: expected an integer from 1 to 16, got 0; hyperparameters.batch_size: ...`).
+
+Example:
+
+    {
+      "hyperparameters": {"batch_size": 4096, "learning_rate": 0.0001, "use_fp16": true},
+      "dataset": "datasets/wiki-zh",
+      "instance_type": "ml.p4d.24xlarge",
+      "instance_count": 2,
+      "spot": true,
+      "max_runtime_hours": 48
+    }
+
+Fields:
+
+  hyperparameters    object, default {} (every hyperparameter at its default)
+      Overrides of the training hyperparameters (training/hyperparams.py lists them
+      all). Values may be strings, numbers or booleans: true/false become "true"/"false",
+      numbers are written as Python writes them (0.0001 -> "0.0001", 8192 -> "8192"). An
+      unknown name or a bad value fails, naming it (`hyperparameters.batch_size: bad value
+      'x': expected an integer`). Names starting with `sagemaker_` are reserved.
+      `checkpoints` may only be empty or /opt/ml/checkpoints: only that folder is synced
+      to S3, and a retried attempt resumes from there.
+  dataset            string, default "datasets/demo"
+      Key prefix of a prepared dataset in the stack's bucket (what `ernie-sm upload`
+      printed), under datasets/. The job reads `<dataset>/train/` as its train channel
+      and `<dataset>/valid/` as its valid channel. Not an s3:// URI.
+  use_validation     boolean, default true
+      Give the job the valid channel. Set false for a dataset prepared without a
+      validation split (there is no `<dataset>/valid/` then, and the job would fail).
+  instance_type      string, default "ml.g5.2xlarge"
+      SageMaker training instance type, e.g. ml.g5.12xlarge, ml.p4d.24xlarge.
+  instance_count     integer 1..16, default 1
+      Hosts; training is data-parallel over every GPU of every host.
+  volume_size_gb     integer 1..16384, default 100
+      Storage volume per host in GB (channels are downloaded there).
+  spot               boolean, default true
+      Managed spot training: cheaper, may be interrupted; the job then resumes from its
+      newest checkpoint.
+  max_runtime_hours  number > 0, at most 672 (28 days), default 24
+      Training time after which SageMaker stops the job.
+  max_wait_hours     number, spot only, default min(2 x max_runtime_hours, 672)
+      Time for the whole spot job, waiting for capacity included; at least
+      max_runtime_hours and at most 672. Giving it with "spot": false is an error.
+  warm_start_model   string or null, default null
+      s3://<bucket>/models/.../model.tar.gz of a previous job in the stack's bucket: the
+      job starts from its weights (the `model` channel). Checkpoints of this execution
+      win over it when an attempt is retried.
+  job_name_prefix    string, default the stack's name prefix ("ernie")
+      Start of the training-job names: 1..30 letters, digits and hyphens, beginning
+      and ending with a letter or digit. It must be the stack's name prefix or begin with
+      it and a hyphen ("ernie-exp1"), the only names the state machine may create.
+
+Each attempt of an execution gets a fresh job name
+`<prefix>-<execution name>-<hash>-a<attempt>-<UTC yyyymmddHHMMSS>`; all attempts of one
+execution share the checkpoint folder `s3://<bucket>/checkpoints/<execution name>/`, so a
+retried attempt resumes where the previous one stopped. Models land under
+`s3://<bucket>/models/<job name>/output/model.tar.gz`.
+
+This module runs in the state machine's Prepare Lambda function, whose bundle holds only
+training/__init__, errors, hyperparams, metrics and this module: standard library only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from training import hyperparams
+from training.errors import TrainingError
+from training.metrics import METRIC_DEFINITIONS
+
+# Channel names; the same as training.layout's (not importable here: not in the bundle).
+TRAIN_CHANNEL, VALID_CHANNEL, MODEL_CHANNEL = "train", "valid", "model"
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+MAX_HOURS = 28 * 24  # SageMaker's longest training run
+MAX_INSTANCES = 16
+MAX_VOLUME_GB = 16384
+MAX_HYPERPARAMETERS = 100
+MAX_HYPERPARAMETER_VALUE = 2500
+MAX_TAGS = 50
+JOB_NAME_MAX = 63
+JOB_NAME_PREFIX_MAX = 30
+JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+# ml.<family>.<size>; families such as p6-b200 and m7i-flex carry a hyphen.
+INSTANCE_TYPE_PATTERN = re.compile(r"^ml\.[a-z0-9]+(-[a-z0-9]+)*\.[a-z0-9]+$")
+S3_URI_PATTERN = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)$")
+PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9!_.*'()=@+/-]+$")
+MODEL_ARCHIVE = "model.tar.gz"
+
+DEFAULT_DATASET = "datasets/demo"
+DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
+DEFAULT_RUNTIME_HOURS = 24
+
+
+class ExecutionInputError(TrainingError):
+    """The execution input is unusable; the message names every bad field."""
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        self.problems = dict(problems)
+        details = "; ".join(f"{name}: {problem}" for name, problem in self.problems.items())
+        super().__init__(f"invalid execution input: {details}")
+
+
+class StackEnvironmentError(TrainingError):
+    """The Prepare function was deployed without the settings it needs."""
+
+
+@dataclass(frozen=True)
+class ExecutionInput:
+    """A validated execution input, defaults filled in (job_name_prefix None: the stack's)."""
+
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+    dataset: str = DEFAULT_DATASET
+    use_validation: bool = True
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_count: int = 1
+    volume_size_gb: int = 100
+    spot: bool = True
+    max_runtime_hours: float = DEFAULT_RUNTIME_HOURS
+    max_wait_hours: float | None = 2 * DEFAULT_RUNTIME_HOURS
+    warm_start_model: str | None = None
+    job_name_prefix: str | None = None
+
+    @property
+    def max_runtime_seconds(self) -> int:
+        return _seconds(self.max_runtime_hours)
+
+    @property
+    def max_wait_seconds(self) -> int | None:
+        return None if self.max_wait_hours is None else _seconds(self.max_wait_hours)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The normalised input as plain JSON-ready data."""
+        return asdict(self)
+
+
+# The top-level fields, in the order they are checked and documented.
+FIELDS: tuple[str, ...] = tuple(ExecutionInput.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class StackEnvironment:
+    """What the deployed stack tells the Prepare function (its environment variables)."""
+
+    image_uri: str
+    role_arn: str
+    bucket: str
+    kms_key_arn: str | None = None
+    name_prefix: str = "ernie"
+    dataset_prefix: str = "datasets"
+    output_prefix: str = "models"
+    checkpoint_prefix: str = "checkpoints"
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [n for n in ("image_uri", "role_arn", "bucket") if not getattr(self, n)]
+        if missing:
+            raise StackEnvironmentError(f"stack environment lacks {', '.join(missing)}")
+        if bool(self.subnets) != bool(self.security_groups):
+            raise StackEnvironmentError(
+                "a VPC needs both subnets and security groups (SUBNETS, SECURITY_GROUPS)"
+            )
+        if not _valid_prefix(self.name_prefix):
+            raise StackEnvironmentError(f"name prefix {self.name_prefix!r} is not a job name")
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> StackEnvironment:
+        """Read IMAGE_URI, ROLE_ARN, BUCKET (required); KMS_KEY_ARN, NAME_PREFIX,
+        DATASET_PREFIX, OUTPUT_PREFIX, CHECKPOINT_PREFIX, SUBNETS and SECURITY_GROUPS
+        (comma-separated) and TAGS (a JSON object) are optional."""
+        missing = [n for n in ("IMAGE_URI", "ROLE_ARN", "BUCKET") if not environ.get(n)]
+        if missing:
+            raise StackEnvironmentError(
+                f"the Prepare function's environment lacks {', '.join(missing)}"
+            )
+        tags: Any = {}
+        if environ.get("TAGS"):
+            try:
+                tags = json.loads(environ["TAGS"])
+            except json.JSONDecodeError as exc:
+                raise StackEnvironmentError(f"TAGS is not JSON: {exc}") from None
+            if not isinstance(tags, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+            ):
+                raise StackEnvironmentError("TAGS must be a JSON object of strings")
+        optional = {
+            "name_prefix": "NAME_PREFIX",
+            "dataset_prefix": "DATASET_PREFIX",
+            "output_prefix": "OUTPUT_PREFIX",
+            "checkpoint_prefix": "CHECKPOINT_PREFIX",
+        }
+        return cls(
+            image_uri=environ["IMAGE_URI"],
+            role_arn=environ["ROLE_ARN"],
+            bucket=environ["BUCKET"],
+            kms_key_arn=environ.get("KMS_KEY_ARN") or None,
+            subnets=_split(environ.get("SUBNETS", "")),
+            security_groups=_split(environ.get("SECURITY_GROUPS", "")),
+            tags=tags,
+            **{name: environ[var].strip("/") for name, var in optional.items() if environ.get(var)},
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing
+
+
+def parse_input(raw: object) -> ExecutionInput:
+    """Validate an execution input and fill in the defaults; raise ExecutionInputError."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ExecutionInputError({"(input)": f"expected a JSON object, got {_describe(raw)}"})
+    problems: dict[str, str] = {}
+    values: dict[str, Any] = {}
+
+    def check(name: str, parse: Any) -> None:
+        if name not in raw:
+            return
+        try:
+            values[name] = parse(raw[name])
+        except _Problem as exc:
+            problems[name] = str(exc)
+
+    if "hyperparameters" in raw:
+        hp, hp_problems = _hyperparameters(raw["hyperparameters"])
+        problems.update(hp_problems)
+        if not hp_problems:
+            values["hyperparameters"] = hp
+    check("dataset", _dataset)
+    check("use_validation", _boolean)
+    check("instance_type", _instance_type)
+    check("instance_count", lambda v: _integer(v, 1, MAX_INSTANCES))
+    check("volume_size_gb", lambda v: _integer(v, 1, MAX_VOLUME_GB))
+    check("spot", _boolean)
+    check("max_runtime_hours", _hours)
+    check("max_wait_hours", lambda v: None if v is None else _hours(v))
+    check("warm_start_model", _model_uri)
+    check("job_name_prefix", _job_name_prefix)
+    for name in raw:
+        if name not in FIELDS:
+            problems[str(name)] = _unknown_field(str(name))
+
+    spot = values.get("spot", True)
+    runtime = values.get("max_runtime_hours", DEFAULT_RUNTIME_HOURS)
+    wait = values.get("max_wait_hours")
+    if not spot:
+        if raw.get("max_wait_hours") is not None and "max_wait_hours" not in problems:
+            problems["max_wait_hours"] = (
+                'applies only to spot training; leave it out with "spot": false'
+            )
+        values["max_wait_hours"] = None
+    elif wait is None:
+        values["max_wait_hours"] = min(2 * runtime, MAX_HOURS)
+    elif "max_runtime_hours" not in problems and _seconds(wait) < _seconds(runtime):
+        problems["max_wait_hours"] = (
+            f"{_number(wait)} is less than max_runtime_hours ({_number(runtime)}): "
+            "the spot job's whole time must include its training time"
+        )
+    if problems:
+        raise ExecutionInputError(problems)
+    return ExecutionInput(**values)
+
+
+class _Problem(ValueError):
+    pass
+
+
+def _hyperparameters(value: object) -> tuple[dict[str, str], dict[str, str]]:
+    if value is None:
+        return {}, {}
+    if not isinstance(value, Mapping):
+        return {}, {"hyperparameters": f"expected a JSON object, got {_describe(value)}"}
+    problems: dict[str, str] = {}
+    normalised: dict[str, str] = {}
+    for name, item in value.items():
+        path = f"hyperparameters.{name}"
+        if isinstance(item, bool):
+            text = "true" if item else "false"
+        elif isinstance(item, (int, float)):
+            text = str(item)
+        elif isinstance(item, str):
+            text = item
+        else:
+            problems[path] = f"expected a string, number or boolean, got {_describe(item)}"
+            continue
+        if str(name).startswith(hyperparams.RESERVED_PREFIX):
+            problems[path] = f"names starting with {hyperparams.RESERVED_PREFIX} are reserved"
+            continue
+        if len(text) > MAX_HYPERPARAMETER_VALUE:
+            problems[path] = f"value longer than {MAX_HYPERPARAMETER_VALUE} characters"
+            continue
+        normalised[str(name)] = text
+    for name, problem in hyperparams.validate(normalised).items():
+        problems[f"hyperparameters.{name}"] = problem
+    checkpoints = normalised.get("checkpoints", "").strip()
+    if (
+        checkpoints
+        and posixpath.normpath(
+            posixpath.join(posixpath.dirname(CHECKPOINT_LOCAL_PATH), checkpoints)
+        )
+        != CHECKPOINT_LOCAL_PATH
+    ):
+        problems["hyperparameters.checkpoints"] = (
+            f"must be empty or {CHECKPOINT_LOCAL_PATH}, got {checkpoints!r}: only that folder "
+            "is synced to S3, where a retried attempt resumes from"
+        )
+    if len(normalised) > MAX_HYPERPARAMETERS:
+        problems["hyperparameters"] = f"more than {MAX_HYPERPARAMETERS} entries"
+    return normalised, dict(sorted(problems.items()))
+
+
+def _dataset(value: object) -> str:
+    text = _string(value)
+    if text.startswith("s3://"):
+        raise _Problem(
+            f"expected a key prefix in the stack's bucket such as {DEFAULT_DATASET!r}, "
+            f"not an s3:// URI: {text!r}"
+        )
+    prefix = text.strip("/")
+    parts = prefix.split("/")
+    if (
+        not prefix
+        or len(prefix) > 512
+        or not PREFIX_PATTERN.match(prefix)
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise _Problem(
+            f"expected a key prefix such as {DEFAULT_DATASET!r} (letters, digits, "
+            f"!_.*'()=@+- and single slashes), got {text!r}"
+        )
+    return prefix
+
+
+def _instance_type(value: object) -> str:
+    text = _string(value)
+    if not INSTANCE_TYPE_PATTERN.match(text):
+        raise _Problem(f"expected a SageMaker instance type such as ml.g5.2xlarge, got {text!r}")
+    return text
+
+
+def _model_uri(value: object) -> str | None:
+    if value is None:
+        return None
+    text = _string(value)
+    match = S3_URI_PATTERN.match(text)
+    if not match or posixpath.basename(match.group(2)) != MODEL_ARCHIVE:
+        raise _Problem(
+            f"expected s3://<bucket>/<key>/{MODEL_ARCHIVE} of a previous training job, got {text!r}"
+        )
+    return text
+
+
+def _job_name_prefix(value: object) -> str:
+    text = _string(value)
+    if not _valid_prefix(text):
+        raise _Problem(
+            f"expected 1 to {JOB_NAME_PREFIX_MAX} letters, digits and hyphens, starting and "
+            f"ending with a letter or digit, got {text!r}"
+        )
+    return text
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Problem(f"expected a string, got {_describe(value)}")
+    return value
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Problem(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _integer(value: object, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _Problem(f"expected an integer from {low} to {high}, got {_describe(value)}")
+    return value
+
+
+def _hours(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+        or value > MAX_HOURS
+    ):
+        raise _Problem(f"expected a number of hours > 0 and <= {MAX_HOURS}, got {_describe(value)}")
+    if _seconds(value) < 1:
+        raise _Problem(f"{_number(value)} hours is shorter than one second")
+    return value
+
+
+def _unknown_field(name: str) -> str:
+    if name in hyperparams.SPECS:
+        return f'unknown field ({name} is a hyperparameter: put it under "hyperparameters")'
+    close = difflib.get_close_matches(name, FIELDS, n=1)
+    if close:
+        return f"unknown field (did you mean {close[0]}?)"
+    return f"unknown field (the fields are {', '.join(FIELDS)})"
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return type(value).__name__
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _seconds(hours: float) -> int:
+    return round(hours * 3600)
+
+
+def _valid_prefix(text: str) -> bool:
+    return 0 < len(text) <= JOB_NAME_PREFIX_MAX and bool(JOB_NAME_PATTERN.match(text))
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+# ---------------------------------------------------------------------------------------
+# Names
+
+
+def job_name(prefix: str, execution_name: str, attempt: int, now: datetime) -> str:
+    """`<prefix>-<execution>-<hash>-a<attempt>-<yyyymmddHHMMSS>`: fresh per attempt, <= 63 chars.
+
+    The execution part is the execution name with every run of other characters than
+    letters and digits made a hyphen, shortened to fit; the hash (of the whole name) keeps
+    names apart that sanitise or shorten alike. `now` is taken as UTC when naive.
+    """
+    if not _valid_prefix(prefix):
+        raise ValueError(f"job name prefix {prefix!r} is not 1..30 letters, digits and hyphens")
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise ValueError(f"attempt must be an integer >= 1, got {attempt!r}")
+    if now.tzinfo is not None:
+        now = now.astimezone(timezone.utc)
+    tail = [_digest(execution_name), f"a{attempt}", now.strftime("%Y%m%d%H%M%S")]
+    room = JOB_NAME_MAX - len("-".join([prefix, *tail])) - 1
+    slug = _slug(execution_name)[: max(room, 0)].rstrip("-")
+    name = "-".join([prefix, *([slug] if slug else []), *tail])
+    if len(name) > JOB_NAME_MAX or not JOB_NAME_PATTERN.match(name):
+        raise ValueError(f"cannot make a job name of <= {JOB_NAME_MAX} characters from {name!r}")
+    return name
+
+
+def execution_key(execution_name: str) -> str:
+    """The execution's folder name in S3: the name itself when it is a plain one."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}", execution_name) and ".." not in (
+        execution_name
+    ):
+        return execution_name
+    slug = _slug(execution_name)[:60].rstrip("-")
+    return f"{slug}-{_digest(execution_name)}" if slug else _digest(execution_name)
+
+
+def checkpoint_uri(env: StackEnvironment, execution_name: str) -> str:
+    """Shared by every attempt of one execution, so that a retry resumes from its checkpoints."""
+    return f"s3://{env.bucket}/{env.checkpoint_prefix}/{execution_key(execution_name)}/"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+# ---------------------------------------------------------------------------------------
+# The request
+
+
+def has_local_storage(instance_type: str) -> bool:
+    """Whether the instance has NVMe instance storage, where VolumeKmsKeyId is refused.
+
+    `d` in the family's attributes (g4dn, p3dn, p4d, r5d, m6id) or GPU/accelerator
+    families from generation 5 on (g5, g6e, p5, p6-b200, trn1) have it. Erring towards
+    "yes" only drops VolumeKmsKeyId, leaving SageMaker's default volume encryption.
+    """
+    family = instance_type.split(".")[1] if instance_type.count(".") == 2 else ""
+    match = re.match(r"^([a-z]+?)(\d+)([a-z]*)", family)
+    if not match:
+        return True
+    letters, generation, attributes = match.group(1), int(match.group(2)), match.group(3)
+    if "d" in attributes or letters == "trn":
+        return True
+    return letters in ("g", "p") and generation >= 5
+
+
+def check_against_stack(inp: ExecutionInput, env: StackEnvironment) -> dict[str, str]:
+    """Problems only the stack's settings reveal: what its roles may not read or create."""
+    problems: dict[str, str] = {}
+    prefix = inp.job_name_prefix
+    if (
+        prefix is not None
+        and prefix != env.name_prefix
+        and not prefix.startswith(f"{env.name_prefix}-")
+    ):
+        problems["job_name_prefix"] = (
+            f"must be {env.name_prefix!r} or start with '{env.name_prefix}-' "
+            f"(the state machine may only create training jobs named {env.name_prefix}-*), "
+            f"got {prefix!r}"
+        )
+    if not inp.dataset.startswith(f"{env.dataset_prefix}/"):
+        problems["dataset"] = (
+            f"must be under {env.dataset_prefix}/ (where the training role may read), "
+            f"got {inp.dataset!r}"
+        )
+    if inp.warm_start_model is not None:
+        match = S3_URI_PATTERN.match(inp.warm_start_model)
+        if (
+            match is None
+            or match.group(1) != env.bucket
+            or not match.group(2).startswith(f"{env.output_prefix}/")
+        ):
+            problems["warm_start_model"] = (
+                f"must be under s3://{env.bucket}/{env.output_prefix}/ (where the training "
+                f"role may read models), got {inp.warm_start_model!r}"
+            )
+    return problems
+
+
+def training_job_request(
+    inp: ExecutionInput, env: StackEnvironment, execution_name: str, attempt: int, now: datetime
+) -> dict[str, Any]:
+    """CreateTrainingJob parameters, as the API and `createTrainingJob.sync` take them."""
+    problems = check_against_stack(inp, env)
+    if problems:
+        raise ExecutionInputError(problems)
+    name = job_name(inp.job_name_prefix or env.name_prefix, execution_name, attempt, now)
+    data = f"s3://{env.bucket}/{inp.dataset}"
+    channels = [_s3_channel(TRAIN_CHANNEL, f"{data}/{TRAIN_CHANNEL}/")]
+    if inp.use_validation:
+        channels.append(_s3_channel(VALID_CHANNEL, f"{data}/{VALID_CHANNEL}/"))
+    if inp.warm_start_model is not None:
+        # An S3Prefix of the object's whole key: the channel holds exactly that archive.
+        model = _s3_channel(MODEL_CHANNEL, inp.warm_start_model)
+        model["ContentType"] = "application/x-sagemaker-model"
+        channels.append(model)
+
+    output: dict[str, Any] = {"S3OutputPath": f"s3://{env.bucket}/{env.output_prefix}/"}
+    resources: dict[str, Any] = {
+        "InstanceType": inp.instance_type,
+        "InstanceCount": inp.instance_count,
+        "VolumeSizeInGB": inp.volume_size_gb,
+    }
+    if env.kms_key_arn:
+        output["KmsKeyId"] = env.kms_key_arn
+        if not has_local_storage(inp.instance_type):
+            resources["VolumeKmsKeyId"] = env.kms_key_arn
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": inp.max_runtime_seconds}
+    if inp.spot:
+        wait = inp.max_wait_seconds
+        stopping["MaxWaitTimeInSeconds"] = max(
+            wait if wait is not None else 2 * inp.max_runtime_seconds, inp.max_runtime_seconds
+        )
+
+    request: dict[str, Any] = {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {
+            "TrainingImage": env.image_uri,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS],
+        },
+        "RoleArn": env.role_arn,
+        "HyperParameters": dict(inp.hyperparameters),
+        "InputDataConfig": channels,
+        "OutputDataConfig": output,
+        "ResourceConfig": resources,
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": inp.spot,
+        "CheckpointConfig": {
+            "S3Uri": checkpoint_uri(env, execution_name),
+            "LocalPath": CHECKPOINT_LOCAL_PATH,
+        },
+        "EnableNetworkIsolation": True,
+        "EnableInterContainerTrafficEncryption": True,
+        "Tags": _tags(env, execution_name, attempt, inp),
+    }
+    if env.subnets:
+        request["VpcConfig"] = {
+            "SecurityGroupIds": list(env.security_groups),
+            "Subnets": list(env.subnets),
+        }
+    return request
+
+
+def _s3_channel(name: str, uri: str) -> dict[str, Any]:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+    }
+
+
+def _tags(
+    env: StackEnvironment, execution_name: str, attempt: int, inp: ExecutionInput
+) -> list[dict[str, str]]:
+    tags = {key: value for key, value in env.tags.items() if not key.startswith("aws:")}
+    tags.update(
+        {
+            "ExecutionName": _tag_value(execution_name),
+            "Attempt": str(attempt),
+            "Dataset": _tag_value(inp.dataset),
+        }
+    )
+    return [{"Key": key, "Value": value} for key, value in list(tags.items())[-MAX_TAGS:]]
+
+
+def _tag_value(text: str) -> str:
+    return "".join(c if c.isalnum() or c in " _.:/=+-@" else "_" for c in text)[:256]
+
+
+# ---------------------------------------------------------------------------------------
+# Lambda
+
+
+def handler(event: dict, context: object) -> dict:
+    """The Prepare step: {"input", "execution", "attempt"} -> {"request", "input", "attempt"}.
+
+    Bad input raises ExecutionInputError, which Step Functions sees as that error type
+    with the message naming the fields.
+    """
+    execution = event.get("execution")
+    if not isinstance(execution, str) or not execution:
+        raise ValueError(f"the event needs the execution name in 'execution', got {execution!r}")
+    attempt = event.get("attempt", 1)
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise ValueError(f"'attempt' must be an integer >= 1, got {attempt!r}")
+    env = StackEnvironment.from_environ(os.environ)
+    inp = parse_input(event.get("input"))
+    request = training_job_request(inp, env, execution, attempt, datetime.now(timezone.utc))
+    normalised = inp.to_dict()
+    normalised["job_name_prefix"] = inp.job_name_prefix or env.name_prefix
+    return {"request": request, "input": normalised, "attempt": attempt}
