@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from training import layout
+ROOT = Path(__file__).resolve().parents[1]
+# Before anything imports aws_cdk: jsii runs aws-cdk-lib on the Node.js 22 that
+# package.json installs, and nothing in the suite may probe the instance-metadata address.
+os.environ["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+from training import layout  # noqa: E402
 
 
 @pytest.fixture(scope="session")

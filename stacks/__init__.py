@@ -1,0 +1,1 @@
+"""The CDK stacks and reusable constructs of the ERNIE-on-SageMaker app."""

@@ -1,0 +1,89 @@
+"""The whole product in one stack: dataset bucket, training image, job role, pipeline, monitoring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from stacks import nag
+from stacks.dataset_bucket import DatasetBucket, DatasetBucketProps
+from stacks.execution_role import ExecutionRole, ExecutionRoleProps
+from stacks.monitoring import Monitoring, MonitoringProps
+from stacks.training_image import TrainingImage, TrainingImageProps
+from stacks.training_pipeline import TrainingPipeline, TrainingPipelineProps
+
+
+@dataclass(frozen=True)
+class ErnieStackProps:
+    name_prefix: str = "ernie"
+    notification_email: str | None = None
+    existing_bucket_name: str | None = None
+    base_image: str | None = None
+    subnet_ids: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+
+
+class ErnieTrainingStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, props: ErnieStackProps, **kwargs: object
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        data = DatasetBucket(
+            self,
+            "Data",
+            DatasetBucketProps(
+                existing_bucket_name=props.existing_bucket_name, name_prefix=props.name_prefix
+            ),
+        )
+        image = TrainingImage(
+            self,
+            "Image",
+            TrainingImageProps(base_image=props.base_image, name_prefix=props.name_prefix),
+        )
+        role = ExecutionRole(
+            self,
+            "TrainingJobRole",
+            ExecutionRoleProps(bucket=data.bucket, key=data.key, repository=image.repository),
+        )
+        pipeline = TrainingPipeline(
+            self,
+            "Pipeline",
+            TrainingPipelineProps(
+                bucket=data.bucket,
+                key=data.key,
+                image_uri=image.image_uri,
+                execution_role=role.role,
+                name_prefix=props.name_prefix,
+                notification_email=props.notification_email,
+                subnet_ids=props.subnet_ids,
+                security_group_ids=props.security_group_ids,
+            ),
+        )
+        pipeline.node.add_dependency(image.deployment)  # jobs start only once the image is there
+        monitoring = Monitoring(
+            self,
+            "Monitoring",
+            MonitoringProps(
+                state_machine=pipeline.state_machine,
+                topic=pipeline.topic,
+                name_prefix=props.name_prefix,
+            ),
+        )
+        nag.acknowledge_execution_role(role, data.bucket)
+        nag.acknowledge_pipeline(pipeline)
+        outputs = {
+            "DatasetBucket": data.bucket.bucket_name,
+            "ImageRepository": image.repository.repository_uri,
+            "ImageUri": image.image_uri,
+            "StateMachineArn": pipeline.state_machine.state_machine_arn,
+            "ExecutionRoleArn": role.role.role_arn,
+            "NotificationTopicArn": pipeline.topic.topic_arn,
+            "DashboardUrl": (
+                f"https://console.aws.amazon.com/cloudwatch/home?region={self.region}"
+                f"#dashboards:name={monitoring.dashboard.dashboard_name}"
+            ),
+        }
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)

@@ -1,0 +1,110 @@
+"""CloudWatch dashboard and alarms for the pretraining pipeline.
+
+Metrics that the metric definitions extract from the training log land in
+`/aws/sagemaker/TrainingJobs` per TrainingJobName, instance metrics (GPU use) per Host
+`<job>/algo-N`. A new job is a new dimension value, so the dashboard finds them all with
+SEARCH expressions; alarms, which cannot use SEARCH, watch the state machine instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from training.metrics import METRIC_DEFINITIONS
+
+NAMESPACE = "/aws/sagemaker/TrainingJobs"
+PERIOD = Duration.minutes(1)
+
+
+@dataclass(frozen=True)
+class MonitoringProps:
+    state_machine: sfn.IStateMachine
+    topic: sns.ITopic
+    name_prefix: str = "ernie"
+
+
+def _search(metric: str, dimension: str, label: str) -> cloudwatch.MathExpression:
+    expression = (
+        f"SEARCH('{{{NAMESPACE},{dimension}}} MetricName=\"{metric}\"', 'Average', "
+        f"{int(PERIOD.to_seconds())})"
+    )
+    return cloudwatch.MathExpression(expression=expression, label=label, period=PERIOD)
+
+
+def _graph(
+    title: str, metrics: list[str], dimension: str = "TrainingJobName"
+) -> cloudwatch.GraphWidget:
+    return cloudwatch.GraphWidget(
+        title=title,
+        left=[_search(m, dimension, "") for m in metrics],
+        width=12,
+        height=6,
+        legend_position=cloudwatch.LegendPosition.BOTTOM,
+    )
+
+
+class Monitoring(Construct):
+    def __init__(self, scope: Construct, construct_id: str, props: MonitoringProps) -> None:
+        super().__init__(scope, construct_id)
+        names = [d["Name"] for d in METRIC_DEFINITIONS]
+        validation = [n for n in names if n.startswith("Validation-")]
+        machine = props.state_machine
+        self.dashboard = cloudwatch.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=f"{props.name_prefix}-pretraining",
+            widgets=[
+                [
+                    _graph("Training loss, every job", ["Training-loss"]),
+                    _graph("Validation, every job", validation),
+                ],
+                [
+                    _graph("Tokens per second", ["Training-tokens-per-second"]),
+                    _graph("Learning rate", ["Training-learning-rate"]),
+                ],
+                [
+                    _graph("GPU utilisation per host", ["GPUUtilization"], "Host"),
+                    _graph("GPU memory utilisation per host", ["GPUMemoryUtilization"], "Host"),
+                ],
+                [
+                    cloudwatch.GraphWidget(
+                        title="Executions",
+                        left=[
+                            machine.metric_started(period=Duration.hours(1)),
+                            machine.metric_succeeded(period=Duration.hours(1)),
+                            machine.metric_failed(period=Duration.hours(1)),
+                            machine.metric_timed_out(period=Duration.hours(1)),
+                        ],
+                        width=24,
+                        height=6,
+                    )
+                ],
+            ],
+        )
+        self.alarms = [
+            self._alarm("Failed", machine.metric_failed(period=Duration.minutes(5)), props.topic),
+            self._alarm(
+                "TimedOut", machine.metric_timed_out(period=Duration.minutes(5)), props.topic
+            ),
+        ]
+
+    def _alarm(self, name: str, metric: cloudwatch.Metric, topic: sns.ITopic) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self,
+            f"Executions{name}",
+            metric=metric.with_(statistic="Sum"),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=f"A pretraining execution {name.lower()} in the last 5 minutes",
+        )
+        alarm.add_alarm_action(actions.SnsAction(topic))
+        return alarm

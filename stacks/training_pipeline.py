@@ -1,0 +1,303 @@
+"""The state machine that turns an execution input into a SageMaker training job and reports the outcome.
+
+    Start -> Prepare (Lambda: validate the input, name the job, build the request)
+          -> Train (createTrainingJob.sync) -> Succeeded (publish the model URI)
+    Prepare fails on bad input -> Notify -> Fail (the error names the field)
+    Train hits capacity/throttling -> wait, Prepare again with a fresh job name (SageMaker
+          rejects a reused name, which is what a plain Retry would send)
+    Train fails -> Notify -> Fail carrying the job's FailureReason
+
+CDK's SageMakerCreateTrainingJob task cannot set managed spot training, CheckpointConfig,
+MaxWaitTimeInSeconds or inter-container encryption, so Train is a CustomState on the
+service integration with a hand-written least-privilege policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
+
+ROOT = Path(__file__).resolve().parents[1]
+# The Lambda carries only the contract modules it needs from the training package.
+LAMBDA_MODULES = ("__init__", "errors", "hyperparams", "metrics", "execution")
+# SageMaker API errors worth another attempt with a fresh job name.
+RETRYABLE = [
+    "SageMaker.ResourceLimitExceededException",
+    "SageMaker.ThrottlingException",
+    "SageMaker.CapacityErrorException",
+]
+# Request fields the Prepare step always returns; passed on one by one (JSONPath).
+REQUEST_FIELDS = (
+    "TrainingJobName",
+    "AlgorithmSpecification",
+    "RoleArn",
+    "HyperParameters",
+    "InputDataConfig",
+    "OutputDataConfig",
+    "ResourceConfig",
+    "StoppingCondition",
+    "EnableManagedSpotTraining",
+    "CheckpointConfig",
+    "EnableNetworkIsolation",
+    "EnableInterContainerTrafficEncryption",
+    "Tags",
+)
+
+
+@dataclass(frozen=True)
+class TrainingPipelineProps:
+    bucket: s3.IBucket
+    key: kms.IKey
+    image_uri: str
+    execution_role: iam.IRole
+    name_prefix: str = "ernie"
+    notification_email: str | None = None
+    subnet_ids: tuple[str, ...] = ()  # run jobs in these VPC subnets (private, with S3 access)
+    security_group_ids: tuple[str, ...] = ()
+    max_attempts: int = 3
+    retry_wait_minutes: int = 5
+    timeout_days: int = 30
+
+
+class TrainingPipeline(Construct):
+    def __init__(self, scope: Construct, construct_id: str, props: TrainingPipelineProps) -> None:
+        super().__init__(scope, construct_id)
+        self.props = props
+        self.topic = self._topic()
+        self.prepare_function = self._prepare_function()
+        self.state_machine = self._state_machine()
+
+    def _topic(self) -> sns.Topic:
+        topic = sns.Topic(
+            self,
+            "Notifications",
+            master_key=self.props.key,
+            enforce_ssl=True,
+            display_name=f"{self.props.name_prefix} training outcomes",
+        )
+        # Alarms publish to this encrypted topic: CloudWatch needs the key.
+        self.props.key.grant(
+            iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*"
+        )
+        if self.props.notification_email:
+            topic.add_subscription(subscriptions.EmailSubscription(self.props.notification_email))
+        return topic
+
+    def _prepare_function(self) -> lambda_.Function:
+        keep = [f"!training/{name}.py" for name in LAMBDA_MODULES]
+        stack = Stack.of(self)
+        function = lambda_.Function(
+            self,
+            "Prepare",
+            runtime=lambda_.Runtime.PYTHON_3_14,
+            handler="training.execution.handler",
+            code=lambda_.Code.from_asset(
+                str(ROOT), exclude=["*", ".*", "!training", *keep], ignore_mode=IgnoreMode.GLOB
+            ),
+            timeout=Duration.seconds(30),
+            memory_size=256,
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=logs.LogGroup(
+                self,
+                "PrepareLogs",
+                retention=logs.RetentionDays.THREE_MONTHS,
+                removal_policy=RemovalPolicy.DESTROY,
+            ),
+            environment={
+                "IMAGE_URI": self.props.image_uri,
+                "ROLE_ARN": self.props.execution_role.role_arn,
+                "BUCKET": self.props.bucket.bucket_name,
+                "KMS_KEY_ARN": self.props.key.key_arn,
+                "NAME_PREFIX": self.props.name_prefix,
+                "DATASET_PREFIX": DATASETS.rstrip("/"),
+                "OUTPUT_PREFIX": MODELS.rstrip("/"),
+                "CHECKPOINT_PREFIX": CHECKPOINTS.rstrip("/"),
+                "SUBNETS": ",".join(self.props.subnet_ids),
+                "SECURITY_GROUPS": ",".join(self.props.security_group_ids),
+            },
+            description=f"Validates {stack.stack_name} execution input and builds the training job",
+        )
+        return function
+
+    def _state_machine(self) -> sfn.StateMachine:
+        fail_notice = self._notify("NotifyFailure", "failed", "$.error")
+        prepare = tasks.LambdaInvoke(
+            self,
+            "Prepare job",
+            lambda_function=self.prepare_function,
+            payload=sfn.TaskInput.from_object(
+                {
+                    "input.$": "$$.Execution.Input",
+                    "execution.$": "$$.Execution.Name",
+                    "attempt.$": "$.attempt",
+                }
+            ),
+            result_selector={"request.$": "$.Payload.request", "attempt.$": "$.Payload.attempt"},
+            result_path="$.job",
+            retry_on_service_exceptions=True,
+        )
+        prepare.add_catch(fail_notice, errors=["States.ALL"], result_path="$.error")
+        train = self._train_state()
+        again = sfn.Choice(self, "Another attempt?")
+        wait = sfn.Wait(
+            self,
+            "Back off",
+            time=sfn.WaitTime.duration(Duration.minutes(self.props.retry_wait_minutes)),
+        )
+        count = sfn.Pass(
+            self,
+            "Count attempt",
+            parameters={"attempt.$": "States.MathAdd($.job.attempt, 1)"},
+        )
+        train.add_catch(again, errors=RETRYABLE, result_path="$.error")
+        train.add_catch(self._job_failure(), errors=["States.TaskFailed"], result_path="$.error")
+        train.add_catch(fail_notice, errors=["States.ALL"], result_path="$.error")
+        again.when(
+            sfn.Condition.number_less_than("$.job.attempt", self.props.max_attempts),
+            wait.next(count).next(prepare),
+        ).otherwise(fail_notice)
+        fail_notice.next(
+            sfn.Fail(self, "Failed", error_path="$.error.Error", cause_path="$.error.Cause")
+        )
+        succeeded = sfn.Pass(
+            self,
+            "Model",
+            parameters={
+                "model.$": "$.training.ModelArtifacts.S3ModelArtifacts",
+                "training_job.$": "$.training.TrainingJobName",
+                "attempts.$": "$.job.attempt",
+            },
+        )
+        success_notice = self._notify("NotifySuccess", "succeeded", "$")
+        definition = (
+            sfn.Pass(self, "Start", parameters={"attempt": 1})
+            .next(prepare)
+            .next(train)
+            .next(succeeded)
+            .next(success_notice)
+            .next(sfn.Succeed(self, "Done", output_path="$"))
+        )
+        log_group = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=f"{self.props.name_prefix}-pretraining",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            timeout=Duration.days(self.props.timeout_days),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+        )
+        self._grant_training(machine.role)
+        return machine
+
+    def _train_state(self) -> sfn.CustomState:
+        fields = (*REQUEST_FIELDS, "VpcConfig") if self.props.subnet_ids else REQUEST_FIELDS
+        parameters = {f"{name}.$": f"$.job.request.{name}" for name in fields}
+        return sfn.CustomState(
+            self,
+            "Train",
+            state_json={
+                "Type": "Task",
+                "Resource": f"arn:{Stack.of(self).partition}:states:::sagemaker:createTrainingJob.sync",
+                "Parameters": parameters,
+                "ResultPath": "$.training",
+            },
+        )
+
+    def _job_failure(self) -> sfn.IChainable:
+        """A failed job's Cause is its DescribeTrainingJob JSON: keep its FailureReason."""
+        parse = sfn.Pass(
+            self,
+            "Read failure",
+            parameters={
+                "Error": "TrainingJobFailed",
+                "Job.$": "States.StringToJson($.error.Cause)",
+            },
+            result_path="$.failure",
+        )
+        reason = sfn.Pass(
+            self,
+            "Failure reason",
+            parameters={"Error.$": "$.failure.Error", "Cause.$": "$.failure.Job.FailureReason"},
+            result_path="$.error",
+        )
+        return parse.next(reason).next(self._notify("NotifyJobFailure", "failed", "$.error"))
+
+    def _notify(self, construct_id: str, outcome: str, path: str) -> tasks.SnsPublish:
+        return tasks.SnsPublish(
+            self,
+            construct_id,
+            topic=self.topic,
+            subject=f"{self.props.name_prefix} pretraining {outcome}",
+            message=sfn.TaskInput.from_object(
+                {"execution.$": "$$.Execution.Id", "outcome": outcome, "detail.$": path}
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+
+    def _grant_training(self, role: iam.IRole) -> None:
+        """What createTrainingJob.sync needs: jobs of this prefix, PassRole to SageMaker only."""
+        stack = Stack.of(self)
+        self.jobs_arn = jobs = stack.format_arn(
+            service="sagemaker",
+            resource="training-job",
+            resource_name=f"{self.props.name_prefix}-*",
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateTrainingJob",
+                    "sagemaker:DescribeTrainingJob",
+                    "sagemaker:StopTrainingJob",
+                    "sagemaker:AddTags",
+                ],
+                resources=[jobs],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[self.props.execution_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        # Encrypted volumes and outputs: SageMaker takes a grant on the key for the job.
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["kms:CreateGrant", "kms:DescribeKey"],
+                resources=[self.props.key.key_arn],
+                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+            )
+        )
+        rule = stack.format_arn(
+            service="events",
+            resource="rule",
+            resource_name="StepFunctionsGetEventsForSageMakerTrainingJobsRule",
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[rule],
+            )
+        )
