@@ -23,6 +23,9 @@ ErnieTrainingStack(
         base_image=context("baseImage"),
         subnet_ids=tuple(filter(None, (context("subnetIds") or "").split(","))),
         security_group_ids=tuple(filter(None, (context("securityGroupIds") or "").split(","))),
+        instance_type=context("instanceType"),
+        instance_count=int(context("instanceCount") or 0) or None,
+        kms_key_arn=context("kmsKeyArn"),
     ),
 )
 Validations.of(app).add_plugins(AwsSolutionsChecks(app))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from stacks import nag
@@ -23,6 +24,10 @@ class ErnieStackProps:
     base_image: str | None = None
     subnet_ids: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
+    instance_type: str | None = None  # default of the execution input's instance_type
+    instance_count: int | None = None
+    kms_key_arn: str | None = None  # an existing key for data, volumes and outputs
+    removal_policy: RemovalPolicy = RemovalPolicy.RETAIN  # of the bucket, key and repository
 
 
 class ErnieTrainingStack(Stack):
@@ -34,13 +39,24 @@ class ErnieTrainingStack(Stack):
             self,
             "Data",
             DatasetBucketProps(
-                existing_bucket_name=props.existing_bucket_name, name_prefix=props.name_prefix
+                existing_bucket_name=props.existing_bucket_name,
+                encryption_key=(
+                    kms.Key.from_key_arn(self, "DataKey", props.kms_key_arn)
+                    if props.kms_key_arn
+                    else None
+                ),
+                removal_policy=props.removal_policy,
+                name_prefix=props.name_prefix,
             ),
         )
         image = TrainingImage(
             self,
             "Image",
-            TrainingImageProps(base_image=props.base_image, name_prefix=props.name_prefix),
+            TrainingImageProps(
+                base_image=props.base_image,
+                removal_policy=props.removal_policy,
+                name_prefix=props.name_prefix,
+            ),
         )
         role = ExecutionRole(
             self,
@@ -59,6 +75,14 @@ class ErnieTrainingStack(Stack):
                 notification_email=props.notification_email,
                 subnet_ids=props.subnet_ids,
                 security_group_ids=props.security_group_ids,
+                input_defaults={
+                    k: v
+                    for k, v in (
+                        ("instance_type", props.instance_type),
+                        ("instance_count", props.instance_count),
+                    )
+                    if v is not None
+                },
             ),
         )
         pipeline.node.add_dependency(image.deployment)  # jobs start only once the image is there

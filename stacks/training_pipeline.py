@@ -14,7 +14,9 @@ service integration with a hand-written least-privilege policy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
@@ -30,6 +32,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
+from training.execution import parse_input
 
 ROOT = Path(__file__).resolve().parents[1]
 # The Lambda carries only the contract modules it needs from the training package.
@@ -68,6 +71,9 @@ class TrainingPipelineProps:
     notification_email: str | None = None
     subnet_ids: tuple[str, ...] = ()  # run jobs in these VPC subnets (private, with S3 access)
     security_group_ids: tuple[str, ...] = ()
+    # Execution-input fields the stack sets for every execution unless the input does
+    # (e.g. {"instance_type": "ml.p4d.24xlarge", "instance_count": 2}); checked at synth.
+    input_defaults: Mapping[str, object] = field(default_factory=dict)
     max_attempts: int = 3
     retry_wait_minutes: int = 5
     timeout_days: int = 30
@@ -76,6 +82,7 @@ class TrainingPipelineProps:
 class TrainingPipeline(Construct):
     def __init__(self, scope: Construct, construct_id: str, props: TrainingPipelineProps) -> None:
         super().__init__(scope, construct_id)
+        parse_input(dict(props.input_defaults))  # fail the synth, not every execution
         self.props = props
         self.topic = self._topic()
         self.prepare_function = self._prepare_function()
@@ -128,6 +135,7 @@ class TrainingPipeline(Construct):
                 "CHECKPOINT_PREFIX": CHECKPOINTS.rstrip("/"),
                 "SUBNETS": ",".join(self.props.subnet_ids),
                 "SECURITY_GROUPS": ",".join(self.props.security_group_ids),
+                "INPUT_DEFAULTS": json.dumps(dict(self.props.input_defaults)),
             },
             description=f"Validates {stack.stack_name} execution input and builds the training job",
         )
@@ -164,7 +172,9 @@ class TrainingPipeline(Construct):
             parameters={"attempt.$": "States.MathAdd($.job.attempt, 1)"},
         )
         train.add_catch(again, errors=RETRYABLE, result_path="$.error")
-        train.add_catch(self._job_failure(), errors=["States.TaskFailed"], result_path="$.error")
+        train.add_catch(
+            self._job_failure(again), errors=["States.TaskFailed"], result_path="$.error"
+        )
         train.add_catch(fail_notice, errors=["States.ALL"], result_path="$.error")
         again.when(
             sfn.Condition.number_less_than("$.job.attempt", self.props.max_attempts),
@@ -225,8 +235,9 @@ class TrainingPipeline(Construct):
             },
         )
 
-    def _job_failure(self) -> sfn.IChainable:
-        """A failed job's Cause is its DescribeTrainingJob JSON: keep its FailureReason."""
+    def _job_failure(self, again: sfn.Choice) -> sfn.IChainable:
+        """A failed job's Cause is its DescribeTrainingJob JSON: keep its FailureReason, and
+        try again when SageMaker could not find the instances."""
         parse = sfn.Pass(
             self,
             "Read failure",
@@ -242,7 +253,13 @@ class TrainingPipeline(Construct):
             parameters={"Error.$": "$.failure.Error", "Cause.$": "$.failure.Job.FailureReason"},
             result_path="$.error",
         )
-        return parse.next(reason).next(self._notify("NotifyJobFailure", "failed", "$.error"))
+        failed = reason.next(self._notify("NotifyJobFailure", "failed", "$.error"))
+        capacity = sfn.Choice(self, "Out of capacity?")
+        return parse.next(
+            capacity.when(
+                sfn.Condition.string_matches("$.failure.Job.FailureReason", "CapacityError*"), again
+            ).otherwise(failed)
+        )
 
     def _notify(self, construct_id: str, outcome: str, path: str) -> tasks.SnsPublish:
         return tasks.SnsPublish(

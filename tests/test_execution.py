@@ -559,3 +559,18 @@ def test_module_imports_only_what_the_lambda_bundle_holds():
         for module in modules:
             top = module.split(".")[0]
             assert top in sys.stdlib_module_names or module in allowed, module
+
+
+def test_handler_puts_the_stack_defaults_under_the_users_input(monkeypatch):
+    for name, value in {
+        "IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ernie-training:abc",
+        "ROLE_ARN": "arn:aws:iam::123456789012:role/job",
+        "BUCKET": "data",
+        "INPUT_DEFAULTS": '{"instance_type": "ml.p4d.24xlarge", "instance_count": 2}',
+    }.items():
+        monkeypatch.setenv(name, value)
+    event = {"input": {}, "execution": "run-1"}
+    resources = execution.handler(event, None)["request"]["ResourceConfig"]
+    assert (resources["InstanceType"], resources["InstanceCount"]) == ("ml.p4d.24xlarge", 2)
+    event["input"] = {"instance_count": 1}
+    assert execution.handler(event, None)["request"]["ResourceConfig"]["InstanceCount"] == 1

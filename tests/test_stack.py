@@ -21,6 +21,7 @@ from aws_cdk.assertions import Match, Template
 from stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
 from stacks.training_pipeline import LAMBDA_MODULES, REQUEST_FIELDS, RETRYABLE
 from tests.cdk_support import ENV, ROOT, cfn_lint_problems, feature_flags, synth_under_nag
+from training.execution import ExecutionInputError
 from training.metrics import METRIC_DEFINITIONS
 
 
@@ -37,7 +38,14 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     outdir = tmp_path_factory.mktemp("cdk.out")
     app = App(outdir=str(outdir), context=feature_flags())
     stack = ErnieTrainingStack(
-        app, "Ernie", ErnieStackProps(notification_email="ml-team@example.com"), env=ENV
+        app,
+        "Ernie",
+        ErnieStackProps(
+            notification_email="ml-team@example.com",
+            instance_type="ml.p4d.24xlarge",
+            instance_count=2,
+        ),
+        env=ENV,
     )
     vpc = ErnieTrainingStack(
         app,
@@ -87,6 +95,10 @@ def test_capacity_and_throttling_retry_with_a_fresh_name_then_fail_with_the_reas
     # The loop goes back through Prepare, which names the job for the new attempt.
     assert states["Back off"]["Next"] == "Count attempt"
     assert states["Count attempt"]["Next"] == "Prepare job"
+    capacity = states["Out of capacity?"]
+    assert states["Read failure"]["Next"] == "Out of capacity?"
+    assert capacity["Choices"][0]["StringMatches"] == "CapacityError*"
+    assert capacity["Choices"][0]["Next"] == "Another attempt?"
     assert states["Failure reason"]["Parameters"]["Cause.$"] == "$.failure.Job.FailureReason"
     assert states["Failed"]["Type"] == "Fail" and states["Failed"]["CausePath"] == "$.error.Cause"
     assert states["Prepare job"]["Catch"][0]["Next"] == "NotifyFailure"
@@ -258,3 +270,16 @@ def test_cdk_cli_synthesizes_the_app_offline(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "ErniePretraining.template.json").is_file()
     print(f"cdk synth took {time.perf_counter() - start:.1f} s")
+
+
+def test_stack_defaults_reach_the_prepare_function_and_bad_ones_fail_the_synth(synth):
+    (function,) = [
+        f
+        for f in synth.template.find_resources("AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler") == "training.execution.handler"
+    ]
+    defaults = json.loads(function["Properties"]["Environment"]["Variables"]["INPUT_DEFAULTS"])
+    assert defaults == {"instance_type": "ml.p4d.24xlarge", "instance_count": 2}
+    app = App(context=feature_flags())
+    with pytest.raises(ExecutionInputError, match="instance_count"):
+        ErnieTrainingStack(app, "Bad", ErnieStackProps(instance_count=99), env=ENV)

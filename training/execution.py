@@ -669,7 +669,10 @@ def handler(event: dict, context: object) -> dict:
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise ValueError(f"'attempt' must be an integer >= 1, got {attempt!r}")
     env = StackEnvironment.from_environ(os.environ)
-    inp = parse_input(event.get("input"))
+    raw = event.get("input")
+    if isinstance(raw, dict):  # the stack's defaults (instance type, ...) under the user's input
+        raw = {**json.loads(os.environ.get("INPUT_DEFAULTS") or "{}"), **raw}
+    inp = parse_input(raw)
     request = training_job_request(inp, env, execution, attempt, datetime.now(timezone.utc))
     normalised = inp.to_dict()
     normalised["job_name_prefix"] = inp.job_name_prefix or env.name_prefix
