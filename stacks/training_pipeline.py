@@ -142,7 +142,8 @@ class TrainingPipeline(Construct):
         return function
 
     def _state_machine(self) -> sfn.StateMachine:
-        fail_notice = self._notify("NotifyFailure", "failed", "$.error")
+        failed = sfn.Fail(self, "Failed", error_path="$.error.Error", cause_path="$.error.Cause")
+        fail_notice = self._notify("NotifyFailure", "failed", "$.error").next(failed)
         prepare = tasks.LambdaInvoke(
             self,
             "Prepare job",
@@ -173,16 +174,13 @@ class TrainingPipeline(Construct):
         )
         train.add_catch(again, errors=RETRYABLE, result_path="$.error")
         train.add_catch(
-            self._job_failure(again), errors=["States.TaskFailed"], result_path="$.error"
+            self._job_failure(again, failed), errors=["States.TaskFailed"], result_path="$.error"
         )
         train.add_catch(fail_notice, errors=["States.ALL"], result_path="$.error")
         again.when(
             sfn.Condition.number_less_than("$.job.attempt", self.props.max_attempts),
             wait.next(count).next(prepare),
         ).otherwise(fail_notice)
-        fail_notice.next(
-            sfn.Fail(self, "Failed", error_path="$.error.Error", cause_path="$.error.Cause")
-        )
         succeeded = sfn.Pass(
             self,
             "Model",
@@ -235,7 +233,7 @@ class TrainingPipeline(Construct):
             },
         )
 
-    def _job_failure(self, again: sfn.Choice) -> sfn.IChainable:
+    def _job_failure(self, again: sfn.Choice, failed: sfn.Fail) -> sfn.IChainable:
         """A failed job's Cause is its DescribeTrainingJob JSON: keep its FailureReason, and
         try again when SageMaker could not find the instances."""
         parse = sfn.Pass(
@@ -253,12 +251,12 @@ class TrainingPipeline(Construct):
             parameters={"Error.$": "$.failure.Error", "Cause.$": "$.failure.Job.FailureReason"},
             result_path="$.error",
         )
-        failed = reason.next(self._notify("NotifyJobFailure", "failed", "$.error"))
+        notify = reason.next(self._notify("NotifyJobFailure", "failed", "$.error")).next(failed)
         capacity = sfn.Choice(self, "Out of capacity?")
         return parse.next(
             capacity.when(
                 sfn.Condition.string_matches("$.failure.Job.FailureReason", "CapacityError*"), again
-            ).otherwise(failed)
+            ).otherwise(notify)
         )
 
     def _notify(self, construct_id: str, outcome: str, path: str) -> tasks.SnsPublish:

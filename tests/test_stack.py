@@ -101,6 +101,9 @@ def test_capacity_and_throttling_retry_with_a_fresh_name_then_fail_with_the_reas
     assert capacity["Choices"][0]["Next"] == "Another attempt?"
     assert states["Failure reason"]["Parameters"]["Cause.$"] == "$.failure.Job.FailureReason"
     assert states["Failed"]["Type"] == "Fail" and states["Failed"]["CausePath"] == "$.error.Cause"
+    # Every failure is published, then fails the execution (a notice must not end it as a success).
+    assert states["NotifyFailure"]["Next"] == states["NotifyJobFailure"]["Next"] == "Failed"
+    assert states["NotifySuccess"]["Next"] == "Done" and states["Done"]["Type"] == "Succeed"
     assert states["Prepare job"]["Catch"][0]["Next"] == "NotifyFailure"
     assert states["Model"]["Parameters"]["model.$"] == "$.training.ModelArtifacts.S3ModelArtifacts"
 
