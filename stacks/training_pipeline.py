@@ -37,12 +37,10 @@ from training.execution import parse_input
 ROOT = Path(__file__).resolve().parents[1]
 # The Lambda carries only the contract modules it needs from the training package.
 LAMBDA_MODULES = ("__init__", "errors", "hyperparams", "metrics", "execution")
-# SageMaker API errors worth another attempt with a fresh job name.
-RETRYABLE = [
-    "SageMaker.ResourceLimitExceededException",
-    "SageMaker.ThrottlingException",
-    "SageMaker.CapacityErrorException",
-]
+# SageMaker API errors worth another attempt with a fresh job name (quota in use by other
+# jobs, throttling); a job that starts but finds no capacity fails with a FailureReason
+# starting "CapacityError", handled after Train.
+RETRYABLE = ["SageMaker.ResourceLimitExceededException", "SageMaker.ThrottlingException"]
 # Request fields the Prepare step always returns; passed on one by one (JSONPath).
 REQUEST_FIELDS = (
     "TrainingJobName",
