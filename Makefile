@@ -20,7 +20,8 @@ $(NODE_BIN)/cdk: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-demo: $(BIN)/ernie-sm
+# The demo rehearses the stack as it is now: synthesize first.
+demo: synth
 	$(BIN)/ernie-sm demo --dir build/demo
 
 # pytest exits 5 when it collects nothing; report that plainly instead of as a crash.

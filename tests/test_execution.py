@@ -574,3 +574,14 @@ def test_handler_puts_the_stack_defaults_under_the_users_input(monkeypatch):
     assert (resources["InstanceType"], resources["InstanceCount"]) == ("ml.p4d.24xlarge", 2)
     event["input"] = {"instance_count": 1}
     assert execution.handler(event, None)["request"]["ResourceConfig"]["InstanceCount"] == 1
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[1] / "examples" / "inputs").glob("*.json"))
+)
+def test_example_inputs_are_valid_as_pasted_into_the_console(path):
+    inp = parse_input(json.loads(path.read_text()))
+    env = StackEnvironment(
+        image_uri="img", role_arn="arn:aws:iam::123456789012:role/job", bucket="my-dataset-bucket"
+    )
+    assert execution.check_against_stack(inp, env) == {}

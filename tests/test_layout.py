@@ -18,6 +18,7 @@ def test_layout_from_sagemaker_files_via_the_toolkit(tmp_path, sm_env):
     assert job.checkpoint_dir("") == base / "checkpoints"
     assert job.checkpoint_dir("/ckpt") == Path("/ckpt")
     assert job.checkpoint_dir("ckpt") == base / "ckpt"
+    assert job.checkpoint_dir("/opt/ml/checkpoints") == base / "checkpoints"
 
 
 def test_sm_variables_already_set_win(tmp_path, sm_env, monkeypatch):

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 from training import hyperparams
+
+# Commands whose modules need more than the training image installs (data tools, AWS
+# clients, the rehearsal); each module registers its own subcommands with add_parser.
+TOOL_MODULES = ("dataprep.prepare", "dataprep.upload", "rehearsal.rehearse", "operations.commands")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -16,7 +21,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from training.demo import run
+    from rehearsal.demo import run
 
     return run(Path(args.dir), Path(args.corpus), Path(args.entities))
 
@@ -27,22 +32,24 @@ def _hyperparameters(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_commands(commands: argparse._SubParsersAction) -> None:
-    """`prepare` and `upload`, from the dataprep package (the [prepare] extra)."""
-    try:
-        from dataprep import prepare, upload
-    except ImportError as exc:  # the training image installs the trainer only
-        message = f"needs the data tools: pip install 'ernie-sm[prepare]' ({exc})"
+def _add_tool_commands(commands: argparse._SubParsersAction) -> None:
+    for module_name in TOOL_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:  # e.g. in the training image, which has the trainer only
+            _unavailable(commands, module_name, exc)
+            continue
+        module.add_parser(commands)
 
-        def unavailable(args: argparse.Namespace) -> int:
-            print(f"ernie-sm {args.command}: {message}", file=sys.stderr)
-            return 2
 
-        for name in ("prepare", "upload"):
-            commands.add_parser(name, help=message).set_defaults(run=unavailable)
-        return
-    prepare.add_parser(commands)
-    upload.add_parser(commands)
+def _unavailable(commands: argparse._SubParsersAction, module_name: str, exc: ImportError) -> None:
+    message = f"needs the development install: pip install -e '.[prepare,cdk,dev]' ({exc})"
+
+    def unavailable(args: argparse.Namespace) -> int:
+        print(f"ernie-sm {args.command}: {message}", file=sys.stderr)
+        return 2
+
+    commands.add_parser(module_name.rsplit(".", 1)[-1], help=message).set_defaults(run=unavailable)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         "(the training image's entrypoint; SAGEMAKER_BASE_DIR relocates /opt/ml)",
     ).set_defaults(run=_train)
     demo = commands.add_parser(
-        "demo", help="prepare the demo corpus and train a tiny ERNIE on it on the CPU"
+        "demo", help="prepare the demo corpus and rehearse one execution of the stack on the CPU"
     )
-    demo.add_argument("--dir", default="build/demo", help="where the dataset and /opt/ml go")
+    demo.add_argument("--dir", default="build/demo", help="where the dataset and rehearsal go")
     demo.add_argument("--corpus", default="demo/corpus", help="raw text to prepare")
     demo.add_argument("--entities", default="demo/entities.txt", help="entity dictionary")
     demo.set_defaults(run=_demo)
-    _add_data_commands(commands)
+    _add_tool_commands(commands)
     commands.add_parser(
         "hyperparameters", help="list the training hyperparameters with defaults and help"
     ).set_defaults(run=_hyperparameters)

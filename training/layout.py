@@ -48,6 +48,8 @@ class JobLayout:
         """The `checkpoints` hyperparameter, else CheckpointConfig's default LocalPath."""
         if configured:
             path = Path(configured)
+            if path.is_relative_to(DEFAULT_BASE_DIR):  # SageMaker's path, relocated like the rest
+                return self.base_dir / path.relative_to(DEFAULT_BASE_DIR)
             return path if path.is_absolute() else self.base_dir / path
         return self.base_dir / "checkpoints"
 

@@ -1,0 +1,1 @@
+"""The operator's commands against the deployed stack: start, watch and list executions."""

@@ -1,0 +1,169 @@
+"""`ernie-sm rehearse`: one execution of the deployed state machine, run on this machine.
+
+The definition is the one `cdk synth` wrote (cdk.out); aws-local-stepfunctions (Node.js)
+interprets it, and its Task states are served by local stand-ins (rehearsal/tasks.py):
+the real Prepare handler, a local SageMaker that runs the image's entrypoint on the CPU
+(rehearsal/local_sagemaker.py), and an SNS that prints. A folder stands for S3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rehearsal import definition
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_BIN = ROOT / "node_modules" / ".bin"
+RUNNER = Path(__file__).with_name("run_state_machine.mjs")
+STACK = "ErniePretraining"
+
+
+def rehearse(
+    execution_input: dict,
+    workdir: Path,
+    cdk_out: Path = ROOT / "cdk.out",
+    dataset_dir: Path | None = None,
+    dataset_prefix: str = "datasets/demo",
+    capacity_errors: int = 0,
+) -> dict:
+    """Run one execution; returns {"output": ...} or {"error": ..., "cause": ...}."""
+    template = cdk_out / f"{STACK}.template.json"
+    if not template.is_file():
+        _synth(cdk_out)
+    local = definition.load(template)
+    for note in local.notes:
+        print(f"[rehearsal] {note}", file=sys.stderr)
+    buckets, jobs = workdir / "buckets", workdir / "jobs"
+    if dataset_dir is not None:
+        _stage_dataset(dataset_dir, buckets / local.bucket / dataset_prefix)
+    name = "rehearsal-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    files = {
+        "definition.json": local.definition,
+        "input.json": execution_input,
+        "context.json": _context(name),
+        "config.json": {
+            "prepare_environment": local.prepare_environment,
+            "buckets": str(buckets),
+            "jobs": str(jobs),
+            "capacity_errors": capacity_errors,
+        },
+    }
+    run_dir = workdir / "executions" / name
+    run_dir.mkdir(parents=True)
+    for file_name, content in files.items():
+        (run_dir / file_name).write_text(json.dumps(content, indent=2))
+    print(f"[rehearsal] execution {name}; S3 is {buckets}", file=sys.stderr, flush=True)
+    return _run(run_dir)
+
+
+def _synth(cdk_out: Path) -> None:
+    print("[rehearsal] synthesizing the stack (cdk synth)", file=sys.stderr, flush=True)
+    command = [str(NODE_BIN / "cdk"), "synth", "--quiet", "-o", str(cdk_out)]
+    subprocess.run(command, cwd=ROOT, env=_env(), check=True)
+
+
+def _stage_dataset(dataset_dir: Path, prefix: Path) -> None:
+    """`ernie-sm upload`, locally: the channels of a prepared dataset into the bucket folder."""
+    for channel in ("train", "valid"):
+        if (dataset_dir / channel).is_dir():
+            shutil.rmtree(prefix / channel, ignore_errors=True)
+            shutil.copytree(dataset_dir / channel, prefix / channel)
+
+
+def _context(name: str) -> dict:
+    machine = f"arn:aws:states:{definition.REGION}:{definition.ACCOUNT}:stateMachine:rehearsal"
+    return {
+        "Execution": {
+            "Id": f"arn:aws:states:{definition.REGION}:{definition.ACCOUNT}:execution:rehearsal:{name}",
+            "Name": name,
+            "StartTime": datetime.now(timezone.utc).isoformat(),
+        },
+        "StateMachine": {"Id": machine, "Name": "rehearsal"},
+    }
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{NODE_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _run(run_dir: Path) -> dict:
+    if not (NODE_BIN / "node").exists():
+        raise FileNotFoundError(
+            f"{NODE_BIN / 'node'} is missing: run `make` targets (npm ci) first"
+        )
+    env = {
+        **_env(),
+        "REHEARSAL_PYTHON": sys.executable,
+        "REHEARSAL_CONFIG": str(run_dir / "config.json"),
+    }
+    args = [str(NODE_BIN / "node"), str(RUNNER)] + [
+        str(run_dir / f) for f in ("definition.json", "input.json", "context.json")
+    ]
+    out = subprocess.run(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        return {
+            "error": "Rehearsal.Interpreter",
+            "cause": f"the interpreter exited {out.returncode}",
+        }
+    result = json.loads(lines[-1])
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "rehearse",
+        help="run one execution of the deployed state machine locally (no AWS, no Docker)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--input", type=Path, help="execution input JSON (default: {})")
+    p.add_argument("--dir", type=Path, default=Path("build/rehearsal"), help="work folder")
+    p.add_argument("--cdk-out", type=Path, default=ROOT / "cdk.out", help="the cloud assembly")
+    p.add_argument("--dataset", type=Path, help="a prepared dataset to put in the local bucket")
+    p.add_argument("--dataset-prefix", default="datasets/demo", help="where it goes in the bucket")
+    p.add_argument(
+        "--simulate-capacity-errors",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the first N training jobs fail for lack of capacity, as SageMaker reports it",
+    )
+    p.set_defaults(run=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        execution_input = json.loads(args.input.read_text()) if args.input else {}
+        result = rehearse(
+            execution_input,
+            args.dir,
+            args.cdk_out,
+            args.dataset,
+            args.dataset_prefix,
+            args.simulate_capacity_errors,
+        )
+    except (
+        OSError,
+        json.JSONDecodeError,
+        definition.DefinitionError,
+        subprocess.CalledProcessError,
+    ) as exc:
+        print(f"ernie-sm rehearse: {exc}", file=sys.stderr)
+        return 2
+    return report(result)
+
+
+def report(result: dict) -> int:
+    if "output" in result:
+        print(json.dumps(result["output"], indent=2))
+        return 0
+    print(f"execution failed: {result['error']}: {result['cause']}", file=sys.stderr)
+    return 1

@@ -1,0 +1,95 @@
+"""`ernie-sm rehearse`: the synthesized state machine run locally, end to end, on a tiny model."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from rehearsal import definition
+from rehearsal.rehearse import ROOT, STACK, rehearse
+from tests.helpers import TINY_HYPERPARAMETERS, make_job
+
+
+@pytest.fixture(scope="module")
+def cdk_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cloud assembly as `cdk synth` writes it (the rehearsal reads nothing else)."""
+    out = tmp_path_factory.mktemp("cdk.out")
+    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
+    command = [str(ROOT / "node_modules" / ".bin" / "cdk"), "synth", "--quiet", "-o", str(out)]
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    """A prepared dataset (train and valid channels) of the synthetic corpus."""
+    return make_job(tmp_path / "job") / "input" / "data"
+
+
+def tiny_input(**hyperparameters: str) -> dict:
+    return {
+        "dataset": "datasets/demo",
+        "spot": False,
+        "hyperparameters": {**TINY_HYPERPARAMETERS, **hyperparameters},
+    }
+
+
+def _object(workdir: Path, uri: str) -> Path:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return workdir / "buckets" / bucket / key
+
+
+def test_an_execution_trains_and_returns_the_model_uri(cdk_out, dataset, tmp_path):
+    result = rehearse(tiny_input(), tmp_path / "r", cdk_out, dataset)
+    output = result["output"]
+    assert output["attempts"] == 1 and output["training_job"].startswith("ernie-")
+    archive = _object(tmp_path / "r", output["model"])
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"model.pdparams", "vocab.txt", "ernie_config.json"} <= names
+
+
+def test_bad_input_fails_before_any_job(cdk_out, dataset, tmp_path):
+    result = rehearse({"instance_count": 99}, tmp_path / "r", cdk_out, dataset)
+    assert result["error"] == "ExecutionInputError"
+    assert "instance_count" in result["cause"]
+    assert not (tmp_path / "r" / "jobs").exists()
+
+
+def test_a_failing_job_ends_in_fail_with_its_failure_reason(cdk_out, dataset, tmp_path):
+    shard = dataset / "train" / "part-00000.gz"
+    lines = gzip.decompress(shard.read_bytes()).decode().splitlines()
+    lines[1] = lines[1].rsplit(";", 1)[0]  # four fields instead of five
+    shard.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    result = rehearse(tiny_input(), tmp_path / "r", cdk_out, dataset)
+    assert result["error"] == "TrainingJobFailed"
+    assert "part-00000.gz line 2" in result["cause"]
+
+
+def test_a_capacity_shortage_is_retried_under_a_fresh_job_name(cdk_out, dataset, tmp_path):
+    result = rehearse(tiny_input(), tmp_path / "r", cdk_out, dataset, capacity_errors=1)
+    output = result["output"]
+    assert output["attempts"] == 2
+    assert "-a2-" in output["training_job"]
+    jobs = sorted(p.name for p in (tmp_path / "r" / "jobs").iterdir() if p.is_dir())
+    assert jobs == [output["training_job"]]  # the first attempt's job never started
+
+
+def test_retries_run_out_and_the_execution_fails(cdk_out, dataset, tmp_path):
+    result = rehearse(tiny_input(), tmp_path / "r", cdk_out, dataset, capacity_errors=5)
+    assert result["error"] == "States.TaskFailed"
+    assert "CapacityError" in result["cause"]
+
+
+def test_the_definition_is_the_synthesized_one_made_local(cdk_out):
+    local = definition.load(cdk_out / f"{STACK}.template.json")
+    train = local.definition["States"]["Train"]
+    assert train["Resource"] == "arn:aws:states:::sagemaker:createTrainingJob.sync"
+    assert local.prepare_environment["BUCKET"] == local.bucket
+    assert local.prepare_environment["NAME_PREFIX"] == "ernie"
+    assert "TimeoutSeconds" not in local.definition and local.notes
