@@ -18,6 +18,7 @@ import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Match, Template
 
+from operations.stack import OUTPUTS
 from stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
 from stacks.training_pipeline import LAMBDA_MODULES, REQUEST_FIELDS, RETRYABLE
 from tests.cdk_support import ENV, ROOT, cfn_lint_problems, feature_flags, synth_under_nag
@@ -240,17 +241,8 @@ def test_dashboard_searches_every_job_and_alarms_watch_executions(synth):
     assert all(a["Properties"]["AlarmActions"] for a in alarms.values())
 
 
-def test_outputs_name_what_operators_need(synth):
-    outputs = synth.template.to_json()["Outputs"]
-    assert {
-        "DatasetBucket",
-        "ImageRepository",
-        "ImageUri",
-        "StateMachineArn",
-        "ExecutionRoleArn",
-        "NotificationTopicArn",
-        "DashboardUrl",
-    } <= set(outputs)
+def test_outputs_are_the_ones_the_operator_commands_read(synth):
+    assert set(synth.template.to_json()["Outputs"]) == set(OUTPUTS)
 
 
 def test_cdk_nag_clean_and_cfn_lint_finds_no_errors(synth):
