@@ -9,7 +9,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from dataprep.prepare import PrepareOptions, prepare
 from rehearsal import definition
 from rehearsal.rehearse import ROOT, STACK, rehearse
 from tests.helpers import TINY_HYPERPARAMETERS, make_job
@@ -44,8 +46,41 @@ def _object(workdir: Path, uri: str) -> Path:
     return workdir / "buckets" / bucket / key
 
 
-def test_an_execution_trains_and_returns_the_model_uri(cdk_out, dataset, tmp_path):
-    result = rehearse(tiny_input(), tmp_path / "r", cdk_out, dataset)
+@pytest.fixture(scope="module")
+def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo corpus, prepared as `make demo` prepares it (shorter samples)."""
+    out = tmp_path_factory.mktemp("demo") / "dataset"
+    options = PrepareOptions(
+        inputs=[ROOT / "demo" / "corpus"],
+        output=out,
+        vocab_size=3000,
+        dictionaries=[ROOT / "demo" / "entities.txt"],
+        max_seq_len=64,
+        valid_fraction=0.1,
+        workers=1,
+    )
+    prepare(options, console=Console(quiet=True))
+    return out
+
+
+def test_an_execution_on_the_demo_dataset_trains_and_returns_the_model_uri(
+    cdk_out, demo_dataset, tmp_path
+):
+    execution_input = {
+        "dataset": "datasets/demo",
+        "spot": False,
+        "hyperparameters": {
+            "ernie_config_path": "ernie-tiny",
+            "max_seq_len": 64,
+            "batch_size": 1024,
+            "num_train_steps": 6,
+            "skip_steps": 2,
+            "validation_steps": 6,
+            "save_steps": 6,
+            "num_workers": 0,
+        },
+    }
+    result = rehearse(execution_input, tmp_path / "r", cdk_out, demo_dataset)
     output = result["output"]
     assert output["attempts"] == 1 and output["training_job"].startswith("ernie-")
     archive = _object(tmp_path / "r", output["model"])
