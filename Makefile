@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 NODE_BIN := $(CURDIR)/node_modules/.bin
 # The CDK CLI and jsii run on the Node.js 22 that package.json pins.
 export PATH := $(NODE_BIN):$(PATH)
-# Nothing here may reach AWS: no instance-metadata probes.
+# Nothing here may reach AWS or the internet: no instance-metadata probes, no CDK CLI
+# version check or telemetry (cdk.json also turns telemetry and notices off).
 export AWS_EC2_METADATA_DISABLED := true
+export CDK_DISABLE_VERSION_CHECK := true
+export CDK_DISABLE_CLI_TELEMETRY := true
 
 .PHONY: demo test lint synth bench clean
 

@@ -90,7 +90,14 @@ def _context(name: str) -> dict:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{NODE_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return {
+        **os.environ,
+        "PATH": f"{NODE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        # A rehearsal stays on this machine: no metadata probes, no CDK version check.
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "CDK_DISABLE_VERSION_CHECK": "true",
+        "CDK_DISABLE_CLI_TELEMETRY": "true",
+    }
 
 
 def _run(run_dir: Path) -> dict:

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # package.json installs, and nothing in the suite may probe the instance-metadata address.
 os.environ["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ["CDK_DISABLE_VERSION_CHECK"] = "true"
+os.environ["CDK_DISABLE_CLI_TELEMETRY"] = "true"
 
 from training import layout  # noqa: E402
 
