@@ -15,13 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from reference import REFERENCE  # benchmarks/reference.py
 from rich.console import Console
 
 from dataprep.prepare import PrepareOptions, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo"
-REFERENCE = ROOT.parent / "shared" / "ernie-reference"  # the original ERNIE vocab
 
 
 def make_corpus(path: Path, megabytes: float) -> int:

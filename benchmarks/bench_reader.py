@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from reference import REFERENCE  # benchmarks/reference.py
+
 from training.data import (
     BatchConfig,
     PretrainingData,
@@ -57,11 +59,8 @@ def timed(fn: Callable[..., T], *args: object) -> tuple[float, T]:
 
 
 def main() -> None:
-    default_dir = Path(__file__).resolve().parents[2] / "shared" / "ernie-reference"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--reference-dir", type=Path, default=os.environ.get("ERNIE_REFERENCE_DIR", default_dir)
-    )
+    parser.add_argument("--reference-dir", type=Path, default=REFERENCE)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8192, help="padded tokens a batch")

@@ -17,13 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from reference import REFERENCE  # benchmarks/reference.py
+
 from training import layout
 
-REFERENCE = Path(
-    os.environ.get(
-        "ERNIE_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "ernie-reference"
-    )
-)
 TOKENS_PER_SEC = re.compile(r"\[train\] step=(\d+) .*tokens_per_sec=([0-9.]+)")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +15,14 @@ GOOD = "1 5 2 6 2;0 0 0 1 1;0 1 2 3 4;-1 0 -1 0 -1;1"
 LIMITS = ShardLimits(vocab_size=50, max_seq_len=8, max_position=40, type_vocab_size=2)
 
 
-def reference_dir() -> Path:
-    default = Path(__file__).resolve().parents[2] / "shared" / "ernie-reference"
-    path = Path(os.environ.get("ERNIE_REFERENCE_DIR", default))
-    if not (path / "demo_valid_set.gz").is_file():
-        pytest.fail(f"ERNIE reference data not found in {path}; set ERNIE_REFERENCE_DIR")
-    return path
-
-
 def write(tmp_path: Path, text: str, name: str = "shard.gz") -> Path:
     path = tmp_path / name
     path.write_bytes(gzip.compress(text.encode()))
     return path
 
 
-def test_reference_shard_parses_consistently():
-    shard = parse_shard(reference_dir() / "demo_valid_set.gz", ShardLimits(18000, 512, 513, 2))
+def test_reference_shard_parses_consistently(reference):
+    shard = parse_shard(reference / "demo_valid_set.gz", ShardLimits(18000, 512, 513, 2))
     assert len(shard) == 6000 and shard.skipped == 0
     assert shard.offsets[-1] == len(shard.tokens) == 571123
     assert len(shard.sent) == len(shard.pos) == len(shard.seg) == len(shard.tokens)
@@ -51,14 +42,13 @@ def test_reference_shard_parses_consistently():
     assert shard.tokens.dtype == np.int64
 
 
-def test_over_length_lines_are_skipped_and_counted(tmp_path):
+def test_over_length_lines_are_skipped_and_counted(tmp_path, reference):
     long = "1 5 5 5 5 5 5 5 2;0 0 0 0 0 0 0 0 0;0 1 2 3 4 5 6 7 8;-1 0 1 1 1 1 1 1 -1;0"
     shard = parse_shard(write(tmp_path, "\n".join([GOOD, long, GOOD, long, long]) + "\n"), LIMITS)
     assert (len(shard), shard.skipped) == (2, 3)
     assert shard.tokens.tolist() == [1, 5, 2, 6, 2] * 2
 
-    reference = reference_dir() / "demo_valid_set.gz"
-    shard = parse_shard(reference, ShardLimits(18000, 100, 513, 2))
+    shard = parse_shard(reference / "demo_valid_set.gz", ShardLimits(18000, 100, 513, 2))
     assert shard.skipped > 0 and len(shard) + shard.skipped == 6000
     assert shard.lengths.max() <= 100
 
