@@ -10,32 +10,14 @@ worker shows how near to linear the scaling is.
 from __future__ import annotations
 
 import argparse
-import random
 import tempfile
 import time
 from pathlib import Path
 
-from reference import REFERENCE  # benchmarks/reference.py
+from demo_data import DEMO, demo_text  # benchmarks/demo_data.py
 from rich.console import Console
 
 from dataprep.prepare import PrepareOptions, prepare
-
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "demo"
-
-
-def make_corpus(path: Path, megabytes: float) -> int:
-    blocks = [
-        b for f in sorted((DEMO / "corpus").glob("*.txt")) for b in f.read_text().split("\n\n")
-    ]
-    rng = random.Random(0)
-    out, size = [], 0
-    while size < megabytes * 1e6:
-        rng.shuffle(blocks)
-        out += blocks
-        size += sum(len(b.encode()) + 2 for b in blocks)
-    path.write_text("\n\n".join(out) + "\n", encoding="utf-8")
-    return path.stat().st_size
 
 
 def main() -> None:
@@ -45,13 +27,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
-        size = make_corpus(corpus, args.megabytes)
+        size = demo_text(corpus, args.megabytes)
         print(f"corpus: {size / 1e6:.1f} MB of text")
         for workers in range(1, args.workers + 1):
             options = PrepareOptions(
                 inputs=[corpus],
                 output=Path(tmp) / f"out-{workers}",
-                vocab=REFERENCE / "vocab.txt",
+                vocab="ernie-1.0",
                 dictionaries=[DEMO / "entities.txt"],
                 workers=workers,
             )

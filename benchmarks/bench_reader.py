@@ -1,6 +1,10 @@
-"""Reader throughput on the reference shard: read + parse + mask + batch, in tokens/s.
+"""Reader throughput on an ERNIE shard: read + parse + mask + batch, in tokens/s.
 
-    python benchmarks/bench_reader.py [--workers N] [--passes P]
+    python benchmarks/bench_reader.py [--workers N] [--passes P] [--filelist F --vocab V]
+
+By default the shard is the demo corpus prepared with the ERNIE 1.0 vocab into 6,000
+lines of up to 128 tokens, like the original release's demo shard; --filelist reads any
+filelist instead (e.g. `data/valid_filelist` of PaddlePaddle/ERNIE, with --vocab ernie-1.0).
 
 Prints the single-process rate (one core), the rate through PretrainingData with N
 worker processes, and a naive per-line Python parse (parse only) for comparison.
@@ -18,18 +22,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from reference import REFERENCE  # benchmarks/reference.py
+from demo_data import demo_dataset  # benchmarks/demo_data.py
 
+from training import presets
 from training.data import (
     BatchConfig,
     PretrainingData,
+    Shard,
     ShardLimits,
     ShardTask,
     TokenIds,
     load_shard_batches,
     read_filelist,
 )
-from training.vocab import load_vocab
+from training.vocab import Vocab, load_vocab
 
 T = TypeVar("T")
 LIMITS = ShardLimits(vocab_size=18000, max_seq_len=512, max_position=513, type_vocab_size=2)
@@ -60,14 +66,21 @@ def timed(fn: Callable[..., T], *args: object) -> tuple[float, T]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference-dir", type=Path, default=REFERENCE)
+    parser.add_argument("--filelist", type=Path, help="shards to read (default: demo data)")
+    parser.add_argument("--vocab", default="ernie-1.0", help="vocab file or preset")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8192, help="padded tokens a batch")
     args = parser.parse_args()
 
-    shard = read_filelist(args.reference_dir / "valid_filelist")[0]
-    vocab = load_vocab(args.reference_dir / "vocab.txt")
+    with tempfile.TemporaryDirectory() as folder:
+        filelist = args.filelist or demo_dataset(Path(folder), 2.5, 128, 6000) / "train_filelist"
+        shard = read_filelist(filelist)[0]
+        vocab = load_vocab(presets.locate(args.vocab, Path.cwd(), presets.VOCABS, "--vocab"))
+        measure(shard, vocab, args)
+
+
+def measure(shard: Shard, vocab: Vocab, args: argparse.Namespace) -> None:
     config = BatchConfig(TokenIds.from_vocab(vocab), args.batch_size, in_tokens=True)
 
     times, tokens = [], 0

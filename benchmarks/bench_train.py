@@ -1,4 +1,7 @@
-"""Training throughput of the real entrypoint (`ernie-sm train`) on the reference shard.
+"""Training throughput of the real entrypoint (`ernie-sm train`) on ERNIE 1.0 data.
+
+The data is the demo corpus prepared with the ERNIE 1.0 vocab (lines of up to 128
+tokens, like the original release's demo shard).
 
 Runs a short job per model config and prints the tokens/s the trainer itself logs,
 skipping the first logging window (start-up, first allocations). On a machine with a
@@ -12,26 +15,26 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from reference import REFERENCE  # benchmarks/reference.py
+from demo_data import demo_dataset  # benchmarks/demo_data.py
 
 from training import layout
 
 TOKENS_PER_SEC = re.compile(r"\[train\] step=(\d+) .*tokens_per_sec=([0-9.]+)")
 
 
-def measure(config: str, steps: int, batch_size: int, use_fp16: bool) -> tuple[float, str]:
+def measure(
+    data: Path, config: str, steps: int, batch_size: int, use_fp16: bool
+) -> tuple[float, str]:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        train_dir = base / "input" / "data" / "train"
-        train_dir.mkdir(parents=True)
-        (train_dir / "train_filelist").write_text(f"{REFERENCE / 'demo_valid_set.gz'}\t0.8\n")
+        shutil.copytree(data, base / "input" / "data" / "train")
         hyperparameters = {
-            "vocab_path": str(REFERENCE / "vocab.txt"),
             "ernie_config_path": config,
             "batch_size": str(batch_size),
             "max_seq_len": "512",
@@ -64,10 +67,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4096, help="tokens per batch")
     parser.add_argument("--fp16", action="store_true", help="mixed precision (GPU only)")
     args = parser.parse_args()
-    print(f"{'config':16} {'device':8} {'batch tokens':>12} {'tokens/s':>12}")
-    for config in args.configs:
-        rate, device = measure(config, args.steps, args.batch_size, args.fp16)
-        print(f"{config:16} {device:8} {args.batch_size:12d} {rate:12.0f}", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        data = demo_dataset(Path(folder), 2.5, 128, 6000)
+        print(f"{'config':16} {'device':8} {'batch tokens':>12} {'tokens/s':>12}")
+        for config in args.configs:
+            rate, device = measure(data, config, args.steps, args.batch_size, args.fp16)
+            print(f"{config:16} {device:8} {args.batch_size:12d} {rate:12.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from rich.table import Table
 from dataprep.documents import CorpusError, Document, read_documents
 from dataprep.samples import PairSettings, document_pairs
 from dataprep.sentences import split_sentences
+from training import presets
 
 SPLITS = ("train", "valid")
 DOCS_PER_TASK = 64
@@ -41,7 +42,7 @@ DOCS_PER_TASK = 64
 class PrepareOptions:
     inputs: list[Path]
     output: Path
-    vocab: Path | None = None  # an existing ERNIE vocab, or
+    vocab: str | Path | None = None  # an ERNIE vocab file or preset (ernie-1.0), or
     vocab_size: int | None = None  # build one of this size from the corpus
     dictionaries: list[Path] = field(default_factory=list)
     max_seq_len: int = 512
@@ -87,7 +88,7 @@ def prepare(options: PrepareOptions, console: Console | None = None) -> dict:
 
 def _check(options: PrepareOptions) -> None:
     if (options.vocab is None) == (options.vocab_size is None):
-        raise CorpusError("give either --vocab FILE or --vocab-size N (to build one)")
+        raise CorpusError("give either --vocab FILE|ernie-1.0 or --vocab-size N (to build one)")
     if options.output.exists() and not options.overwrite:
         raise CorpusError(f"{options.output} exists: choose another --output or pass --overwrite")
     if not 0 <= options.negative_ratio <= 1 or not 0 <= options.valid_fraction < 1:
@@ -110,9 +111,7 @@ def _write_vocab(options: PrepareOptions, documents: list[Document], path: Path)
     from dataprep.encoder import build_vocab  # tokenizers loads only where needed
 
     if options.vocab is not None:
-        if not options.vocab.is_file():
-            raise CorpusError(f"vocab {options.vocab} does not exist")
-        shutil.copyfile(options.vocab, path)
+        shutil.copyfile(presets.locate(options.vocab, Path.cwd(), presets.VOCABS, "--vocab"), path)
     else:
         build_vocab((d.text for d in documents), options.vocab_size, path)
     return path
@@ -294,7 +293,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="text or JSONL files, or folders of them")
     p.add_argument("--output", "-o", type=Path, required=True, help="dataset folder to create")
     vocab = p.add_mutually_exclusive_group(required=True)
-    vocab.add_argument("--vocab", type=Path, help="an ERNIE vocab (token<TAB>id) to encode with")
+    vocab.add_argument(
+        "--vocab",
+        help="an ERNIE vocab (token<TAB>id) to encode with, or ernie-1.0 (the released one)",
+    )
     vocab.add_argument("--vocab-size", type=int, help="build a WordPiece vocab of this size")
     p.add_argument(
         "--dict",

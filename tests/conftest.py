@@ -1,4 +1,4 @@
-"""Shared fixtures: a local SageMaker job layout with a synthetic dataset and a tiny model."""
+"""Shared fixtures: the released ERNIE 1.0 vocab and data, and a local SageMaker job layout."""
 
 from __future__ import annotations
 
@@ -15,20 +15,19 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ["CDK_DISABLE_VERSION_CHECK"] = "true"
 os.environ["CDK_DISABLE_CLI_TELEMETRY"] = "true"
 
-from training import layout  # noqa: E402
+from training import layout, presets  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def reference() -> Path:
-    """The original ERNIE vocab, config and demo shard (shared/ beside the repository)."""
-    path = Path(
-        os.environ.get(
-            "ERNIE_REFERENCE_DIR",
-            Path(__file__).resolve().parents[2] / "shared" / "ernie-reference",
-        )
-    )
-    assert path.is_dir(), f"ERNIE reference data not found at {path}; set ERNIE_REFERENCE_DIR"
-    return path
+def ernie_vocab() -> Path:
+    """The released ERNIE 1.0 vocab, as the package ships it (preset `ernie-1.0`)."""
+    return presets.locate("ernie-1.0", ROOT, presets.VOCABS, "vocab")
+
+
+@pytest.fixture(scope="session")
+def ernie_shard() -> Path:
+    """200 lines of the original ERNIE demo shard, as released (tests/data/README.md)."""
+    return ROOT / "tests" / "data" / "ernie-1.0-demo-sample.gz"
 
 
 @pytest.fixture

@@ -5,9 +5,25 @@ import pytest
 from training.config import load_config
 from training.errors import ConfigError
 
+# config/ernie_config.json of PaddlePaddle/ERNIE (branch repro), as released.
+RELEASED_ERNIE_1_CONFIG = {
+    "attention_probs_dropout_prob": 0.1,
+    "hidden_act": "relu",
+    "hidden_dropout_prob": 0.1,
+    "hidden_size": 768,
+    "initializer_range": 0.02,
+    "max_position_embeddings": 513,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "type_vocab_size": 2,
+    "vocab_size": 18000,
+}
 
-def test_reference_config_builds_and_matches_ernie_1_base(reference):
-    c = load_config(str(reference / "ernie_config.json"), reference, 17964)
+
+def test_ernie_1_base_preset_is_the_released_config(tmp_path):
+    (tmp_path / "ernie_config.json").write_text(json.dumps(RELEASED_ERNIE_1_CONFIG))
+    c = load_config("ernie-1.0-base", tmp_path, 17964)
+    assert c == load_config("ernie_config.json", tmp_path, 17964)
     assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads) == (768, 12, 12)
     assert (c.vocab_size, c.hidden_act, c.max_position_embeddings) == (18000, "relu", 513)
 

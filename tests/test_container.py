@@ -171,8 +171,7 @@ def test_dockerignore_lets_in_everything_the_dockerfile_copies(dockerfile, ignor
     for source in sources:
         path = ROOT / source
         assert path.exists(), f"{source} is copied but missing"
-        files = [path] if path.is_file() else [p for p in path.rglob("*.py") if p.is_file()]
-        files += list(path.rglob("*.json")) if path.is_dir() else []
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
         for file in files:
             relative = file.relative_to(ROOT).as_posix()
             if "__pycache__" not in relative:
@@ -236,3 +235,17 @@ def test_base_dependencies_install_on_the_image_python(project) -> None:
         if requires_python and python not in Requirement(f"x{requires_python}").specifier:
             refused.append(f"{spec} needs Python {requires_python}")
     assert not refused, f"the image's Python {IMAGE_PYTHON} cannot install: {refused}"
+
+
+def test_the_package_carries_its_presets_into_the_image() -> None:
+    """pip installs package data by pyproject's globs: every preset a setting names must match."""
+    from fnmatch import fnmatch
+
+    from training import presets
+
+    globs = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]["training"]
+    for kind in (presets.CONFIGS, presets.VOCABS):
+        for name in kind.names:
+            file = f"{kind.folder}/{name}{kind.suffix}"
+            assert (ROOT / "training" / file).is_file(), file
+            assert any(fnmatch(file, glob) for glob in globs), f"{file} is not package data"

@@ -43,12 +43,12 @@ def write_corpus(folder: Path, documents: int = 30) -> Path:
     return path
 
 
-def options(tmp_path: Path, reference: Path, **overrides) -> PrepareOptions:
+def options(tmp_path: Path, **overrides) -> PrepareOptions:
     corpus = write_corpus(tmp_path / "raw")
     settings = dict(
         inputs=[corpus],
         output=tmp_path / "dataset",
-        vocab=reference / "vocab.txt",
+        vocab="ernie-1.0",
         dictionaries=[tmp_path / "raw" / "entities.txt"],
         max_seq_len=64,
         valid_fraction=0.2,
@@ -66,8 +66,8 @@ def read_lines(folder: Path, filelist: str) -> list[list[list[int]]]:
     return lines
 
 
-def test_prepared_dataset_reads_back_without_a_single_error(tmp_path, reference):
-    summary = prepare(options(tmp_path, reference))
+def test_prepared_dataset_reads_back_without_a_single_error(tmp_path):
+    summary = prepare(options(tmp_path))
     out = tmp_path / "dataset"
     limits = ShardLimits(vocab_size=18000, max_seq_len=64, max_position=513, type_vocab_size=2)
     for channel, filelist in (("train", "train_filelist"), ("valid", "valid_filelist")):
@@ -83,9 +83,9 @@ def test_prepared_dataset_reads_back_without_a_single_error(tmp_path, reference)
     assert not list(tmp_path.glob(".dataset.tmp-*"))
 
 
-def test_entities_from_the_dictionary_are_one_masking_unit(tmp_path, reference):
-    prepare(options(tmp_path, reference))
-    vocab = load_vocab(reference / "vocab.txt")
+def test_entities_from_the_dictionary_are_one_masking_unit(tmp_path, ernie_vocab):
+    prepare(options(tmp_path))
+    vocab = load_vocab(ernie_vocab)
     index = {t: i for i, t in enumerate(vocab.tokens)}
     found = 0
     for tokens, _, _, seg, _ in read_lines(tmp_path / "dataset" / "train", "train_filelist"):
@@ -102,10 +102,10 @@ def test_entities_from_the_dictionary_are_one_masking_unit(tmp_path, reference):
     assert any(len(plain.cut(e)) > 1 for e in ENTITIES)
 
 
-def test_seg_labels_follow_the_segmenter_words_and_wordpieces(reference):
-    encoder = SentenceEncoder(reference / "vocab.txt")
+def test_seg_labels_follow_the_segmenter_words_and_wordpieces(ernie_vocab):
+    encoder = SentenceEncoder(ernie_vocab)
     ((ids, seg),) = encoder.encode(["它使用了Transformer架构。"])
-    tokens = [load_vocab(reference / "vocab.txt").tokens[i] for i in ids]
+    tokens = [load_vocab(ernie_vocab).tokens[i] for i in ids]
     assert tokens == ["它", "使", "用", "了", "trans", "##form", "##er", "架", "构", "。"]
     assert seg == [0, 0, 1, 0, 0, 1, 1, 0, 1, 0]
 
@@ -123,9 +123,9 @@ def test_sentence_splitting_handles_chinese_and_latin_punctuation():
     ]
 
 
-def test_same_seed_same_bytes_whatever_the_workers(tmp_path, reference):
-    prepare(options(tmp_path / "a", reference, workers=1))
-    prepare(options(tmp_path / "b", reference, workers=2))
+def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
+    prepare(options(tmp_path / "a", workers=1))
+    prepare(options(tmp_path / "b", workers=2))
     files = sorted(
         p.relative_to(tmp_path / "a" / "dataset")
         for p in (tmp_path / "a" / "dataset").rglob("*.gz")
@@ -135,25 +135,25 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path, reference):
         assert (tmp_path / "a" / "dataset" / f).read_bytes() == (
             tmp_path / "b" / "dataset" / f
         ).read_bytes()
-    prepare(options(tmp_path / "c", reference, seed=1))
+    prepare(options(tmp_path / "c", seed=1))
     other = (tmp_path / "c" / "dataset" / files[0]).read_bytes()
     assert other != (tmp_path / "a" / "dataset" / files[0]).read_bytes()
 
 
-def test_vocab_built_from_the_corpus(tmp_path, reference):
-    summary = prepare(options(tmp_path, reference, vocab=None, vocab_size=300))
+def test_vocab_built_from_the_corpus(tmp_path):
+    summary = prepare(options(tmp_path, vocab=None, vocab_size=300))
     vocab = load_vocab(tmp_path / "dataset" / "train" / "vocab.txt")
     assert vocab.tokens[:5] == ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
     assert len(vocab) <= 300 and summary["unk_rate"] == 0
 
 
-def test_negative_ratio_zero_gives_only_true_next_sentences(tmp_path, reference):
-    summary = prepare(options(tmp_path, reference, negative_ratio=0.0))
+def test_negative_ratio_zero_gives_only_true_next_sentences(tmp_path):
+    summary = prepare(options(tmp_path, negative_ratio=0.0))
     labels = [line[4][0] for line in read_lines(tmp_path / "dataset" / "train", "train_filelist")]
     assert set(labels) == {1} and summary["nsp_positive_share"] == 1.0
 
 
-def test_jsonl_input_empty_and_single_sentence_documents_are_counted(tmp_path, reference):
+def test_jsonl_input_empty_and_single_sentence_documents_are_counted(tmp_path):
     jsonl = tmp_path / "docs.jsonl"
     records = [
         {"text": SENTENCES[0] + SENTENCES[1] + SENTENCES[2]},
@@ -162,16 +162,16 @@ def test_jsonl_input_empty_and_single_sentence_documents_are_counted(tmp_path, r
     ]
     records += [{"text": "".join(SENTENCES[k : k + 4])} for k in range(4)]
     jsonl.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
-    summary = prepare(options(tmp_path, reference, inputs=[jsonl], valid_fraction=0.0))
+    summary = prepare(options(tmp_path, inputs=[jsonl], valid_fraction=0.0))
     assert summary["empty_documents"] == 1 and summary["single_sentence_documents"] == 1
     assert summary["samples"]["train"] > 0
 
 
-def test_sentences_longer_than_max_seq_len_are_split_and_counted(tmp_path, reference):
+def test_sentences_longer_than_max_seq_len_are_split_and_counted(tmp_path):
     long_doc = "这是一个非常长的句子" * 20 + "。" + SENTENCES[0] + SENTENCES[1]
     corpus = tmp_path / "long.txt"
     corpus.write_text(long_doc + "\n\n" + "".join(SENTENCES) + "\n", encoding="utf-8")
-    summary = prepare(options(tmp_path, reference, inputs=[corpus], valid_fraction=0.0))
+    summary = prepare(options(tmp_path, inputs=[corpus], valid_fraction=0.0))
     assert summary["long_sentences_split"] == 1
     assert all(
         len(line[0]) <= 64 for line in read_lines(tmp_path / "dataset" / "train", "train_filelist")
@@ -190,20 +190,18 @@ def test_sentences_longer_than_max_seq_len_are_split_and_counted(tmp_path, refer
         (lambda t: t.write_text("\n\n  \n"), CorpusError, "holds no documents"),
     ],
 )
-def test_bad_corpus_input_is_named_and_nothing_is_written(
-    tmp_path, reference, breakage, error, message
-):
-    opts = options(tmp_path, reference)
+def test_bad_corpus_input_is_named_and_nothing_is_written(tmp_path, breakage, error, message):
+    opts = options(tmp_path)
     breakage(opts.inputs[0])
     with pytest.raises(error, match=message):
         prepare(opts)
     assert not opts.output.exists() and not list(tmp_path.glob(".dataset.tmp-*"))
 
 
-def test_vocab_without_special_tokens_is_refused_before_any_shard(tmp_path, reference):
+def test_vocab_without_special_tokens_is_refused_before_any_shard(tmp_path):
     bad = tmp_path / "vocab.txt"
     bad.write_text("a\t0\nb\t1\n")
-    opts = options(tmp_path, reference, vocab=bad)
+    opts = options(tmp_path, vocab=bad)
     with pytest.raises(
         ConfigError, match=r"lacks the special tokens \[PAD\], \[CLS\], \[SEP\], \[MASK\]"
     ):
@@ -211,18 +209,18 @@ def test_vocab_without_special_tokens_is_refused_before_any_shard(tmp_path, refe
     assert not opts.output.exists() and not list(tmp_path.glob(".dataset.tmp-*"))
 
 
-def test_existing_output_needs_overwrite_and_is_replaced_whole(tmp_path, reference):
-    prepare(options(tmp_path, reference))
+def test_existing_output_needs_overwrite_and_is_replaced_whole(tmp_path):
+    prepare(options(tmp_path))
     with pytest.raises(CorpusError, match="exists"):
-        prepare(options(tmp_path, reference))
-    summary = prepare(options(tmp_path, reference, overwrite=True, max_seq_len=32))
+        prepare(options(tmp_path))
+    summary = prepare(options(tmp_path, overwrite=True, max_seq_len=32))
     assert all(
         len(line[0]) <= 32 for line in read_lines(tmp_path / "dataset" / "train", "train_filelist")
     )
     assert summary["samples"]["train"] > 0
 
 
-def test_cli_reports_errors_without_a_traceback(tmp_path, reference, capsys):
+def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     from training import cli
 
     corpus = write_corpus(tmp_path / "raw")
@@ -236,14 +234,14 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, reference, capsys):
     ]
     assert cli.main(args) == 2
     assert "vocab" in capsys.readouterr().err
-    args[-1] = str(reference / "vocab.txt")
+    args[-1] = "ernie-1.0"  # the bundled preset
     assert cli.main([*args, "--workers", "1", "--max-seq-len", "64"]) == 0
     assert (tmp_path / "out" / "train" / "train_filelist").is_file()
 
 
-def test_character_lookup_gives_exactly_what_the_tokenizer_gives(reference):
+def test_character_lookup_gives_exactly_what_the_tokenizer_gives(ernie_vocab):
     """The remembered per-character ids are a shortcut, never a different answer."""
-    encoder = SentenceEncoder(reference / "vocab.txt")
+    encoder = SentenceEncoder(ernie_vocab)
     sentences = [
         *SENTENCES,
         "ＡＢＣ全角字符和emoji😀混在一起，Café 与 naïve 也在。",
@@ -251,25 +249,25 @@ def test_character_lookup_gives_exactly_what_the_tokenizer_gives(reference):
         "㐀𠀀罕见字",
     ]
     words = [encoder.segmenter.cut(s) for s in sentences]
-    reference_encodings = encoder.tokenizer.encode_batch(
+    tokenizer_encodings = encoder.tokenizer.encode_batch(
         words, is_pretokenized=True, add_special_tokens=False
     )
-    for (ids, seg), expected in zip(encoder.encode(sentences), reference_encodings, strict=True):
+    for (ids, seg), expected in zip(encoder.encode(sentences), tokenizer_encodings, strict=True):
         word_ids = expected.word_ids
         assert ids == expected.ids
         assert seg == [int(i > 0 and w == word_ids[i - 1]) for i, w in enumerate(word_ids)]
 
 
-def test_without_validation_samples_there_is_no_valid_channel(tmp_path, reference):
-    summary = prepare(options(tmp_path, reference, valid_fraction=0.0))
+def test_without_validation_samples_there_is_no_valid_channel(tmp_path):
+    summary = prepare(options(tmp_path, valid_fraction=0.0))
     assert summary["samples"]["valid"] == 0
     assert not (tmp_path / "dataset" / "valid").exists()
     assert (tmp_path / "dataset" / "train" / "train_filelist").is_file()
 
 
-def test_a_corpus_of_single_sentences_gives_a_clear_error(tmp_path, reference):
+def test_a_corpus_of_single_sentences_gives_a_clear_error(tmp_path):
     corpus = tmp_path / "lonely.txt"
     corpus.write_text("只有一句。\n\n又是一句。\n", encoding="utf-8")
     with pytest.raises(CorpusError, match="no training samples"):
-        prepare(options(tmp_path, reference, inputs=[corpus], negative_ratio=0.0))
+        prepare(options(tmp_path, inputs=[corpus], negative_ratio=0.0))
     assert not (tmp_path / "dataset").exists()

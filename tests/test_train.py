@@ -307,13 +307,13 @@ def test_trainers_per_device_and_host(tmp_path, sm_env):
     assert train._trainer_environments(cpu, eight) == []
 
 
-def test_the_original_ernie_vocab_and_demo_shard_train(tmp_path, sm_env, logs, reference):
+def test_the_original_ernie_vocab_and_demo_shard_train(tmp_path, sm_env, logs, ernie_shard):
     base = sm_env(tmp_path)
     train_dir = base / "input" / "data" / "train"
     train_dir.mkdir(parents=True)
-    (train_dir / "train_filelist").write_text(f"{reference / 'demo_valid_set.gz'}\t0.5\n")
+    (train_dir / "train_filelist").write_text(f"{ernie_shard}\t0.5\n")
     hp = {
-        "vocab_path": str(reference / "vocab.txt"),
+        "vocab_path": "ernie-1.0",  # the bundled preset
         "ernie_config_path": "ernie-tiny",
         "max_seq_len": "120",
         "batch_size": "2048",
@@ -323,7 +323,7 @@ def test_the_original_ernie_vocab_and_demo_shard_train(tmp_path, sm_env, logs, r
     layout.write_local_job(base, hp, ["train"])
     assert train.main() == 0
     assert sorted(_losses(logs)) == [1, 2]
-    # The reference shard has lines up to 130 tokens: those are counted, not silently lost.
+    # The original lines run up to 128 tokens: those are counted, not silently lost.
     assert re.search(r"skipped \d+ line\(s\) longer than max_seq_len 120", logs.text)
     assert re.search(r"\d+ sample\(s\) longer than max_seq_len 120 were left out", logs.text)
     assert load_vocab(base / "model" / "vocab.txt").unk_id == 17963

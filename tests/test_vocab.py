@@ -1,11 +1,12 @@
 import pytest
 
+from training import presets
 from training.errors import ConfigError
 from training.vocab import load_vocab
 
 
-def test_reference_vocab_special_ids_and_replacements(reference):
-    v = load_vocab(reference / "vocab.txt")
+def test_released_vocab_special_ids_and_replacements(ernie_vocab):
+    v = load_vocab(ernie_vocab)
     assert (len(v), v.pad_id, v.cls_id, v.sep_id, v.mask_id, v.unk_id) == (17964, 0, 1, 2, 3, 17963)
     replacements = set(v.replacement_ids().tolist())
     assert not replacements & {0, 1, 2, 3, 17963}
@@ -24,3 +25,17 @@ def test_vocab_errors_name_file_and_line(tmp_path):
         load_vocab(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_vocab(tmp_path / "missing.txt")
+
+
+def test_a_vocab_is_a_preset_or_a_file_under_the_channel(tmp_path, ernie_vocab):
+    assert presets.locate("ernie-1.0", tmp_path, presets.VOCABS, "vocab_path") == ernie_vocab
+    (tmp_path / "mine.txt").write_text("[PAD]\t0\n")
+    assert presets.locate("mine.txt", tmp_path, presets.VOCABS, "vocab_path") == (
+        tmp_path / "mine.txt"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"vocab_path 'ernie-2\.0': .*ernie-2\.0 does not exist \(give a file or a bundled "
+        r"preset: ernie-1\.0\)",
+    ):
+        presets.locate("ernie-2.0", tmp_path, presets.VOCABS, "vocab_path")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
+from training import presets
 from training.errors import ConfigError
 
-PRESETS = ("ernie-1.0-base", "ernie-tiny")
 ACTIVATIONS = ("relu", "gelu")
 # Keys other ERNIE releases write that do not change the 1.0 architecture.
 IGNORED_KEYS = {"use_task_id", "task_type_vocab_size", "pad_token_id", "model_type"}
@@ -35,19 +34,9 @@ class ErnieConfig:
 
 def load_config(path_or_preset: str, base_dir: Path, vocab_len: int) -> ErnieConfig:
     """Load a config; `vocab_size` may be absent (then the vocab's length) but not smaller than it."""
-    if path_or_preset in PRESETS:
-        source = f"preset {path_or_preset}"
-        text = (resources.files("training") / "configs" / f"{path_or_preset}.json").read_text()
-    else:
-        path = Path(path_or_preset)
-        path = path if path.is_absolute() else base_dir / path
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(
-                f"ernie_config_path {path_or_preset!r}: {path} does not exist "
-                f"(give a file in the train channel or a preset: {', '.join(PRESETS)})"
-            )
-        text = path.read_text(encoding="utf-8")
+    path = presets.locate(path_or_preset, base_dir, presets.CONFIGS, "ernie_config_path")
+    source = f"preset {path_or_preset}" if path_or_preset in presets.CONFIGS.names else str(path)
+    text = path.read_text(encoding="utf-8")
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:

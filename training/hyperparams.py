@@ -101,7 +101,10 @@ SPECS: dict[str, Spec] = {
         _text, "valid_filelist", "Filelist of validation shards, relative to the valid channel."
     ),
     "vocab_path": Spec(
-        _text, "vocab.txt", "Vocab (`token<TAB>id`), relative to the train channel."
+        _text,
+        "vocab.txt",
+        "Vocab (`token<TAB>id`) path relative to the train channel, or the bundled preset "
+        "ernie-1.0 (the released ERNIE 1.0 vocab).",
     ),
     "max_seq_len": Spec(
         _positive_int, "512", "Longest sample in tokens; longer lines are skipped and counted."

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from training import hyperparams, launch, metrics
+from training import hyperparams, launch, metrics, presets
 from training import layout as job_layout
 from training.checkpoint import CheckpointManager, rename_optimizer_state
 from training.config import load_config
@@ -122,7 +122,7 @@ def _run_trainers(envs: list[dict[str, str]], output_dir: Path) -> int:
 def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | None:
     """Train on this process; returns the model folder (None on a rank that does not export)."""
     train_dir = layout.channel(job_layout.TRAIN)
-    vocab_path = _resolve(hp.vocab_path, train_dir)
+    vocab_path = presets.locate(hp.vocab_path, train_dir, presets.VOCABS, "vocab_path")
     vocab = load_vocab(vocab_path)
     config = load_config(hp.ernie_config_path, train_dir, len(vocab))
     if hp.max_seq_len > config.max_position_embeddings:

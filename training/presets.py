@@ -1,0 +1,38 @@
+"""Files shipped in the package that a setting may name instead of a path (`ernie-1.0-base`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from training.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PresetKind:
+    folder: str  # under training/
+    suffix: str
+    names: tuple[str, ...]
+
+
+CONFIGS = PresetKind("configs", ".json", ("ernie-1.0-base", "ernie-tiny"))
+# The released ERNIE 1.0 vocab (origin and licence in training/vocabs/README.md).
+VOCABS = PresetKind("vocabs", ".txt", ("ernie-1.0",))
+
+
+def locate(value: str | Path, base_dir: Path, kind: PresetKind, setting: str) -> Path:
+    """The preset named `value`, else the file at `value` (relative ones under base_dir).
+
+    `setting` names what the value was given as, for the error a missing file raises.
+    """
+    if str(value) in kind.names:
+        return Path(str(resources.files("training") / kind.folder / f"{value}{kind.suffix}"))
+    path = Path(value)
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        raise ConfigError(
+            f"{setting} {str(value)!r}: {path} does not exist "
+            f"(give a file or a bundled preset: {', '.join(kind.names)})"
+        )
+    return path
