@@ -14,10 +14,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rehearsal import definition
+from rehearsal import definition, faults
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_BIN = ROOT / "node_modules" / ".bin"
@@ -31,7 +32,7 @@ def rehearse(
     cdk_out: Path = ROOT / "cdk.out",
     dataset_dir: Path | None = None,
     dataset_prefix: str = "datasets/demo",
-    capacity_errors: int = 0,
+    fault_names: Sequence[str] = (),
 ) -> dict:
     """Run one execution; returns {"output": ...} or {"error": ..., "cause": ...}."""
     template = cdk_out / f"{STACK}.template.json"
@@ -52,7 +53,7 @@ def rehearse(
             "prepare_environment": local.prepare_environment,
             "buckets": str(buckets),
             "jobs": str(jobs),
-            "capacity_errors": capacity_errors,
+            "faults": list(fault_names),
         },
     }
     run_dir = workdir / "executions" / name
@@ -137,11 +138,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", type=Path, help="a prepared dataset to put in the local bucket")
     p.add_argument("--dataset-prefix", default="datasets/demo", help="where it goes in the bucket")
     p.add_argument(
-        "--simulate-capacity-errors",
-        type=int,
-        default=0,
-        metavar="N",
-        help="the first N training jobs fail for lack of capacity, as SageMaker reports it",
+        "--fault",
+        dest="faults",
+        action="append",
+        default=[],
+        choices=sorted(faults.FAULTS),
+        help="the next training job fails this way, as SageMaker reports it (repeatable: "
+        "one job each, in order; see rehearsal/faults.py)",
     )
     p.set_defaults(run=_main)
 
@@ -155,7 +158,7 @@ def _main(args: argparse.Namespace) -> int:
             args.cdk_out,
             args.dataset,
             args.dataset_prefix,
-            args.simulate_capacity_errors,
+            args.faults,
         )
     except (
         OSError,

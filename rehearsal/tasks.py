@@ -12,20 +12,18 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 
+from rehearsal import faults
+from rehearsal.faults import TaskError
 from rehearsal.local_sagemaker import ResourceInUse, ValidationException, run_training_job
 
 LAMBDA_INVOKE = ":states:::lambda:invoke"
 TRAINING_JOB = ":states:::sagemaker:createTrainingJob.sync"
 SNS_PUBLISH = ":states:::sns:publish"
-
-
-class TaskError(Exception):
-    def __init__(self, name: str, cause: str) -> None:
-        super().__init__(cause)
-        self.name, self.cause = name, cause
 
 
 def _say(text: str) -> None:
@@ -39,24 +37,30 @@ def invoke_prepare(parameters: dict, config: dict) -> dict:
 
     try:
         payload = handler(parameters["Payload"], None)
-    except Exception as exc:  # Lambda reports the exception's class name as the error
-        raise TaskError(type(exc).__name__, str(exc)) from None
+    except Exception as exc:  # the function's error, as Lambda hands it to Step Functions
+        raise TaskError(type(exc).__name__, _lambda_error(exc)) from None
     _say(f"[prepare] job {payload['request']['TrainingJobName']} (attempt {payload['attempt']})")
     return {"StatusCode": 200, "Payload": payload}
 
 
-def create_training_job(request: dict, config: dict) -> dict:
-    """createTrainingJob.sync: run the job to its end; a failed job is States.TaskFailed."""
-    if _simulated_capacity_error(config):
-        _say(f"[rehearsal] {request['TrainingJobName']}: simulating a capacity shortage")
-        job = {
-            "TrainingJobName": request["TrainingJobName"],
-            "TrainingJobStatus": "Failed",
-            "SecondaryStatus": "Failed",
-            "FailureReason": "CapacityError: Unable to provision requested ML compute capacity. "
-            "(simulated by the rehearsal)",
+def _lambda_error(exc: Exception) -> str:
+    """Lambda's Cause for a function error: a JSON object, not the bare message."""
+    return json.dumps(
+        {
+            "errorMessage": str(exc),
+            "errorType": type(exc).__name__,
+            "requestId": str(uuid.uuid4()),
+            "stackTrace": traceback.format_tb(exc.__traceback__),
         }
-        raise TaskError("States.TaskFailed", json.dumps(job))
+    )
+
+
+def create_training_job(request: dict, config: dict) -> dict:
+    """createTrainingJob.sync: run the job to its end, failing as the integration fails."""
+    fault = _next_fault(config)
+    if fault:
+        _say(f"[rehearsal] {request['TrainingJobName']}: playing the fault {fault!r}")
+        request = faults.bend(fault, request)
     try:
         job = run_training_job(
             request,
@@ -65,24 +69,23 @@ def create_training_job(request: dict, config: dict) -> dict:
             on_line=lambda line: _say(f"  {line}"),
         )
     except ResourceInUse as exc:
-        raise TaskError("SageMaker.ResourceInUseException", str(exc)) from None
+        raise faults.api_error("ResourceInUse", str(exc)) from None
     except ValidationException as exc:
-        raise TaskError("SageMaker.ValidationException", str(exc)) from None
+        raise faults.api_error("ValidationException", str(exc)) from None
     if job["TrainingJobStatus"] != "Completed":
-        # Step Functions' Cause for a failed .sync job is the DescribeTrainingJob JSON.
-        raise TaskError("States.TaskFailed", json.dumps(job))
+        raise faults.job_ended(job)
     return job
 
 
-def _simulated_capacity_error(config: dict) -> bool:
-    """Whether this job is one of the first `capacity_errors` of the rehearsal."""
-    counter = Path(config["jobs"]) / ".capacity-errors-simulated"
-    done = int(counter.read_text()) if counter.is_file() else 0
-    if done >= config.get("capacity_errors", 0):
-        return False
+def _next_fault(config: dict) -> str | None:
+    """The fault this job plays: the rehearsal's faults are used up one per job, in order."""
+    counter = Path(config["jobs"]) / ".faults-played"
+    played = int(counter.read_text()) if counter.is_file() else 0
+    if played >= len(config.get("faults", [])):
+        return None
     counter.parent.mkdir(parents=True, exist_ok=True)
-    counter.write_text(str(done + 1))
-    return True
+    counter.write_text(str(played + 1))
+    return config["faults"][played]
 
 
 def publish(parameters: dict, config: dict) -> dict:

@@ -2,10 +2,13 @@
 
     Start -> Prepare (Lambda: validate the input, name the job, build the request)
           -> Train (createTrainingJob.sync) -> Succeeded (publish the model URI)
-    Prepare fails on bad input -> Notify -> Fail (the error names the field)
-    Train hits capacity/throttling -> wait, Prepare again with a fresh job name (SageMaker
-          rejects a reused name, which is what a plain Retry would send)
-    Train fails -> Notify -> Fail carrying the job's FailureReason
+    Prepare refuses the input -> Notify -> Fail (the error names the field)
+    Train cannot start for lack of quota (ResourceLimitExceeded), is throttled, or the
+          job finds no capacity (FailureReason "CapacityError...") -> back off, Prepare
+          again with a fresh job name (SageMaker rejects a reused name, which is what a
+          plain Retry would send) -> ... -> attempts spent: Notify -> Fail
+    Any other end: Notify -> Fail, whose Error/Cause say what happened: the job's
+          FailureReason, else the API error, else the job's status
 
 CDK's SageMakerCreateTrainingJob task cannot set managed spot training, CheckpointConfig,
 MaxWaitTimeInSeconds or inter-container encryption, so Train is a CustomState on the
@@ -32,15 +35,24 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
-from training.execution import parse_input
+from training.execution import MAX_HOURS, parse_input
 
 ROOT = Path(__file__).resolve().parents[1]
 # The Lambda carries only the contract modules it needs from the training package.
 LAMBDA_MODULES = ("__init__", "errors", "hyperparams", "metrics", "execution")
-# SageMaker API errors worth another attempt with a fresh job name (quota in use by other
-# jobs, throttling); a job that starts but finds no capacity fails with a FailureReason
-# starting "CapacityError", handled after Train.
-RETRYABLE = ["SageMaker.ResourceLimitExceededException", "SageMaker.ThrottlingException"]
+# How createTrainingJob.sync fails. A SageMaker API error is named "SageMaker." + the
+# Java SDK's exception class, with a plain-text Cause ("... (Service: AmazonSageMaker;
+# Status Code: 400; Error Code: ValidationException; ...)"); only ResourceLimitExceeded has
+# a class of its own, every other code (ValidationException, AccessDeniedException,
+# ThrottlingException) is AmazonSageMakerException. A job that ends Failed or Stopped is
+# States.TaskFailed with its DescribeTrainingJob JSON as Cause. In a Catch, States.TaskFailed
+# matches every error but States.Timeout, so the specific catchers come first.
+RESOURCE_LIMIT = "SageMaker.ResourceLimitExceededException"
+API_ERROR = "SageMaker.AmazonSageMakerException"
+THROTTLED_CAUSE = "*ThrottlingException*"
+JOB_CAUSE = '{*"TrainingJobStatus"*'  # StringToJson on anything else would fail the execution
+CAPACITY_REASON = "CapacityError*"  # a started job's FailureReason when no instances were found
+LAMBDA_CAUSE = '{*"errorMessage"*'  # a Lambda error's Cause: {"errorMessage", "errorType", ...}
 # Request fields the Prepare step always returns; passed on one by one (JSONPath).
 REQUEST_FIELDS = (
     "TrainingJobName",
@@ -73,8 +85,7 @@ class TrainingPipelineProps:
     # (e.g. {"instance_type": "ml.p4d.24xlarge", "instance_count": 2}); checked at synth.
     input_defaults: Mapping[str, object] = field(default_factory=dict)
     max_attempts: int = 3
-    retry_wait_minutes: int = 5
-    timeout_days: int = 30
+    retry_wait_minutes: int = 5  # before the second attempt; doubled before each later one
 
 
 class TrainingPipeline(Construct):
@@ -141,44 +152,21 @@ class TrainingPipeline(Construct):
 
     def _state_machine(self) -> sfn.StateMachine:
         failed = sfn.Fail(self, "Failed", error_path="$.error.Error", cause_path="$.error.Cause")
-        fail_notice = self._notify("NotifyFailure", "failed", "$.error").next(failed)
-        prepare = tasks.LambdaInvoke(
-            self,
-            "Prepare job",
-            lambda_function=self.prepare_function,
-            payload=sfn.TaskInput.from_object(
-                {
-                    "input.$": "$$.Execution.Input",
-                    "execution.$": "$$.Execution.Name",
-                    "attempt.$": "$.attempt",
-                }
-            ),
-            result_selector={"request.$": "$.Payload.request", "attempt.$": "$.Payload.attempt"},
-            result_path="$.job",
-            retry_on_service_exceptions=True,
-        )
-        prepare.add_catch(fail_notice, errors=["States.ALL"], result_path="$.error")
+        fail_notice = self._notify("NotifyFailure", "failed", "$.error")
+        # A notice that cannot be sent must not hide the failure it was about.
+        fail_notice.add_catch(failed, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
+        fail_notice.next(failed)
+        prepare = self._prepare_state(fail_notice)
+        again = self._another_attempt(prepare, fail_notice)
         train = self._train_state()
-        again = sfn.Choice(self, "Another attempt?")
-        wait = sfn.Wait(
-            self,
-            "Back off",
-            time=sfn.WaitTime.duration(Duration.minutes(self.props.retry_wait_minutes)),
-        )
-        count = sfn.Pass(
-            self,
-            "Count attempt",
-            parameters={"attempt.$": "States.MathAdd($.job.attempt, 1)"},
-        )
-        train.add_catch(again, errors=RETRYABLE, result_path="$.error")
+        train.add_catch(again, errors=[RESOURCE_LIMIT], result_path="$.error")
+        throttled = sfn.Choice(self, "Throttled?")
+        throttled.when(sfn.Condition.string_matches("$.error.Cause", THROTTLED_CAUSE), again)
+        train.add_catch(throttled.otherwise(fail_notice), errors=[API_ERROR], result_path="$.error")
         train.add_catch(
-            self._job_failure(again, failed), errors=["States.TaskFailed"], result_path="$.error"
+            self._job_end(again, fail_notice), errors=["States.TaskFailed"], result_path="$.error"
         )
         train.add_catch(fail_notice, errors=["States.ALL"], result_path="$.error")
-        again.when(
-            sfn.Condition.number_less_than("$.job.attempt", self.props.max_attempts),
-            wait.next(count).next(prepare),
-        ).otherwise(fail_notice)
         succeeded = sfn.Pass(
             self,
             "Model",
@@ -208,7 +196,7 @@ class TrainingPipeline(Construct):
             "StateMachine",
             state_machine_name=f"{self.props.name_prefix}-pretraining",
             definition_body=sfn.DefinitionBody.from_chainable(definition),
-            timeout=Duration.days(self.props.timeout_days),
+            timeout=self.execution_timeout(),
             tracing_enabled=True,
             logs=sfn.LogOptions(
                 destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True
@@ -216,6 +204,75 @@ class TrainingPipeline(Construct):
         )
         self._grant_training(machine.role)
         return machine
+
+    def backoff_seconds(self) -> list[int]:
+        """The wait before attempt 2, 3, ...: retry_wait_minutes, doubling each time."""
+        first = self.props.retry_wait_minutes * 60
+        return [first * 2**n for n in range(self.props.max_attempts - 1)]
+
+    def execution_timeout(self) -> Duration:
+        """Long enough for every attempt to run as long as SageMaker lets a job run (spot
+        waiting included), plus the back-offs and an hour for the steps around them, so
+        the timeout never cuts off an attempt that SageMaker would have let finish."""
+        attempts = self.props.max_attempts * MAX_HOURS * 3600
+        return Duration.seconds(attempts + sum(self.backoff_seconds()) + 3600)
+
+    def _prepare_state(self, fail_notice: sfn.IChainable) -> tasks.LambdaInvoke:
+        prepare = tasks.LambdaInvoke(
+            self,
+            "Prepare job",
+            lambda_function=self.prepare_function,
+            payload=sfn.TaskInput.from_object(
+                {
+                    "input.$": "$$.Execution.Input",
+                    "execution.$": "$$.Execution.Name",
+                    "attempt.$": "$.attempt",
+                }
+            ),
+            result_selector={"request.$": "$.Payload.request", "attempt.$": "$.Payload.attempt"},
+            result_path="$.job",
+            retry_on_service_exceptions=True,
+        )
+        # A function's error (ExecutionInputError, ...) has Lambda's JSON as Cause: keep its
+        # message. Anything else (a Lambda service error) goes out as it came.
+        read = sfn.Pass(
+            self,
+            "Read Prepare error",
+            parameters={"Lambda.$": "States.StringToJson($.error.Cause)"},
+            result_path="$.failure",
+        )
+        message = sfn.Pass(
+            self,
+            "Prepare error",
+            parameters={"Error.$": "$.error.Error", "Cause.$": "$.failure.Lambda.errorMessage"},
+            result_path="$.error",
+        )
+        function_error = sfn.Choice(self, "Function error?")
+        function_error.when(
+            sfn.Condition.string_matches("$.error.Cause", LAMBDA_CAUSE),
+            read.next(message).next(fail_notice),
+        ).otherwise(fail_notice)
+        prepare.add_catch(function_error, errors=["States.ALL"], result_path="$.error")
+        return prepare
+
+    def _another_attempt(self, prepare: sfn.IChainable, fail_notice: sfn.IChainable) -> sfn.Choice:
+        """Back off, then Prepare names the next attempt's job afresh; or give up."""
+        waits = ", ".join(str(seconds) for seconds in [0, *self.backoff_seconds()])
+        count = sfn.Pass(
+            self,
+            "Count attempt",
+            parameters={
+                "attempt.$": "States.MathAdd($.job.attempt, 1)",
+                "backoff.$": f"States.ArrayGetItem(States.Array({waits}), $.job.attempt)",
+            },
+        )
+        wait = sfn.Wait(self, "Back off", time=sfn.WaitTime.seconds_path("$.backoff"))
+        again = sfn.Choice(self, "Another attempt?")
+        again.when(
+            sfn.Condition.number_less_than("$.job.attempt", self.props.max_attempts),
+            count.next(wait).next(prepare),
+        ).otherwise(fail_notice)
+        return again
 
     def _train_state(self) -> sfn.CustomState:
         fields = (*REQUEST_FIELDS, "VpcConfig") if self.props.subnet_ids else REQUEST_FIELDS
@@ -231,31 +288,46 @@ class TrainingPipeline(Construct):
             },
         )
 
-    def _job_failure(self, again: sfn.Choice, failed: sfn.Fail) -> sfn.IChainable:
-        """A failed job's Cause is its DescribeTrainingJob JSON: keep its FailureReason, and
-        try again when SageMaker could not find the instances."""
-        parse = sfn.Pass(
+    def _job_end(self, again: sfn.IChainable, fail_notice: sfn.IChainable) -> sfn.Choice:
+        """States.TaskFailed: a job that ended Failed or Stopped (its DescribeTrainingJob
+        JSON as Cause) becomes TrainingJobFailed/TrainingJobStopped with its FailureReason,
+        or its status when it has none; a capacity shortage tries again."""
+        read = sfn.Pass(
             self,
-            "Read failure",
-            parameters={
-                "Error": "TrainingJobFailed",
-                "Job.$": "States.StringToJson($.error.Cause)",
-            },
+            "Read job",
+            parameters={"Job.$": "States.StringToJson($.error.Cause)"},
             result_path="$.failure",
         )
+        error = "States.Format('TrainingJob{}', $.failure.Job.TrainingJobStatus)"
         reason = sfn.Pass(
             self,
             "Failure reason",
-            parameters={"Error.$": "$.failure.Error", "Cause.$": "$.failure.Job.FailureReason"},
+            parameters={"Error.$": error, "Cause.$": "$.failure.Job.FailureReason"},
             result_path="$.error",
         )
-        notify = reason.next(self._notify("NotifyJobFailure", "failed", "$.error")).next(failed)
-        capacity = sfn.Choice(self, "Out of capacity?")
-        return parse.next(
-            capacity.when(
-                sfn.Condition.string_matches("$.failure.Job.FailureReason", "CapacityError*"), again
-            ).otherwise(notify)
+        status = sfn.Pass(
+            self,
+            "Job status",
+            parameters={
+                "Error.$": error,
+                "Cause.$": "States.Format('The training job {} ended {} ({}) without a "
+                "FailureReason', $.failure.Job.TrainingJobName, "
+                "$.failure.Job.TrainingJobStatus, $.failure.Job.SecondaryStatus)",
+            },
+            result_path="$.error",
         )
+        capacity = sfn.Choice(self, "Out of capacity?")
+        capacity.when(sfn.Condition.string_matches("$.error.Cause", CAPACITY_REASON), again)
+        has_reason = sfn.Choice(self, "Has a reason?")
+        has_reason.when(
+            sfn.Condition.is_present("$.failure.Job.FailureReason"),
+            reason.next(capacity.otherwise(fail_notice)),
+        ).otherwise(status.next(fail_notice))
+        ended = sfn.Choice(self, "Job ended?")
+        ended.when(
+            sfn.Condition.string_matches("$.error.Cause", JOB_CAUSE), read.next(has_reason)
+        ).otherwise(fail_notice)
+        return ended
 
     def _notify(self, construct_id: str, outcome: str, path: str) -> tasks.SnsPublish:
         return tasks.SnsPublish(
@@ -279,11 +351,14 @@ class TrainingPipeline(Construct):
         )
         role.add_to_principal_policy(
             iam.PolicyStatement(
+                # ListTags as AWS's policy for createTrainingJob.sync has it, scoped to the
+                # jobs the integration creates (docs: step-functions/latest/dg/sagemaker-iam).
                 actions=[
                     "sagemaker:CreateTrainingJob",
                     "sagemaker:DescribeTrainingJob",
                     "sagemaker:StopTrainingJob",
                     "sagemaker:AddTags",
+                    "sagemaker:ListTags",
                 ],
                 resources=[jobs],
             )

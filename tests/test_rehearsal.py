@@ -89,10 +89,12 @@ def test_an_execution_on_the_demo_dataset_trains_and_returns_the_model_uri(
     assert {"model.pdparams", "vocab.txt", "ernie_config.json"} <= names
 
 
-def test_bad_input_fails_before_any_job(cdk_out, dataset, tmp_path):
+def test_bad_input_fails_before_any_job(cdk_out, dataset, tmp_path, capfd):
     result = rehearse({"instance_count": 99}, tmp_path / "r", cdk_out, dataset)
     assert result["error"] == "ExecutionInputError"
-    assert "instance_count" in result["cause"]
+    # The function's message, not Lambda's JSON wrapping of it.
+    assert result["cause"].startswith("invalid execution input: instance_count: ")
+    assert "[sns] ernie pretraining failed" in capfd.readouterr().err
     assert not (tmp_path / "r" / "jobs").exists()
 
 
@@ -106,19 +108,64 @@ def test_a_failing_job_ends_in_fail_with_its_failure_reason(cdk_out, dataset, tm
     assert "part-00000.gz line 2" in result["cause"]
 
 
+def _jobs(workdir: Path) -> list[str]:
+    return sorted(p.name for p in (workdir / "jobs").iterdir() if p.is_dir())
+
+
 def test_a_capacity_shortage_is_retried_under_a_fresh_job_name(cdk_out, dataset, tmp_path):
-    result = rehearse(tiny_input(), tmp_path / "r", cdk_out, dataset, capacity_errors=1)
+    result = rehearse(tiny_input(), tmp_path / "r", cdk_out, dataset, fault_names=["capacity"])
     output = result["output"]
     assert output["attempts"] == 2
     assert "-a2-" in output["training_job"]
-    jobs = sorted(p.name for p in (tmp_path / "r" / "jobs").iterdir() if p.is_dir())
-    assert jobs == [output["training_job"]]  # the first attempt's job never started
+    assert _jobs(tmp_path / "r") == [output["training_job"]]  # the first attempt's never ran
 
 
-def test_retries_run_out_and_the_execution_fails(cdk_out, dataset, tmp_path):
-    result = rehearse(tiny_input(), tmp_path / "r", cdk_out, dataset, capacity_errors=5)
-    assert result["error"] == "States.TaskFailed"
-    assert "CapacityError" in result["cause"]
+def test_a_used_up_quota_and_throttling_are_retried_under_fresh_job_names(
+    cdk_out, dataset, tmp_path
+):
+    faults = ["resource-limit", "throttled"]
+    result = rehearse(tiny_input(), tmp_path / "r", cdk_out, dataset, fault_names=faults)
+    output = result["output"]
+    assert output["attempts"] == 3 and "-a3-" in output["training_job"]
+    assert _jobs(tmp_path / "r") == [output["training_job"]]
+
+
+def test_retries_run_out_and_the_execution_fails_with_the_last_reason(
+    cdk_out, dataset, tmp_path, capfd
+):
+    result = rehearse(tiny_input(), tmp_path / "r", cdk_out, dataset, fault_names=["capacity"] * 3)
+    assert result["error"] == "TrainingJobFailed"
+    assert result["cause"].startswith("CapacityError: ")
+    err = capfd.readouterr().err
+    assert err.count("[prepare] job ") == 3 and "[sns] ernie pretraining failed" in err
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "cause"),
+    [
+        (
+            "access-denied",
+            "SageMaker.AmazonSageMakerException",
+            "Error Code: AccessDeniedException",
+        ),
+        (
+            "invalid-request",
+            "SageMaker.AmazonSageMakerException",
+            "Error Code: ValidationException",
+        ),
+        ("stopped", "TrainingJobStopped", "ended Stopped (MaxRuntimeExceeded) without a Failure"),
+    ],
+)
+def test_what_retrying_cannot_fix_is_reported_after_one_attempt(
+    cdk_out, dataset, tmp_path, capfd, fault, error, cause
+):
+    result = rehearse(tiny_input(), tmp_path / "r", cdk_out, dataset, fault_names=[fault])
+    assert result["error"] == error
+    assert cause in result["cause"]
+    err = capfd.readouterr().err
+    assert err.count("[prepare] job ") == 1
+    notice = next(line for line in err.splitlines() if line.startswith("[sns] "))
+    assert "ernie pretraining failed" in notice and error in notice
 
 
 def test_the_definition_is_the_synthesized_one_made_local(cdk_out):

@@ -20,9 +20,9 @@ from aws_cdk.assertions import Match, Template
 
 from operations.stack import OUTPUTS
 from stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
-from stacks.training_pipeline import LAMBDA_MODULES, REQUEST_FIELDS, RETRYABLE
+from stacks.training_pipeline import API_ERROR, LAMBDA_MODULES, REQUEST_FIELDS, RESOURCE_LIMIT
 from tests.cdk_support import ENV, ROOT, cfn_lint_problems, feature_flags, synth_under_nag
-from training.execution import ExecutionInputError
+from training.execution import MAX_HOURS, ExecutionInputError
 from training.metrics import METRIC_DEFINITIONS
 
 
@@ -87,26 +87,60 @@ def test_train_state_runs_create_training_job_sync_with_the_prepared_request(syn
     assert in_vpc["VpcConfig.$"] == "$.job.request.VpcConfig"
 
 
-def test_capacity_and_throttling_retry_with_a_fresh_name_then_fail_with_the_reason(synth):
+def test_train_catches_api_errors_before_job_failures_and_every_path_notifies(synth):
     states = _definition(synth.template)["States"]
-    catches = {tuple(c["ErrorEquals"]): c["Next"] for c in states["Train"]["Catch"]}
-    assert catches[tuple(RETRYABLE)] == "Another attempt?"
-    assert catches[("States.TaskFailed",)] == "Read failure"
+    catches = [(c["ErrorEquals"], c["Next"], c["ResultPath"]) for c in states["Train"]["Catch"]]
+    # In order: States.TaskFailed matches every error but States.Timeout, so it comes last
+    # but one, after the errors whose Cause is plain text.
+    assert catches == [
+        ([RESOURCE_LIMIT], "Another attempt?", "$.error"),
+        ([API_ERROR], "Throttled?", "$.error"),
+        (["States.TaskFailed"], "Job ended?", "$.error"),
+        (["States.ALL"], "NotifyFailure", "$.error"),
+    ]
+    assert states["Throttled?"]["Choices"][0]["StringMatches"] == "*ThrottlingException*"
+    assert states["Throttled?"]["Default"] == "NotifyFailure"
+    # Only a DescribeTrainingJob JSON is parsed; any other Cause is reported as it is.
+    assert states["Job ended?"]["Choices"][0] == {
+        "Variable": "$.error.Cause",
+        "StringMatches": '{*"TrainingJobStatus"*',
+        "Next": "Read job",
+    }
+    assert states["Job ended?"]["Default"] == "NotifyFailure"
+    assert states["Has a reason?"]["Choices"][0]["IsPresent"] is True
+    assert states["Has a reason?"]["Default"] == "Job status"
+    assert states["Out of capacity?"]["Choices"][0]["StringMatches"] == "CapacityError*"
+    assert states["Out of capacity?"]["Choices"][0]["Next"] == "Another attempt?"
+    assert states["Prepare job"]["Catch"][0]["Next"] == "Function error?"
+    # Every failure is published, then fails the execution, even when publishing fails.
+    assert states["NotifyFailure"]["Next"] == "Failed"
+    assert states["NotifyFailure"]["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Failed"}
+    ]
+    assert states["Failed"] == {
+        "Type": "Fail",
+        "ErrorPath": "$.error.Error",
+        "CausePath": "$.error.Cause",
+    }
+    assert states["NotifySuccess"]["Next"] == "Done" and states["Done"]["Type"] == "Succeed"
+    assert states["Model"]["Parameters"]["model.$"] == "$.training.ModelArtifacts.S3ModelArtifacts"
+
+
+def test_attempts_back_off_doubling_and_the_timeout_outlasts_them_all(synth):
+    definition = _definition(synth.template)
+    states = definition["States"]
     assert states["Another attempt?"]["Choices"][0]["NumericLessThan"] == 3
     # The loop goes back through Prepare, which names the job for the new attempt.
-    assert states["Back off"]["Next"] == "Count attempt"
-    assert states["Count attempt"]["Next"] == "Prepare job"
-    capacity = states["Out of capacity?"]
-    assert states["Read failure"]["Next"] == "Out of capacity?"
-    assert capacity["Choices"][0]["StringMatches"] == "CapacityError*"
-    assert capacity["Choices"][0]["Next"] == "Another attempt?"
-    assert states["Failure reason"]["Parameters"]["Cause.$"] == "$.failure.Job.FailureReason"
-    assert states["Failed"]["Type"] == "Fail" and states["Failed"]["CausePath"] == "$.error.Cause"
-    # Every failure is published, then fails the execution (a notice must not end it as a success).
-    assert states["NotifyFailure"]["Next"] == states["NotifyJobFailure"]["Next"] == "Failed"
-    assert states["NotifySuccess"]["Next"] == "Done" and states["Done"]["Type"] == "Succeed"
-    assert states["Prepare job"]["Catch"][0]["Next"] == "NotifyFailure"
-    assert states["Model"]["Parameters"]["model.$"] == "$.training.ModelArtifacts.S3ModelArtifacts"
+    count = states["Count attempt"]
+    assert count["Next"] == "Back off" and states["Back off"]["Next"] == "Prepare job"
+    assert count["Parameters"]["backoff.$"] == (
+        "States.ArrayGetItem(States.Array(0, 300, 600), $.job.attempt)"
+    )
+    assert states["Back off"]["SecondsPath"] == "$.backoff"
+    # Three attempts of SageMaker's longest job (28 days, spot waiting included), the
+    # back-offs and an hour: the execution never times out while an attempt may still run.
+    assert definition["TimeoutSeconds"] == 3 * MAX_HOURS * 3600 + 300 + 600 + 3600
+    assert definition["TimeoutSeconds"] <= 365 * 86400  # a standard workflow's longest
 
 
 def test_state_machine_logs_everything_and_traces(synth):
@@ -131,6 +165,7 @@ def test_state_machine_may_only_run_this_prefix_and_pass_the_role_to_sagemaker(s
                 "sagemaker:DescribeTrainingJob",
                 "sagemaker:StopTrainingJob",
                 "sagemaker:AddTags",
+                "sagemaker:ListTags",
             ]
         )
     ]
