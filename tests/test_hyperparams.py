@@ -89,3 +89,32 @@ def test_values_json_encoded_by_the_sagemaker_sdk_are_accepted():
     hp = hyperparams.parse({"ernie_config_path": '"ernie-tiny"', "batch_size": "4096"})
     assert hp.ernie_config_path == "ernie-tiny" and hp.batch_size == 4096
     assert hyperparams.parse({"use_fp16": '"true"'}).use_fp16 is True
+
+
+def test_defaults_are_the_original_ernies_where_the_names_are_its():
+    # ernie/pretrain_args.py of PaddlePaddle/ERNIE (branch repro), and batch_size /
+    # in_tokens as its script/zh_task/pretrain.sh passes them.
+    original = {
+        "epoch": 100,
+        "learning_rate": 0.0001,
+        "weight_decay": 0.01,
+        "num_train_steps": 1000000,
+        "warmup_steps": 5000,
+        "save_steps": 10000,
+        "validation_steps": 1000,
+        "use_fp16": False,
+        "use_dynamic_loss_scaling": True,
+        "init_loss_scaling": 102400,
+        "incr_every_n_steps": 100,
+        "decr_every_n_nan_or_inf": 2,
+        "incr_ratio": 2.0,
+        "decr_ratio": 0.8,
+        "skip_steps": 10,
+        "max_seq_len": 512,
+        "weight_sharing": True,
+        "generate_neg_sample": False,
+        "batch_size": 8192,
+        "in_tokens": True,
+    }
+    default = hyperparams.parse({})
+    assert {name: getattr(default, name) for name in original} == original

@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+import pytest
+
 from tests.helpers import make_job
 from training import launch, layout
 
@@ -81,3 +84,36 @@ def test_one_trainer_failing_fails_the_job_with_its_reason(tmp_path):
     out = proc.communicate(timeout=240)[0]
     assert proc.returncode == 1, out
     assert "part-00001.gz is not a readable gzip file" in (base / "output" / "failure").read_text()
+
+
+def _trainer(proc: subprocess.Popen, rank: str) -> psutil.Process:
+    for child in psutil.Process(proc.pid).children():
+        if child.environ().get(launch.TRAINER_ID_ENV) == rank:
+            return child
+    raise AssertionError(f"no trainer {rank} under the entrypoint")
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_killed_trainer_is_named_as_the_first_failure(tmp_path, rank):
+    """Not the survivor's abort or collective timeout that follows from it."""
+    base = _job(tmp_path, num_train_steps="100000", save_steps="100000")
+    proc = _start(base)
+    try:
+        for line in proc.stdout:
+            if "[train] step=2 " in line:
+                break
+        _trainer(proc, rank).kill()
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out
+    reason = (base / "output" / "failure").read_text()
+    assert reason.startswith(f"trainer {rank} was killed by SIGKILL (status 137)"), reason
+
+
+def test_a_failed_trainers_own_reason_or_else_how_it_ended_is_reported(tmp_path):
+    layout.write_failure(launch.failure_dir(tmp_path, "3"), "shard x.gz line 2: bad")
+    assert launch._reason("3", 1, tmp_path) == "trainer 3: shard x.gz line 2: bad"
+    assert launch._reason("2", 7, tmp_path) == (
+        "trainer 2 ended with status 7 without leaving a reason; the other trainers were stopped"
+    )

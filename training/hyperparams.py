@@ -137,7 +137,9 @@ SPECS: dict[str, Spec] = {
         _non_negative_float, "0.01", "Decoupled weight decay (not on LayerNorm or biases)."
     ),
     "warmup_steps": Spec(
-        _non_negative_int, "10000", "Linear warm-up steps from 0 to learning_rate."
+        _non_negative_int,
+        "5000",
+        "Linear warm-up steps from 0 to learning_rate; 0 keeps the rate constant.",
     ),
     "num_train_steps": Spec(
         _positive_int, "1000000", "Optimizer steps; the rate decays linearly to 0 here."
@@ -156,18 +158,18 @@ SPECS: dict[str, Spec] = {
         "auto",
         "New. Mixed-precision type: auto picks bfloat16 where the GPU supports it, else float16.",
     ),
-    "init_loss_scaling": Spec(_positive_float, "32768", "Initial loss scale for float16."),
+    "init_loss_scaling": Spec(_positive_float, "102400", "Initial loss scale for float16."),
     "use_dynamic_loss_scaling": Spec(
         _bool, "true", "Adjust the float16 loss scale as overflows occur."
     ),
     "incr_every_n_steps": Spec(
-        _positive_int, "1000", "Grow the loss scale after this many clean steps."
+        _positive_int, "100", "Grow the loss scale after this many clean steps."
     ),
     "decr_every_n_nan_or_inf": Spec(
         _positive_int, "2", "Shrink the loss scale after this many overflows."
     ),
     "incr_ratio": Spec(_positive_float, "2.0", "Loss-scale growth factor."),
-    "decr_ratio": Spec(_positive_float, "0.5", "Loss-scale shrink factor."),
+    "decr_ratio": Spec(_positive_float, "0.8", "Loss-scale shrink factor."),
     # Runtime
     "use_cuda": Spec(_bool, "true", "Train on the GPU when there is one; false forces the CPU."),
     "is_distributed": Spec(

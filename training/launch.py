@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,14 @@ def trainer_environments(
     return envs
 
 
-def run_trainers(envs: list[dict[str, str]]) -> int:
-    """Run `ernie-sm train` once per environment; return 0, 143 if stopped, else the failure's code."""
+def failure_dir(output_dir: Path, rank: str) -> Path:
+    """Where trainer `rank` leaves its reason; the entrypoint makes the job's of the first."""
+    return output_dir / "trainers" / f"rank-{rank}"
+
+
+def run_trainers(envs: list[dict[str, str]], output_dir: Path) -> tuple[int, str | None]:
+    """Run `ernie-sm train` once per environment; returns (0, None), (143, None) when
+    stopped, or (1, the reason of the trainer that failed first)."""
     trainers = [
         subprocess.Popen([sys.executable, "-m", "training.cli", "train"], env={**os.environ, **env})
         for env in envs
@@ -64,26 +71,48 @@ def run_trainers(envs: list[dict[str, str]]) -> int:
             if trainer.poll() is None:
                 trainer.send_signal(signum)
 
+    ended: list[int] = []  # trainers, in the order their ends were seen
+
+    def see_ends(*_: object) -> None:
+        for i, trainer in enumerate(trainers):
+            if i not in ended and trainer.poll() is not None:
+                ended.append(i)
+
     signal.signal(signal.SIGTERM, forward)
+    # Seen at once, a trainer's end comes before its peers' reactions to it (an abort on a
+    # closed connection, a collective timing out), so the first failure is the cause.
+    signal.signal(signal.SIGCHLD, see_ends)
     log.info("started %d trainer(s) on this host", len(trainers))
-    killed = False
-    while any(t.poll() is None for t in trainers):
-        if _failures(trainers) and not killed:
+    stopping = False
+    while len(ended) < len(trainers):
+        see_ends()
+        failed = [i for i in ended if _status(trainers[i].returncode) not in (0, STOPPED)]
+        if failed and not stopping:
             # The others would wait on its gradients until a collective times out.
-            log.error("a trainer failed: stopping the others")
+            log.error("trainer %s failed: stopping the others", envs[failed[0]][TRAINER_ID_ENV])
             forward(signal.SIGKILL, None)
-            killed = True
+            stopping = True
         time.sleep(0.2)
-    failures = _failures(trainers)
-    if not failures:
-        return max(_status(t.returncode) for t in trainers)  # 0, or 143 when stopped
-    # A trainer that failed with a reason (status 1) is the cause; crashes follow from it.
-    return FAILED if FAILED in failures else failures[0]
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    failed = [i for i in ended if _status(trainers[i].returncode) not in (0, STOPPED)]
+    if not failed:
+        return max(_status(t.returncode) for t in trainers), None  # 0, or 143 when stopped
+    first = failed[0]
+    return FAILED, _reason(envs[first][TRAINER_ID_ENV], trainers[first].returncode, output_dir)
 
 
-def _failures(trainers: list[subprocess.Popen]) -> list[int]:
-    ended = (_status(t.returncode) for t in trainers if t.returncode is not None)
-    return [code for code in ended if code not in (0, STOPPED)]
+def _reason(rank: str, returncode: int, output_dir: Path) -> str:
+    written = failure_dir(output_dir, rank) / "failure"
+    if written.is_file():
+        return f"trainer {rank}: {written.read_text(encoding='utf-8', errors='replace').strip()}"
+    status = _status(returncode)
+    how = f"ended with status {status}"
+    if status > 128:
+        name = signal.Signals(status - 128).name
+        how = f"was killed by {name} (status {status})"
+        if name == "SIGKILL":
+            how += ", as the kernel's out-of-memory killer ends a process"
+    return f"trainer {rank} {how} without leaving a reason; the other trainers were stopped"
 
 
 def _status(returncode: int) -> int:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
+import os
 import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,7 +28,16 @@ from training import hyperparams, launch, metrics, presets
 from training import layout as job_layout
 from training.checkpoint import CheckpointManager, rename_optimizer_state
 from training.config import load_config
-from training.data import Batch, DataPosition, PretrainingData, read_filelist, validation_batches
+from training.data import (
+    Batch,
+    DataPosition,
+    PretrainingData,
+    Shard,
+    ShardLimits,
+    parse_shard,
+    read_filelist,
+    validation_batches,
+)
 from training.errors import ConfigError, TrainingError
 from training.export import export_model, warm_start
 from training.hyperparams import Hyperparameters
@@ -92,6 +104,8 @@ def _log_to_stdout() -> None:
 
 def _fail(output_dir: Path, reason: str) -> int:
     log.error("training failed: %s", reason)
+    if launch.is_trainer():  # the entrypoint that started it reports the first failure
+        output_dir = launch.failure_dir(output_dir, os.environ[launch.TRAINER_ID_ENV])
     job_layout.write_failure(output_dir, reason)
     return 1
 
@@ -113,10 +127,8 @@ def _trainer_environments(hp: Hyperparameters, layout: JobLayout) -> list[dict[s
 
 
 def _run_trainers(envs: list[dict[str, str]], output_dir: Path) -> int:
-    status = launch.run_trainers(envs)
-    if status not in (0, EXIT_STOPPED) and not (output_dir / "failure").exists():
-        return _fail(output_dir, f"a trainer process ended with status {status} and no reason")
-    return status
+    status, reason = launch.run_trainers(envs, output_dir)
+    return _fail(output_dir, reason) if reason is not None else status
 
 
 def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | None:
@@ -132,6 +144,15 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
         )
     train_shards = read_filelist(_resolve(hp.train_filelist, train_dir))
     valid_shards = _valid_shards(layout, hp)
+    _check_valid_channel(
+        valid_shards,
+        ShardLimits(
+            config.vocab_size,
+            hp.max_seq_len,
+            config.max_position_embeddings,
+            config.type_vocab_size,
+        ),
+    )
     rank, world_size = _start_devices(hp)
     if rank != 0:  # one voice per job: SageMaker reads metrics from every trainer's output
         logging.getLogger().setLevel(logging.WARNING)
@@ -139,7 +160,7 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
     paddle.seed(hp.random_seed)
     model = ErnieForPretraining(config, vocab.pad_id, hp.weight_sharing)
     schedule = paddle.optimizer.lr.LambdaDecay(
-        hp.learning_rate, _linear_warmup_decay(hp.warmup_steps, hp.num_train_steps)
+        hp.learning_rate, _learning_rate_factor(hp.warmup_steps, hp.num_train_steps)
     )
     decayed = {p.name for n, p in model.named_parameters() if not no_decay(n)}
     optimizer = paddle.optimizer.AdamW(
@@ -208,15 +229,15 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
     tokens, window_start = 0, time.perf_counter()
     batches = data.batches(position)
     accumulation = hp.gradient_accumulation_steps
+    divergence = _DivergenceWatch(hp, amp_dtype)
     with data:
         while step < hp.num_train_steps:
-            if _stop_requested(stop, world_size):
+            if _any_rank(stop.requested, world_size):
                 save()
                 raise Stopped
             micro_batches = list(itertools.islice(batches, accumulation))
             if len(micro_batches) < accumulation:
-                log.info("finished %d epoch(s) at step %d", hp.epoch, step)
-                break
+                break  # the data ran out: reported below
             # One optimizer step over the micro-batches; gradients sync on the last one only.
             step_loss = step_mlm = step_acc = 0.0
             position = micro_batches[-1][1]  # where the data stands once this step is done
@@ -240,6 +261,9 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
             optimizer.clear_grad()
             schedule.step()
             step += 1
+            # Before anything is logged or saved: a diverged model must not replace a good
+            # checkpoint (every rank agrees, as rank 0 alone saves).
+            divergence.check(float(step_loss), step, saved_step, world_size)
 
             if step % hp.skip_steps == 0:
                 elapsed = time.perf_counter() - window_start
@@ -255,8 +279,9 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
                 log.info(metrics.train_line(stats))
                 tokens, window_start = 0, time.perf_counter()
             if valid_shards and step % hp.validation_steps == 0 and rank == 0:
-                stats = _validate(model, valid_shards, vocab, reading, stop, step)
-                log.info(metrics.valid_line(stats))
+                valid = _validate(model, valid_shards, vocab, reading, stop, step)
+                if valid is not None:
+                    log.info(metrics.valid_line(valid))
             if step % hp.save_steps == 0:
                 save()
 
@@ -266,11 +291,55 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
             data.skipped_over_length,
             hp.max_seq_len,
         )
+    save()
+    if step < hp.num_train_steps:
+        raise TrainingError(_ran_out(hp, step, data.skipped_over_length))
     if rank != 0:
         return None
-    save()
     export_model(model, config, vocab_path, layout.model_dir)
     return layout.model_dir
+
+
+def _ran_out(hp: Hyperparameters, step: int, skipped: int) -> str:
+    """Why a job that the data ran out on fails: a model not trained as asked is no result."""
+    if step == 0:
+        why = (
+            f"no sample of the train channel is at most max_seq_len {hp.max_seq_len} tokens "
+            f"({skipped} longer ones were left out)"
+            if skipped
+            else f"the train channel gives fewer than gradient_accumulation_steps "
+            f"({hp.gradient_accumulation_steps}) batches"
+        )
+        return f"no training step was taken: {why}"
+    return (
+        f"the training data ran out after {hp.epoch} epoch(s) at step {step} of "
+        f"num_train_steps {hp.num_train_steps}; the learning rate decays over "
+        "num_train_steps, so this model is not the one asked for. Raise epoch or lower "
+        f"num_train_steps (a checkpoint at step {step} lets a new job continue)"
+    )
+
+
+class _DivergenceWatch:
+    """Fails the job on a non-finite loss. Under float16 with dynamic loss scaling an
+    overflow is the scaler's cue to shrink the scale and skip the step, so the loss must
+    stay non-finite for as many steps as the scaler takes to shrink it to 1 first."""
+
+    def __init__(self, hp: Hyperparameters, amp_dtype: str | None) -> None:
+        self.patience = 1
+        if amp_dtype == "float16" and hp.use_dynamic_loss_scaling and hp.decr_ratio < 1:
+            shrinks = math.ceil(math.log(max(hp.init_loss_scaling, 1)) / -math.log(hp.decr_ratio))
+            self.patience = hp.decr_every_n_nan_or_inf * shrinks + 1
+        self.bad_steps = 0
+
+    def check(self, loss: float, step: int, saved_step: int, world_size: int) -> None:
+        self.bad_steps = self.bad_steps + 1 if not math.isfinite(loss) else 0
+        if _any_rank(self.bad_steps >= self.patience, world_size):
+            raise TrainingError(
+                f"training diverged: the loss is {loss} at step {step}"
+                + (f" and the {self.bad_steps - 1} before it" if self.bad_steps > 1 else "")
+                + "; nothing of it was saved (the newest checkpoint is from step "
+                f"{saved_step}). Lower learning_rate or max_grad_norm, or raise warmup_steps"
+            )
 
 
 def _validate(
@@ -280,13 +349,15 @@ def _validate(
     reading: dict,
     stop: StopSignal,
     step: int,
-) -> metrics.ValidStats:
-    """Loss over the whole valid channel, with the same masks every time."""
+) -> metrics.ValidStats | None:
+    """Loss over the whole valid channel, with the same masks every time; None when the
+    pass was cut short by a stop or met no sample (nothing was measured then)."""
     model.eval()
     mlm_sum = nsp_sum = correct = masked = samples = 0.0
     with paddle.no_grad():
         for batch in validation_batches(shards, vocab, **reading):
             if stop.requested:
+                samples = 0
                 break
             n_mask, n = len(batch.mask_label), len(batch.nsp_label)
             loss, mlm, acc = _losses(model, batch)
@@ -296,12 +367,14 @@ def _validate(
             masked += n_mask
             samples += n
     model.train()
-    mlm_mean = mlm_sum / max(masked, 1)
+    if not samples or not masked:
+        return None
+    mlm_mean = mlm_sum / masked
     return metrics.ValidStats(
         step=step,
-        loss=mlm_mean + nsp_sum / max(samples, 1),
+        loss=mlm_mean + nsp_sum / samples,
         mlm_loss=mlm_mean,
-        nsp_acc=correct / max(samples, 1),
+        nsp_acc=correct / samples,
     )
 
 
@@ -331,11 +404,30 @@ def _valid_shards(layout: JobLayout, hp: Hyperparameters) -> list:
     return read_filelist(_resolve(hp.valid_filelist, layout.channel(job_layout.VALID)))
 
 
-def _linear_warmup_decay(warmup_steps: int, total_steps: int):
+def _check_valid_channel(shards: list[Shard], limits: ShardLimits) -> None:
+    """Read the valid channel once before any paid step: a malformed line, or a channel with
+    no sample that fits, is a configuration error now rather than at the first validation."""
+    parsed = [parse_shard(shard.path, limits) for shard in shards]
+    if shards and not sum(len(p) for p in parsed):
+        skipped = sum(p.skipped for p in parsed)
+        raise ConfigError(
+            f"the valid channel has no sample of at most max_seq_len {limits.max_seq_len} "
+            f"tokens ({skipped} longer line(s) in {len(shards)} shard(s)): raise max_seq_len "
+            "or prepare the validation set with shorter samples"
+        )
+
+
+def _learning_rate_factor(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """ERNIE's schedule (optimization.py of PaddlePaddle/ERNIE): linear warm-up from 0, then
+    `1 - step / total_steps`, decaying from the peak over all the steps, not those after
+    warm-up; without warm-up the rate stays constant."""
+
     def factor(step: int) -> float:
+        if warmup_steps == 0:
+            return 1.0
         if step < warmup_steps:
             return step / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+        return max(0.0, 1.0 - step / total_steps)
 
     return factor
 
@@ -370,13 +462,14 @@ def _start_devices(hp: Hyperparameters) -> tuple[int, int]:
     return rank, world_size
 
 
-def _stop_requested(stop: StopSignal, world_size: int) -> bool:
-    """Whether to stop now; trainers agree, so none waits on the gradients of one that left."""
+def _any_rank(flag: bool, world_size: int) -> bool:
+    """Whether `flag` holds on any trainer, so that all of them act on it together (none
+    waits on the gradients of one that left)."""
     if world_size == 1:
-        return stop.requested
-    flag = paddle.to_tensor([int(stop.requested)])
-    paddle.distributed.all_reduce(flag, op=paddle.distributed.ReduceOp.MAX)
-    return bool(flag.item())
+        return flag
+    tensor = paddle.to_tensor([int(flag)])
+    paddle.distributed.all_reduce(tensor, op=paddle.distributed.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 def _restore(
