@@ -57,12 +57,30 @@ def load(template_file: Path, bucket: str = "rehearsal-data") -> LocalDefinition
     if definition.get("TimeoutSeconds", 0) > MAX_TIMER_SECONDS:
         days = definition.pop("TimeoutSeconds") / 86400
         notes.append(f"the execution timeout ({days:g} days) is not enforced locally")
+    notes += _task_timeouts(definition["States"])
     return LocalDefinition(
         definition=definition,
         prepare_environment={k: resolve(v) for k, v in variables.items()},
         bucket=bucket,
         notes=tuple(notes),
     )
+
+
+def _task_timeouts(states: dict[str, Any]) -> list[str]:
+    """On AWS a Task without TimeoutSeconds has none; the interpreter would give it 60 s
+    (the States Language spec's default), failing any job longer than a minute."""
+    unbounded = [
+        name
+        for name, state in states.items()
+        if state["Type"] == "Task"
+        and "TimeoutSeconds" not in state
+        and "TimeoutSecondsPath" not in state
+    ]
+    for name in unbounded:
+        states[name]["TimeoutSeconds"] = MAX_TIMER_SECONDS
+    if not unbounded:
+        return []
+    return [f"Task states without a timeout run up to {MAX_TIMER_SECONDS / 86400:.1f} days"]
 
 
 def _only(resources: dict, type_: str, template_file: Path) -> dict:

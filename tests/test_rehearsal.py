@@ -175,3 +175,5 @@ def test_the_definition_is_the_synthesized_one_made_local(cdk_out):
     assert local.prepare_environment["BUCKET"] == local.bucket
     assert local.prepare_environment["NAME_PREFIX"] == "ernie"
     assert "TimeoutSeconds" not in local.definition and local.notes
+    # No timeout on AWS, not the interpreter's 60 s: the demo's job takes longer than that.
+    assert train["TimeoutSeconds"] == definition.MAX_TIMER_SECONDS
