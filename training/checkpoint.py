@@ -6,8 +6,8 @@ syncs the folder to S3 file by file and restores it the same way, so a restart m
 torn or damaged copy: a checkpoint is trusted only when its files match its manifest and
 it loads, and a restart resumes from the newest such one, logging why each newer one was
 skipped. Manifests of earlier versions hold sizes only; those checkpoints are tried
-unverified and skipped if they do not load. Folders are removed by renaming them to
-`.deleting-*` first, so a removal cut short never leaves a half-deleted `step_<N>`; the
+unverified and skipped if they do not load. Folders are removed by moving them into a
+`.deleting-*` folder first, so a removal cut short never leaves a half-deleted `step_<N>`; the
 next save finishes it. One process writes a folder.
 """
 
