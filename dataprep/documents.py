@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.textfile import read_text
+
 
 class CorpusError(Exception):
     """The corpus cannot be read as given; the message names file and line."""
@@ -23,23 +25,11 @@ def read_documents(paths: list[Path], text_field: str = "text") -> Iterator[Docu
     for path in paths:
         if not path.is_file():
             raise CorpusError(f"corpus file {path} does not exist")
-        lines = _lines(path)
+        lines = read_text(path, "corpus file", CorpusError).splitlines()
         if path.suffix in (".jsonl", ".json"):
             yield from _jsonl_documents(path, lines, text_field)
         else:
             yield from _text_documents(path, lines)
-
-
-def _lines(path: Path) -> list[str]:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise CorpusError(
-            f"{path} line {line}: bytes {data[exc.start : exc.end]!r} are not UTF-8 "
-            "(convert the file, e.g. iconv -f GB18030 -t UTF-8)"
-        ) from None
 
 
 def _text_documents(path: Path, lines: list[str]) -> Iterator[Document]:

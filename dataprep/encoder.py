@@ -17,6 +17,7 @@ import rjieba
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from dataprep.documents import CorpusError
+from training.textfile import read_text
 from training.vocab import SPECIAL_TOKENS, load_vocab
 
 UNK = "[UNK]"
@@ -92,7 +93,7 @@ def dictionary_entries(paths: Iterable[Path]) -> Iterator[str]:
     for path in paths:
         if not path.is_file():
             raise CorpusError(f"dictionary {path} does not exist")
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in read_text(path, "dictionary", CorpusError).splitlines():
             entry = line.split()[0] if line.split() else ""
             if entry:
                 yield entry

@@ -52,3 +52,10 @@ def test_bad_filelists_name_the_line_and_the_problem(tmp_path, text, problem):
 def test_missing_filelist(tmp_path):
     with pytest.raises(DataError, match=f"filelist {tmp_path / 'nope'} does not exist"):
         read_filelist(tmp_path / "nope")
+
+
+def test_a_filelist_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    path = write_filelist(tmp_path, "")
+    path.write_bytes(b"a.gz\t0.5\n" + "数据.gz\t0.5\n".encode("gb18030"))
+    with pytest.raises(DataError, match=f"filelist {path} line 2: bytes .* are not UTF-8"):
+        read_filelist(path)

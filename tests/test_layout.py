@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,62 @@ def test_failure_file_is_one_paragraph(tmp_path, sm_env):
     job = layout.from_environment()
     layout.write_failure(job.output_dir, "bad\nthings\n  happened")
     assert (tmp_path / "output" / "failure").read_text() == "bad things happened\n"
+
+
+def test_a_long_failure_reason_is_cut_to_what_sagemaker_keeps(tmp_path):
+    layout.write_failure(tmp_path, "shard x.gz line 7 is malformed: " + "[1, 2] " * 500_000)
+    text = (tmp_path / "failure").read_text(encoding="utf-8")
+    assert len(text) == 1025 and text.endswith("\n")  # FailureReason holds 1,024 characters
+    assert text.startswith("shard x.gz line 7 is malformed: [1, 2] [1, 2]")
+    assert text.rstrip().endswith("cut to 1,024 characters; the job's log has the whole reason]")
+
+
+def _sagemaker_job(tmp_path: Path, sm_env) -> Path:
+    base = sm_env(tmp_path)
+    layout.write_local_job(base, {"batch_size": "16"}, ["train"])
+    return base / "input" / "config"
+
+
+@pytest.mark.parametrize(
+    "name", ["hyperparameters.json", "resourceconfig.json", "inputdataconfig.json"]
+)
+def test_config_files_not_utf8_or_unreadable_are_named(tmp_path, sm_env, monkeypatch, name):
+    path = _sagemaker_job(tmp_path, sm_env) / name
+    path.write_bytes(b'{\n"current_host": "\xe4\xb8"}')
+    with pytest.raises(ConfigError, match=f"{path} line 2: bytes .* are not UTF-8"):
+        layout.from_environment()
+    real_read_bytes = Path.read_bytes
+
+    def refused(self: Path) -> bytes:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refused)
+    with pytest.raises(ConfigError, match=f"{path} cannot be read: Permission denied"):
+        layout.from_environment()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("resourceconfig.json", "{", "is not valid JSON"),
+        ("resourceconfig.json", "[]", "must hold a JSON object, not []"),
+        ("resourceconfig.json", {"current_host": "algo-1"}, '"hosts" must be a non-empty list'),
+        ("resourceconfig.json", {"hosts": [], "current_host": "a"}, '"hosts" must be a non-empty'),
+        ("resourceconfig.json", {"hosts": ["algo-1", 2]}, '"hosts" must be a non-empty list'),
+        (
+            "resourceconfig.json",
+            {"hosts": ["algo-1"], "current_host": "algo-2"},
+            '"current_host" must be one of "hosts" (algo-1), got "algo-2"',
+        ),
+        ("inputdataconfig.json", '"train"', 'must hold a JSON object, not "train"'),
+        ("inputdataconfig.json", {"train": "File"}, "channel 'train' must be a JSON object"),
+    ],
+)
+def test_malformed_sagemaker_config_files_are_named(tmp_path, sm_env, name, content, problem):
+    path = _sagemaker_job(tmp_path, sm_env) / name
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(ConfigError) as error:
+        layout.from_environment()
+    assert str(error.value).startswith(str(path)) and problem in str(error.value)

@@ -198,6 +198,14 @@ def test_bad_corpus_input_is_named_and_nothing_is_written(tmp_path, breakage, er
     assert not opts.output.exists() and not list(tmp_path.glob(".dataset.tmp-*"))
 
 
+def test_a_dictionary_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    opts = options(tmp_path)
+    opts.dictionaries[0].write_bytes("文心一言\n".encode() + "三峡大坝\n".encode("gb18030"))
+    with pytest.raises(CorpusError, match=r"dictionary .*entities\.txt line 2: bytes .* not UTF-8"):
+        prepare(opts)
+    assert not opts.output.exists() and not list(tmp_path.glob(".dataset.tmp-*"))
+
+
 def test_vocab_without_special_tokens_is_refused_before_any_shard(tmp_path):
     bad = tmp_path / "vocab.txt"
     bad.write_text("a\t0\nb\t1\n")

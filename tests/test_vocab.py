@@ -27,6 +27,22 @@ def test_vocab_errors_name_file_and_line(tmp_path):
         load_vocab(tmp_path / "missing.txt")
 
 
+def test_a_vocab_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_bytes(b"[PAD]\t0\n[CLS]\t1\n" + "你\t2\n".encode("gb18030"))
+    with pytest.raises(ConfigError, match=f"vocab {path} line 3: bytes .* are not UTF-8"):
+        load_vocab(path)
+
+
+def test_a_duplicate_token_is_refused_naming_both_lines(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text("[PAD]\t0\n[CLS]\t1\n[SEP]\t2\n\n[CLS]\t3\n[MASK]\t4\n")
+    with pytest.raises(
+        ConfigError, match=r"vocab.txt line 5: token '\[CLS\]' is already on line 2"
+    ):
+        load_vocab(path)
+
+
 def test_a_vocab_is_a_preset_or_a_file_under_the_channel(tmp_path, ernie_vocab):
     assert presets.locate("ernie-1.0", tmp_path, presets.VOCABS, "vocab_path") == ernie_vocab
     (tmp_path / "mine.txt").write_text("[PAD]\t0\n")

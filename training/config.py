@@ -3,16 +3,39 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from training import presets
 from training.errors import ConfigError
+from training.textfile import read_text
 
 ACTIVATIONS = ("relu", "gelu")
 # Keys other ERNIE releases write that do not change the 1.0 architecture.
 IGNORED_KEYS = {"use_task_id", "task_type_vocab_size", "pad_token_id", "model_type"}
 ALIASES = {"sent_type_vocab_size": "type_vocab_size"}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)  # JSON true is an int
+
+
+# What each value must be; checked before any arithmetic on them (0 heads would divide by 0).
+SIZE = (lambda v: _number(v) and isinstance(v, int) and v >= 1, "a whole number >= 1")
+DROPOUT = (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)")
+RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "vocab_size": SIZE,
+    "hidden_size": SIZE,
+    "num_hidden_layers": SIZE,
+    "num_attention_heads": SIZE,
+    "max_position_embeddings": SIZE,
+    "type_vocab_size": SIZE,
+    "hidden_dropout_prob": DROPOUT,
+    "attention_probs_dropout_prob": DROPOUT,
+    "initializer_range": (lambda v: _number(v) and 0 < v < math.inf, "a number > 0"),
+}
 
 
 @dataclass(frozen=True)
@@ -36,7 +59,7 @@ def load_config(path_or_preset: str, base_dir: Path, vocab_len: int) -> ErnieCon
     """Load a config; `vocab_size` may be absent (then the vocab's length) but not smaller than it."""
     path = presets.locate(path_or_preset, base_dir, presets.CONFIGS, "ernie_config_path")
     source = f"preset {path_or_preset}" if path_or_preset in presets.CONFIGS.names else str(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "model config", ConfigError)
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -44,7 +67,11 @@ def load_config(path_or_preset: str, base_dir: Path, vocab_len: int) -> ErnieCon
     return _build(raw, source, vocab_len)
 
 
-def _build(raw: dict, source: str, vocab_len: int) -> ErnieConfig:
+def _build(raw: object, source: str, vocab_len: int) -> ErnieConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"model config {source} must hold a JSON object of settings, not {json.dumps(raw)[:80]}"
+        )
     raw = {ALIASES.get(k, k): v for k, v in raw.items() if k not in IGNORED_KEYS}
     known = set(ErnieConfig.__dataclass_fields__)
     unknown = sorted(set(raw) - known)
@@ -60,17 +87,22 @@ def _build(raw: dict, source: str, vocab_len: int) -> ErnieConfig:
 
 
 def _check(c: ErnieConfig, source: str, vocab_len: int) -> None:
+    for key, (valid, wanted) in RULES.items():
+        if not valid(getattr(c, key)):
+            raise ConfigError(
+                f"model config {source}: {key} must be {wanted}, got {json.dumps(getattr(c, key))}"
+            )
     if c.vocab_size < vocab_len:
         raise ConfigError(
             f"model config {source}: vocab_size {c.vocab_size} is smaller than the vocab "
             f"({vocab_len} tokens)"
         )
+    if c.hidden_act not in ACTIVATIONS:
+        raise ConfigError(
+            f"model config {source}: hidden_act {c.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}"
+        )
     if c.hidden_size % c.num_attention_heads:
         raise ConfigError(
             f"model config {source}: hidden_size {c.hidden_size} is not divisible by "
             f"num_attention_heads {c.num_attention_heads}"
-        )
-    if c.hidden_act not in ACTIVATIONS:
-        raise ConfigError(
-            f"model config {source}: hidden_act {c.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}"
         )

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.errors import ConfigError
+from training.textfile import read_text
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_BASE_DIR = "/opt/ml"
 TRAIN, VALID, MODEL = "train", "valid", "model"  # channel names
+FAILURE_LIMIT = 1024  # characters of FailureReason that DescribeTrainingJob returns
+FAILURE_CUT = " [... cut to 1,024 characters; the job's log has the whole reason]"
 
 
 @dataclass(frozen=True)
@@ -87,26 +90,56 @@ def _export_toolkit_variables(base: Path, config_dir: Path) -> None:
     names = ("resourceconfig.json", "inputdataconfig.json", "hyperparameters.json")
     if not all((config_dir / name).is_file() for name in names):
         return  # a bare local run: the defaults in from_environment() apply
+    # Read and checked here: the toolkit's own reading fails with a bare KeyError or
+    # UnicodeDecodeError that names no file.
+    resources = _resource_config(config_dir / "resourceconfig.json")
+    channels = _input_data_config(config_dir / "inputdataconfig.json")
     os.environ[BASE_DIR_ENV] = str(base)
     from sagemaker_training import environment
 
     logging.getLogger("sagemaker-training-toolkit").setLevel(logging.WARNING)  # GPU probes etc.
     if environment.base_dir != str(base):  # the toolkit fixes its paths at import
         importlib.reload(environment)
-    env = environment.Environment()
+    env = environment.Environment(resource_config=resources, input_data_config=channels)
     for key, value in env.to_env_vars().items():
         os.environ.setdefault(key, str(value))
+
+
+def _resource_config(path: Path) -> dict:
+    config = _read_json(path, default={})
+    hosts = config.get("hosts")
+    if not (isinstance(hosts, list) and hosts and all(isinstance(h, str) and h for h in hosts)):
+        raise ConfigError(
+            f'{path}: "hosts" must be a non-empty list of host names, got {json.dumps(hosts)}'
+        )
+    if config.get("current_host") not in hosts:
+        raise ConfigError(
+            f'{path}: "current_host" must be one of "hosts" ({", ".join(hosts)}), got '
+            f"{json.dumps(config.get('current_host'))}"
+        )
+    return config
+
+
+def _input_data_config(path: Path) -> dict:
+    config = _read_json(path, default={})
+    for name, channel in config.items():
+        if not isinstance(channel, dict):
+            raise ConfigError(
+                f"{path}: channel {name!r} must be a JSON object of its settings "
+                f'(e.g. {{"TrainingInputMode": "File"}}), got {json.dumps(channel)}'
+            )
+    return config
 
 
 def _read_json(path: Path, default: dict) -> dict:
     if not path.is_file():
         return default
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(read_text(path, "SageMaker config file", ConfigError))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise ConfigError(f"{path} must hold a JSON object")
+        raise ConfigError(f"{path} must hold a JSON object, not {json.dumps(value)[:80]}")
     return value
 
 
@@ -117,9 +150,12 @@ def output_dir() -> Path:
 
 
 def write_failure(output: Path, reason: str) -> None:
-    """Leave the reason where SageMaker reports it as the job's FailureReason."""
+    """Leave the reason where SageMaker reports it as the job's FailureReason: one paragraph, capped."""
+    text = " ".join(reason.split())
+    if len(text) > FAILURE_LIMIT:  # SageMaker would cut it anyway; the start names the problem
+        text = text[: FAILURE_LIMIT - len(FAILURE_CUT)] + FAILURE_CUT
     output.mkdir(parents=True, exist_ok=True)
-    (output / "failure").write_text(" ".join(reason.split()) + "\n", encoding="utf-8")
+    (output / "failure").write_text(text + "\n", encoding="utf-8")
 
 
 def write_local_job(base: Path, hyperparameters: dict[str, str], channels: list[str]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from training.errors import ConfigError
+from training.textfile import read_text
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -31,23 +32,11 @@ class Vocab:
 
 
 def load_vocab(path: str | Path) -> Vocab:
-    """Read a vocab, checking ids are the line numbers and the specials are present."""
+    """Read a vocab, checking ids are the line numbers, tokens unique and the specials present."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"vocab file {path} does not exist")
-    tokens: list[str] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            token, _, idx = line.partition("\t")
-            if idx and idx.strip() != str(len(tokens)):
-                raise ConfigError(
-                    f"{path} line {lineno}: id {idx.strip()!r} for token {token!r} should be "
-                    f"{len(tokens)} (ids must be the line numbers, counting from 0)"
-                )
-            tokens.append(token)
+    tokens = _read_tokens(path)
     index = {t: i for i, t in enumerate(tokens)}
     missing = [t for t in SPECIAL_TOKENS if t not in index]
     if missing:
@@ -60,3 +49,25 @@ def load_vocab(path: str | Path) -> Vocab:
         mask_id=index["[MASK]"],
         unk_id=index.get("[UNK]"),
     )
+
+
+def _read_tokens(path: Path) -> list[str]:
+    tokens: list[str] = []
+    first_line: dict[str, int] = {}
+    for lineno, line in enumerate(read_text(path, "vocab", ConfigError).splitlines(), 1):
+        if not line:
+            continue
+        token, _, idx = line.partition("\t")
+        if idx and idx.strip() != str(len(tokens)):
+            raise ConfigError(
+                f"{path} line {lineno}: id {idx.strip()!r} for token {token!r} should be "
+                f"{len(tokens)} (ids must be the line numbers, counting from 0)"
+            )
+        if token in first_line:  # the later one would silently take over its id, [MASK]'s say
+            raise ConfigError(
+                f"{path} line {lineno}: token {token!r} is already on line {first_line[token]} "
+                "(each token must appear once)"
+            )
+        first_line[token] = lineno
+        tokens.append(token)
+    return tokens

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.errors import DataError
+from training.textfile import read_text
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ def read_filelist(path: str | Path) -> list[Shard]:
     if not path.is_file():
         raise DataError(f"filelist {path} does not exist")
     shards: list[Shard] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_text(path, "filelist", DataError).splitlines(), 1):
         if line.strip():
             shards.append(_parse_line(path, lineno, line, index=len(shards)))
     if not shards:
