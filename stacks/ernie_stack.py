@@ -12,6 +12,7 @@ from stacks import nag
 from stacks.dataset_bucket import DatasetBucket, DatasetBucketProps
 from stacks.execution_role import ExecutionRole, ExecutionRoleProps
 from stacks.monitoring import Monitoring, MonitoringProps
+from stacks.network import check_vpc
 from stacks.training_image import TrainingImage, TrainingImageProps
 from stacks.training_pipeline import TrainingPipeline, TrainingPipelineProps
 
@@ -35,6 +36,7 @@ class ErnieTrainingStack(Stack):
         self, scope: Construct, construct_id: str, props: ErnieStackProps, **kwargs: object
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        check_vpc(props.subnet_ids, props.security_group_ids)
         data = DatasetBucket(
             self,
             "Data",
@@ -61,7 +63,13 @@ class ErnieTrainingStack(Stack):
         role = ExecutionRole(
             self,
             "TrainingJobRole",
-            ExecutionRoleProps(bucket=data.bucket, key=data.key, repository=image.repository),
+            ExecutionRoleProps(
+                bucket=data.bucket,
+                key=data.key,
+                repository=image.repository,
+                subnet_ids=props.subnet_ids,
+                security_group_ids=props.security_group_ids,
+            ),
         )
         pipeline = TrainingPipeline(
             self,

@@ -2,8 +2,9 @@
 
 Metrics that the metric definitions extract from the training log land in
 `/aws/sagemaker/TrainingJobs` per TrainingJobName, instance metrics (GPU use) per Host
-`<job>/algo-N`. A new job is a new dimension value, so the dashboard finds them all with
-SEARCH expressions; alarms, which cannot use SEARCH, watch the state machine instead.
+`<job>/algo-N`. A new job is a new dimension value, so the dashboard finds this stack's
+jobs (`<name_prefix>-...`) with SEARCH expressions; alarms, which cannot use SEARCH, watch
+the state machine instead.
 """
 
 from __future__ import annotations
@@ -30,20 +31,25 @@ class MonitoringProps:
     name_prefix: str = "ernie"
 
 
-def _search(metric: str, dimension: str, label: str) -> cloudwatch.MathExpression:
+def _search(metric: str, dimension: str, name_prefix: str) -> cloudwatch.MathExpression:
+    # `Dimension=prefix` unquoted is a partial match on tokens, which CloudWatch cuts at
+    # non-alphanumeric characters: it finds `<prefix>-...` job names and `<job>/algo-N` hosts.
+    # Quoted, `"prefix-"` would have to be the whole value ("CloudWatch search expression
+    # syntax", Amazon CloudWatch User Guide). SEARCH has no starts-with; a job of another
+    # stack is shown too if its name contains the prefix between delimiters.
     expression = (
-        f"SEARCH('{{{NAMESPACE},{dimension}}} MetricName=\"{metric}\"', 'Average', "
-        f"{int(PERIOD.to_seconds())})"
+        f"SEARCH('{{{NAMESPACE},{dimension}}} MetricName=\"{metric}\" {dimension}={name_prefix}', "
+        f"'Average', {int(PERIOD.to_seconds())})"
     )
-    return cloudwatch.MathExpression(expression=expression, label=label, period=PERIOD)
+    return cloudwatch.MathExpression(expression=expression, label="", period=PERIOD)
 
 
 def _graph(
-    title: str, metrics: list[str], dimension: str = "TrainingJobName"
+    title: str, metrics: list[str], name_prefix: str, dimension: str = "TrainingJobName"
 ) -> cloudwatch.GraphWidget:
     return cloudwatch.GraphWidget(
         title=title,
-        left=[_search(m, dimension, "") for m in metrics],
+        left=[_search(m, dimension, name_prefix) for m in metrics],
         width=12,
         height=6,
         legend_position=cloudwatch.LegendPosition.BOTTOM,
@@ -56,22 +62,25 @@ class Monitoring(Construct):
         names = [d["Name"] for d in METRIC_DEFINITIONS]
         validation = [n for n in names if n.startswith("Validation-")]
         machine = props.state_machine
+        prefix = props.name_prefix
         self.dashboard = cloudwatch.Dashboard(
             self,
             "Dashboard",
             dashboard_name=f"{props.name_prefix}-pretraining",
             widgets=[
                 [
-                    _graph("Training loss, every job", ["Training-loss"]),
-                    _graph("Validation, every job", validation),
+                    _graph(f"Training loss, {prefix}-* jobs", ["Training-loss"], prefix),
+                    _graph(f"Validation, {prefix}-* jobs", validation, prefix),
                 ],
                 [
-                    _graph("Tokens per second", ["Training-tokens-per-second"]),
-                    _graph("Learning rate", ["Training-learning-rate"]),
+                    _graph("Tokens per second", ["Training-tokens-per-second"], prefix),
+                    _graph("Learning rate", ["Training-learning-rate"], prefix),
                 ],
                 [
-                    _graph("GPU utilisation per host", ["GPUUtilization"], "Host"),
-                    _graph("GPU memory utilisation per host", ["GPUMemoryUtilization"], "Host"),
+                    _graph("GPU utilisation per host", ["GPUUtilization"], prefix, "Host"),
+                    _graph(
+                        "GPU memory utilisation per host", ["GPUMemoryUtilization"], prefix, "Host"
+                    ),
                 ],
                 [
                     cloudwatch.GraphWidget(

@@ -63,12 +63,6 @@ def acknowledge_execution_role(role: ExecutionRole, bucket: s3.IBucket) -> None:
             "the keys are the user's dataset and the job's outputs, unknown in advance.",
         )
     for action, why in (
-        ("s3:GetObject*", "reads objects and their versions/tags under the granted prefixes"),
-        ("s3:GetBucket*", "SageMaker's channel download reads the bucket's location and settings"),
-        (
-            "s3:List*",
-            "listing the granted prefixes, as the channel download and checkpoint sync do",
-        ),
         (
             "s3:DeleteObject*",
             "checkpoint sync removes checkpoints the trainer deleted (keep last K)",
@@ -81,14 +75,24 @@ def acknowledge_execution_role(role: ExecutionRole, bucket: s3.IBucket) -> None:
     _ack(
         policy,
         "IAM5[Resource::*]",
-        "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level "
-        "permissions (AWS requires *); PutMetricData is limited by a namespace condition.",
+        "ecr:GetAuthorizationToken, cloudwatch:PutMetricData and the ec2:Describe* calls of "
+        "jobs in a VPC support no resource-level permissions (AWS requires *); PutMetricData "
+        "is limited by a namespace condition.",
     )
     _ack(
         policy,
         f"IAM5[Resource::{_rendered(policy, role.log_group_arn)}]",
         "SageMaker writes one log stream per job and host into this one log group.",
     )
+    if role.network_interfaces_arn is not None:
+        _ack(
+            policy,
+            f"IAM5[Resource::{_rendered(policy, role.network_interfaces_arn)}]",
+            "SageMaker creates each job's network interfaces, so their ids are unknown in "
+            "advance: creation is limited to the configured subnets and security groups, "
+            "deletion and attach permissions to interfaces in those subnets (ec2:Subnet), "
+            "attach permissions to SageMaker (ec2:AuthorizedService).",
+        )
 
 
 def acknowledge_pipeline(pipeline: TrainingPipeline) -> None:

@@ -2,8 +2,17 @@
 
 A DockerImageAsset always lands in the CDK bootstrap repository, under a tag equal to
 its asset hash. cdk-ecr-deployment (v4) copies it into this construct's repository under
-that same tag; the repository's tags are immutable, so `image_uri` names exactly the
-image this synthesis built, never a moving target such as `latest`.
+that same tag, then a lookup reads the digest the tag points to: `image_uri` is
+`<repository>@sha256:...`, exactly the image this synthesis built, whatever happens to
+the tag later.
+
+Why digests and mutable tags: the copy runs again whenever CloudFormation replays it (a
+rollback, a redeploy of an older image), and copying onto an existing tag fails in an
+IMMUTABLE repository (cdk-ecr-deployment issue #207; the copy has no skip-if-present
+option and returns no digest, issue #990). In a MUTABLE repository the replayed copy
+rewrites the tag with the same image from the bootstrap repository, whose asset tags
+CDK never overwrites. IMMUTABLE_WITH_EXCLUSION would not help: every tag here is a
+copy's, so all would need excluding.
 """
 
 from __future__ import annotations
@@ -12,10 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cdk_ecr_deployment as ecr_deployment
-from aws_cdk import Acknowledgment, Duration, Fn, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 # The Docker build context is the repository root (the image installs pyproject.toml and
@@ -25,6 +37,8 @@ DOCKERFILE = "container/Dockerfile"
 # The Dockerfile's build argument for the PaddlePaddle GPU base image. Its default (a pinned
 # tag) lives in the Dockerfile alone; TrainingImageProps.base_image overrides it.
 BASE_IMAGE_BUILD_ARG = "PADDLE_IMAGE"
+# Where ECR's DescribeImages answer holds the digest of the one image asked for.
+DIGEST_PATH = "imageDetails.0.imageDigest"
 
 __all__ = [
     "BASE_IMAGE_BUILD_ARG",
@@ -40,11 +54,14 @@ class TrainingImageProps:
     # None: the Dockerfile's own `ARG PADDLE_IMAGE=` default. Otherwise any reference the
     # building machine can pull (an ECR mirror, a digest-pinned `repo@sha256:...`).
     base_image: str | None = None
-    # None: f"{name_prefix}-training".
+    # None: CloudFormation names it, so that the stack can be deployed again after a
+    # deletion that kept the repository. A fixed name clashes with such a kept repository.
     repository_name: str | None = None
     # RETAIN: the repository and its images survive a stack deletion. DESTROY also empties it.
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
     untagged_image_expiry_days: int = 14
+    # Of the logs of the two functions that deploy the image (the copy and the digest lookup).
+    log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS
     name_prefix: str = "ernie"
 
     def __post_init__(self) -> None:
@@ -63,10 +80,10 @@ class TrainingImageProps:
 
 
 class TrainingImage(Construct):
-    """`repository`, `image_uri` (repository URI : asset hash) and `deployment` (the copy).
+    """`repository`, `image_uri` (repository URI @ digest) and `deployment` (the copy).
 
     Any CloudFormation resource whose properties use `image_uri` depends on the copy
-    (the value carries a reference to it); a construct that only needs the image to be
+    (the digest is read once the copy is done); a construct that only needs the image to be
     there can also `node.add_dependency(training_image.deployment)`.
     """
 
@@ -91,9 +108,9 @@ class TrainingImage(Construct):
         self.repository = ecr.Repository(
             self,
             "Repository",
-            repository_name=props.repository_name or f"{props.name_prefix}-training",
+            repository_name=props.repository_name,
             image_scan_on_push=True,
-            image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+            image_tag_mutability=ecr.TagMutability.MUTABLE,  # see the module docstring
             encryption=ecr.RepositoryEncryption.AES_256,
             lifecycle_rules=[
                 ecr.LifecycleRule(
@@ -120,65 +137,94 @@ class TrainingImage(Construct):
         )
         self.image_tag = self.asset.asset_hash
 
-        # The copy function's role, scoped to the two repositories involved. The construct's
-        # own statements (ecr:* push and pull on "*", s3:GetObject on "*") are dropped by
-        # without_policy_updates(): its handler only calls ecr:GetAuthorizationToken and the
-        # registry API (pull from the bootstrap repository, push to ours).
-        copy_role = iam.Role(
+        # The role of the copy and of the digest lookup, scoped to the two repositories and the
+        # two log groups. The copy's own statements (ecr:* push and pull on "*", s3:GetObject on
+        # "*") are dropped by without_policy_updates(): its handler only calls
+        # ecr:GetAuthorizationToken and the registry API (pull from the bootstrap repository,
+        # push to ours).
+        role = iam.Role(
             self,
             "CopyRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Copies the training image from the CDK asset repository into its own",
-            managed_policies=[
-                iam.ManagedPolicy.from_aws_managed_policy_name(
-                    "service-role/AWSLambdaBasicExecutionRole"
-                )
-            ],
+            description="Copies the training image into its own repository, reads its digest",
         )
-        self.asset.repository.grant_pull(copy_role)
-        self.repository.grant_pull_push(copy_role)
+        copy_logs, digest_logs = (
+            self._log_group(name, props.log_retention, role) for name in ("CopyLogs", "DigestLogs")
+        )
+        self.asset.repository.grant_pull(role)
+        self.repository.grant_pull_push(role)
+        self.repository.grant(role, "ecr:DescribeImages")
 
-        destination = self.repository.repository_uri_for_tag(self.image_tag)
         self.deployment = ecr_deployment.ECRDeployment(
             self,
             "Copy",
             src=ecr_deployment.DockerImageName(self.asset.image_uri),
-            dest=ecr_deployment.DockerImageName(destination),
+            dest=ecr_deployment.DockerImageName(
+                self.repository.repository_uri_for_tag(self.image_tag)
+            ),
             image_arch=["amd64"],
-            role=copy_role.without_policy_updates(),
+            role=role.without_policy_updates(),
         )
         # The copy runs once the role's policy exists, not merely the role.
-        self.deployment.node.add_dependency(copy_role)
+        self.deployment.node.add_dependency(role)
+        self._send_copy_logs_to(copy_logs)
 
-        # "<repository URI>" + Fn::Select [0, [":<tag>", Ref(copy)]]: the Select yields the tag,
-        # and its unused Ref makes CloudFormation create whatever uses image_uri only after
-        # the copy succeeded (the list holds only a string and a Ref, both documented there).
-        copy_resource = self.deployment.node.find_child("CustomResource")
-        self.image_uri = Fn.join(
-            "",
-            [
-                self.repository.repository_uri,
-                Fn.select(0, [f":{self.image_tag}", copy_resource.ref]),
-            ],
+        lookup = cr.AwsCustomResource(
+            self,
+            "Digest",
+            on_update=cr.AwsSdkCall(  # also on create
+                service="ECR",
+                action="describeImages",
+                parameters={
+                    "repositoryName": self.repository.repository_name,
+                    "imageIds": [{"imageTag": self.image_tag}],
+                },
+                physical_resource_id=cr.PhysicalResourceId.from_response(DIGEST_PATH),
+                output_paths=[DIGEST_PATH],
+            ),
+            role=role,
+            log_group=digest_logs,
+            install_latest_aws_sdk=False,  # no download from npm during the deployment
+        )
+        lookup.node.add_dependency(self.deployment)
+        self.image_uri = (
+            f"{self.repository.repository_uri}@{lookup.get_response_field(DIGEST_PATH)}"
         )
 
-        self._acknowledge(copy_role)
+        self._acknowledge(role)
 
-    def _acknowledge(self, copy_role: iam.Role) -> None:
-        """cdk-nag findings of the copy's role, each acknowledged precisely and with its reason.
+    def _log_group(
+        self, construct_id: str, retention: logs.RetentionDays, writer: iam.IRole
+    ) -> logs.LogGroup:
+        log_group = logs.LogGroup(
+            self, construct_id, retention=retention, removal_policy=RemovalPolicy.DESTROY
+        )
+        log_group.grant_write(writer)
+        return log_group
 
-        The copy function itself (a stack-level singleton, provided.al2023) has no findings.
+    def _send_copy_logs_to(self, log_group: logs.LogGroup) -> None:
+        """Send the copy function's logs to `log_group` instead of a never-expiring default.
+
+        cdk-ecr-deployment 4 exposes neither the function nor a log setting: its
+        SingletonFunction ("CustomResourceHandler") creates the function at stack level
+        under `construct_name`, whose CfnFunction takes Lambda's LoggingConfig.LogGroup.
         """
-        Validations.of(copy_role).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
-                reason="The AWS-managed basic execution policy only lets the copy function write "
-                "its own CloudWatch logs; its log group's name is only known after creation.",
-            ),
+        handler = self.deployment.node.find_child("CustomResourceHandler")
+        function = Stack.of(self).node.find_child(handler.construct_name)
+        function.node.default_child.logging_config = lambda_.CfnFunction.LoggingConfigProperty(
+            log_group=log_group.log_group_name
+        )
+
+    def _acknowledge(self, role: iam.Role) -> None:
+        """The one cdk-nag finding of the role, acknowledged precisely and with its reason.
+
+        The two functions themselves (stack-level singletons) have no findings.
+        """
+        Validations.of(role).acknowledge(
             Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::*]",
                 reason="ecr:GetAuthorizationToken, which the copy needs to log in to the registry, "
                 "has no resource-level permissions; every other action is scoped to the two "
-                "repositories.",
+                "repositories and the two log groups.",
             ),
         )

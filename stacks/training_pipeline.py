@@ -35,6 +35,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
+from stacks.network import check_vpc
 from training.execution import MAX_HOURS, parse_input
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,9 @@ class TrainingPipelineProps:
 class TrainingPipeline(Construct):
     def __init__(self, scope: Construct, construct_id: str, props: TrainingPipelineProps) -> None:
         super().__init__(scope, construct_id)
-        parse_input(dict(props.input_defaults))  # fail the synth, not every execution
+        # Fail the synth, not every execution.
+        check_vpc(props.subnet_ids, props.security_group_ids)
+        parse_input(dict(props.input_defaults))
         self.props = props
         self.topic = self._topic()
         self.prepare_function = self._prepare_function()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aws_cdk import App, CfnOutput, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
@@ -27,6 +28,7 @@ from stacks.dataset_bucket import (
 )
 from stacks.training_image import (
     BASE_IMAGE_BUILD_ARG,
+    DIGEST_PATH,
     DOCKERFILE,
     TrainingImage,
     TrainingImageProps,
@@ -83,6 +85,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
             repository_name="scratch-image",
             removal_policy=RemovalPolicy.DESTROY,
             untagged_image_expiry_days=3,
+            log_retention=logs.RetentionDays.ONE_WEEK,
             name_prefix="scratch",
         ),
     )
@@ -323,13 +326,11 @@ def test_bucket_props_reject_non_positive_days(field):
 # --- the training image --------------------------------------------------------------------
 
 
-def test_repository_scans_on_push_keeps_tags_immutable_and_expires_untagged(synth):
+def test_repository_scans_on_push_and_expires_untagged_images(synth):
     template = synth.template(synth.default)
     _, repository = _only(template, "AWS::ECR::Repository")
     props = repository["Properties"]
-    assert props["RepositoryName"] == "ernie-training"
     assert props["ImageScanningConfiguration"] == {"ScanOnPush": True}
-    assert props["ImageTagMutability"] == "IMMUTABLE"
     assert props.get("EncryptionConfiguration", {"EncryptionType": "AES256"}) == {
         "EncryptionType": "AES256"
     }
@@ -343,9 +344,16 @@ def test_repository_scans_on_push_keeps_tags_immutable_and_expires_untagged(synt
     }
     assert rule["action"] == {"type": "expire"}
     _, overridden = _only(synth.template(synth.destroy), "AWS::ECR::Repository")
-    assert overridden["Properties"]["RepositoryName"] == "scratch-image"
     policy = json.loads(overridden["Properties"]["LifecyclePolicy"]["LifecyclePolicyText"])
     assert policy["rules"][0]["selection"]["countNumber"] == 3
+
+
+def test_repository_is_named_by_cloudformation_unless_a_name_is_given(synth):
+    # Deploy, destroy (the RETAINed repository stays), deploy again: a fixed name would clash.
+    _, repository = _only(synth.template(synth.default), "AWS::ECR::Repository")
+    assert "RepositoryName" not in repository["Properties"]
+    _, named = _only(synth.template(synth.destroy), "AWS::ECR::Repository")
+    assert named["Properties"]["RepositoryName"] == "scratch-image"
 
 
 def test_image_asset_builds_the_dockerfile_for_amd64_from_the_repository_root(synth):
@@ -374,13 +382,13 @@ def test_base_image_override_is_passed_as_the_build_argument(synth):
     assert synth.overridden_image.image_tag != synth.image.image_tag
 
 
-def test_the_asset_is_copied_under_its_hash_and_image_uri_names_that_copy(synth):
+def test_the_asset_is_copied_under_its_hash(synth):
     stack, image = synth.default, synth.image
     asset_hash = image.asset.asset_hash
     assert re.fullmatch(r"[0-9a-f]{64}", asset_hash)
     assert image.image_tag == asset_hash
     template = synth.template(stack)
-    copy_id, copy = _only(template, "Custom::CDKECRDeployment")
+    _, copy = _only(template, "Custom::CDKECRDeployment")
     props = copy["Properties"]
     src = json.dumps(props["SrcImage"])
     assert "cdk-hnb659fds-container-assets-123456789012-us-east-1" in src
@@ -390,22 +398,64 @@ def test_the_asset_is_copied_under_its_hash_and_image_uri_names_that_copy(synth)
     assert {"Ref": _only(template, "AWS::ECR::Repository")[0]} in dest
     assert dest[-1] == f":{asset_hash}"
     assert props["ImageArch"] == "amd64"
-    # image_uri is the destination, carrying a reference to the copy so that its users
-    # are created only once the image is in the repository.
-    uri = stack.resolve(image.image_uri)["Fn::Join"]
-    assert uri[0] == ""
-    *repository_uri, tag = uri[1]
+
+
+def test_a_replayed_copy_succeeds_and_image_uri_pins_the_copied_digest(synth):
+    # A rollback or a redeploy of an older image replays the copy onto an existing tag, which
+    # an IMMUTABLE repository refuses (cdk-ecr-deployment issue #207): the tags are mutable,
+    # and jobs run the digest read after the copy, not whatever the tag points to later.
+    stack, image = synth.default, synth.image
+    template = synth.template(stack)
+    repository_id, repository = _only(template, "AWS::ECR::Repository")
+    assert repository["Properties"]["ImageTagMutability"] == "MUTABLE"
+    copy_id, _ = _only(template, "Custom::CDKECRDeployment")
+    lookup_id, lookup = _only(template, "Custom::AWS")
+    assert copy_id in lookup["DependsOn"]
+    props = lookup["Properties"]
+    assert props["Update"] == props["Create"]  # a rollback reads the older tag's digest again
+    assert props["InstallLatestAwsSdk"] is False  # nothing fetched from npm while deploying
+    parts = props["Create"]["Fn::Join"][1]
+    assert {"Ref": repository_id} in parts
+    call = json.loads("".join(p if isinstance(p, str) else "REPOSITORY" for p in parts))
+    assert (call["service"], call["action"]) == ("ECR", "describeImages")
+    assert call["parameters"] == {
+        "repositoryName": "REPOSITORY",
+        "imageIds": [{"imageTag": image.image_tag}],
+    }
+    assert call["outputPaths"] == [DIGEST_PATH]
+    *repository_uri, at, digest = stack.resolve(image.image_uri)["Fn::Join"][1]
     assert repository_uri == stack.resolve(image.repository.repository_uri)["Fn::Join"][1]
-    assert tag == {"Fn::Select": [0, [f":{asset_hash}", {"Ref": copy_id}]]}
-    assert stack.resolve(image.deployment.node.find_child("CustomResource").ref) == {"Ref": copy_id}
+    assert (at, digest) == ("@", {"Fn::GetAtt": [lookup_id, DIGEST_PATH]})
 
 
-def test_copy_runs_with_a_role_scoped_to_the_two_repositories(synth):
+def _handler(template: Template, custom_type: str) -> dict:
+    _, resource = _only(template, custom_type)
+    return template.to_json()["Resources"][resource["Properties"]["ServiceToken"]["Fn::GetAtt"][0]]
+
+
+def test_copy_and_lookup_log_to_groups_that_expire(synth):
+    for stack, days in ((synth.default, 90), (synth.destroy, 7)):
+        template = synth.template(stack)
+        resources = template.to_json()["Resources"]
+        groups = {
+            _handler(template, custom)["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+            for custom in ("Custom::CDKECRDeployment", "Custom::AWS")
+        }
+        assert len(groups) == 2
+        for group in groups:
+            assert resources[group]["Type"] == "AWS::Logs::LogGroup"
+            assert resources[group]["Properties"]["RetentionInDays"] == days
+
+
+def test_copy_and_lookup_run_with_a_role_scoped_to_the_repositories_and_their_logs(synth):
     template = synth.template(synth.default)
+    (role_id,) = {
+        _handler(template, custom)["Properties"]["Role"]["Fn::GetAtt"][0]
+        for custom in ("Custom::CDKECRDeployment", "Custom::AWS")
+    }
+    role = template.to_json()["Resources"][role_id]
+    assert "ManagedPolicyArns" not in role["Properties"]
     _, copy = _only(template, "Custom::CDKECRDeployment")
-    function_id = copy["Properties"]["ServiceToken"]["Fn::GetAtt"][0]
-    function = template.to_json()["Resources"][function_id]
-    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
     (policy_id, policy), *others = [
         (k, p)
         for k, p in template.find_resources("AWS::IAM::Policy").items()
@@ -416,14 +466,19 @@ def test_copy_runs_with_a_role_scoped_to_the_two_repositories(synth):
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     wildcard = [s for s in statements if s["Resource"] == "*"]
     assert wildcard == [{"Action": "ecr:GetAuthorizationToken", "Effect": "Allow", "Resource": "*"}]
-    actions = {
-        json.dumps(s["Resource"], sort_keys=True): set(_as_list(s["Action"]))
-        for s in statements
-        if s["Resource"] != "*"
-    }
+    actions: dict[str, set[str]] = {}
+    for s in statements:
+        if s["Resource"] != "*":
+            key = json.dumps(s["Resource"], sort_keys=True)
+            actions.setdefault(key, set()).update(_as_list(s["Action"]))
     repository_id = _only(template, "AWS::ECR::Repository")[0]
     push = actions.pop(json.dumps({"Fn::GetAtt": [repository_id, "Arn"]}, sort_keys=True))
-    assert {"ecr:PutImage", "ecr:BatchGetImage", "ecr:CompleteLayerUpload"} <= push
+    assert {"ecr:PutImage", "ecr:BatchGetImage", "ecr:DescribeImages"} <= push
+    log_groups = template.find_resources("AWS::Logs::LogGroup")
+    assert len(log_groups) == 2
+    for group_id in log_groups:
+        group_arn = json.dumps({"Fn::GetAtt": [group_id, "Arn"]}, sort_keys=True)
+        assert actions.pop(group_arn) == {"logs:CreateLogStream", "logs:PutLogEvents"}
     ((bootstrap, pull),) = actions.items()
     assert "repository/cdk-hnb659fds-container-assets-123456789012-us-east-1" in bootstrap
     assert pull == {

@@ -8,19 +8,32 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import botocore.session
 import pytest
-from aws_cdk import App
+from aws_cdk import App, Stack
 from aws_cdk.assertions import Match, Template
 
 from operations.stack import OUTPUTS
+from stacks.dataset_bucket import DatasetBucket
 from stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
-from stacks.training_pipeline import API_ERROR, LAMBDA_MODULES, REQUEST_FIELDS, RESOURCE_LIMIT
+from stacks.execution_role import ExecutionRole, ExecutionRoleProps
+from stacks.network import MAX_SECURITY_GROUPS, MAX_SUBNETS, check_vpc
+from stacks.training_image import TrainingImage
+from stacks.training_pipeline import (
+    API_ERROR,
+    LAMBDA_MODULES,
+    REQUEST_FIELDS,
+    RESOURCE_LIMIT,
+    TrainingPipeline,
+    TrainingPipelineProps,
+)
 from tests.cdk_support import ENV, ROOT, cfn_lint_problems, feature_flags, synth_under_nag
 from training.execution import MAX_HOURS, ExecutionInputError
 from training.metrics import METRIC_DEFINITIONS
@@ -262,12 +275,38 @@ def test_outcomes_go_to_an_encrypted_topic_with_the_email_subscription(synth):
     assert synth.vpc.find_resources("AWS::SNS::Subscription") == {}
 
 
-def test_dashboard_searches_every_job_and_alarms_watch_executions(synth):
-    (dashboard,) = synth.template.find_resources("AWS::CloudWatch::Dashboard").values()
-    body = json.dumps(dashboard["Properties"]["DashboardBody"])
-    for metric in ("Training-loss", "Validation-loss", "Training-tokens-per-second"):
-        assert f'MetricName=\\\\\\"{metric}\\\\\\"' in body or metric in body
-    assert "SEARCH(" in body and "GPUUtilization" in body and "GPUMemoryUtilization" in body
+def _searches(template: Template) -> list[str]:
+    (dashboard,) = template.find_resources("AWS::CloudWatch::Dashboard").values()
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    body = json.loads("".join(p if isinstance(p, str) else "REF" for p in parts))
+    return [
+        metric[0]["expression"]
+        for widget in body["widgets"]
+        for metric in widget["properties"].get("metrics", [])
+        if "expression" in metric[0]
+    ]
+
+
+def test_dashboard_searches_this_stacks_jobs_and_alarms_watch_executions(synth):
+    for template, prefix in ((synth.template, "ernie"), (synth.vpc, "lab")):
+        searches = _searches(template)
+        assert searches
+        for search in searches:
+            # An unquoted dimension value is a token match: `<prefix>-...` names and
+            # `<job>/algo-N` hosts; quoted, "<prefix>-" would have to be the whole value.
+            dimension = "Host" if ",Host}" in search else "TrainingJobName"
+            metric = re.search(r'MetricName="([\w-]+)"', search)[1]
+            assert search == (
+                f"SEARCH('{{/aws/sagemaker/TrainingJobs,{dimension}}} "
+                f"MetricName=\"{metric}\" {dimension}={prefix}', 'Average', 60)"
+            )
+        assert {re.search(r'MetricName="([\w-]+)"', s)[1] for s in searches} >= {
+            "Training-loss",
+            "Validation-loss",
+            "Training-tokens-per-second",
+            "GPUUtilization",
+            "GPUMemoryUtilization",
+        }
     alarms = synth.template.find_resources("AWS::CloudWatch::Alarm")
     assert {a["Properties"]["MetricName"] for a in alarms.values()} == {
         "ExecutionsFailed",
@@ -313,3 +352,151 @@ def test_stack_defaults_reach_the_prepare_function_and_bad_ones_fail_the_synth(s
     app = App(context=feature_flags())
     with pytest.raises(ExecutionInputError, match="instance_count"):
         ErnieTrainingStack(app, "Bad", ErnieStackProps(instance_count=99), env=ENV)
+
+
+# --- the training-job role -------------------------------------------------------------------
+
+
+def _ec2(statements: list[dict]) -> dict[str, dict]:
+    by_action = {}
+    for statement in statements:
+        for action in _as_list(statement["Action"]):
+            if action.startswith("ec2:"):
+                by_action[action] = statement
+    return by_action
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_job_role_in_a_vpc_manages_network_interfaces_in_its_subnets_only(synth):
+    assert _ec2(_statements(synth.template, "TrainingJobRole")) == {}
+    ec2 = _ec2(_statements(synth.vpc, "TrainingJobRole"))
+    # The list of the SageMaker developer guide (CreateTrainingJob with VpcConfig).
+    assert set(ec2) == {
+        "ec2:CreateNetworkInterface",
+        "ec2:CreateNetworkInterfacePermission",
+        "ec2:DeleteNetworkInterface",
+        "ec2:DeleteNetworkInterfacePermission",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeVpcs",
+        "ec2:DescribeDhcpOptions",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeSecurityGroups",
+    }
+    arn = "arn:aws:ec2:us-east-1:123456789012:"
+    subnets = [f"{arn}subnet/subnet-1", f"{arn}subnet/subnet-2"]
+    interfaces = f"{arn}network-interface/*"
+    for action, statement in ec2.items():
+        if action.startswith("ec2:Describe"):
+            assert statement["Resource"] == "*" and "Condition" not in statement
+    create = ec2["ec2:CreateNetworkInterface"]
+    assert create["Action"] == "ec2:CreateNetworkInterface" and "Condition" not in create
+    assert create["Resource"] == [interfaces, *subnets, f"{arn}security-group/sg-1"]
+    for action in ("ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission"):
+        assert ec2[action]["Resource"] == interfaces
+        assert ec2[action]["Condition"] == {"ArnEquals": {"ec2:Subnet": subnets}}
+    permit = ec2["ec2:CreateNetworkInterfacePermission"]
+    assert permit["Action"] == "ec2:CreateNetworkInterfacePermission"
+    assert permit["Resource"] == interfaces
+    assert permit["Condition"] == {
+        "ArnEquals": {"ec2:Subnet": subnets},
+        "StringEquals": {"ec2:AuthorizedService": "sagemaker.amazonaws.com"},
+    }
+
+
+def test_job_role_may_let_sagemaker_encrypt_volumes_with_the_key(synth):
+    (grant,) = [
+        s
+        for s in _statements(synth.template, "TrainingJobRole")
+        if "kms:CreateGrant" in _as_list(s["Action"])
+    ]
+    assert grant["Action"] == "kms:CreateGrant"
+    assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+    (key_id,) = synth.template.find_resources("AWS::KMS::Key")
+    assert grant["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
+
+
+def test_job_role_lists_and_reads_only_its_prefixes(synth):
+    statements = _statements(synth.template, "TrainingJobRole")
+    listing = [
+        s
+        for s in statements
+        if any(a in ("s3:*", "s3:List*", "s3:ListBucket") for a in _as_list(s["Action"]))
+    ]
+    assert listing
+    for statement in listing:
+        assert statement["Action"] == "s3:ListBucket"
+        assert statement["Condition"] == {
+            "StringLike": {"s3:prefix": ["datasets/*", "checkpoints/*", "models/*"]}
+        }
+    (reads,) = [s for s in statements if "s3:GetObject" in _as_list(s["Action"])]
+    assert reads["Action"] == "s3:GetObject"
+    assert [r["Fn::Join"][1][1] for r in reads["Resource"]] == [
+        "/datasets/*",
+        "/models/*",
+        "/checkpoints/*",
+    ]
+    assert not any(a.startswith("s3:GetBucket*") for s in statements for a in _as_list(s["Action"]))
+
+
+# --- the VPC a job runs in -------------------------------------------------------------------
+
+
+def test_vpc_limits_are_sagemakers():
+    vpc_config = (
+        botocore.session.get_session().get_service_model("sagemaker").shape_for("VpcConfig")
+    )
+    assert set(vpc_config.required_members) == {"Subnets", "SecurityGroupIds"}
+    assert vpc_config.members["Subnets"].metadata["max"] == MAX_SUBNETS == 16
+    assert vpc_config.members["SecurityGroupIds"].metadata["max"] == MAX_SECURITY_GROUPS == 5
+
+
+BAD_VPCS = [
+    ((), ("sg-1",), "security_group_ids needs subnet_ids"),
+    (("subnet-1",), (), "subnet_ids needs security_group_ids"),
+    (tuple(f"subnet-{i}" for i in range(17)), ("sg-1",), "subnet_ids takes at most 16"),
+    (("subnet-1",), tuple(f"sg-{i}" for i in range(6)), "security_group_ids takes at most 5"),
+]
+
+
+@pytest.mark.parametrize(("subnets", "groups", "message"), BAD_VPCS)
+def test_a_vpc_sagemaker_would_refuse_fails_the_synth(subnets, groups, message):
+    with pytest.raises(ValueError, match=message):
+        check_vpc(subnets, groups)
+    with pytest.raises(ValueError, match=message):
+        ErnieTrainingStack(
+            App(context=feature_flags()),
+            "Bad",
+            ErnieStackProps(subnet_ids=subnets, security_group_ids=groups),
+            env=ENV,
+        )
+    stack = Stack(App(context=feature_flags()), "Role", env=ENV)
+    data = DatasetBucket(stack, "Data")
+    repository = TrainingImage(stack, "Image").repository
+    with pytest.raises(ValueError, match=message):
+        ExecutionRole(
+            stack,
+            "Job",
+            ExecutionRoleProps(data.bucket, data.key, repository, subnets, groups),
+        )
+    role = ExecutionRole(stack, "Role", ExecutionRoleProps(data.bucket, data.key, repository))
+    with pytest.raises(ValueError, match=message):
+        TrainingPipeline(
+            stack,
+            "Pipeline",
+            TrainingPipelineProps(
+                bucket=data.bucket,
+                key=data.key,
+                image_uri="image",
+                execution_role=role.role,
+                subnet_ids=subnets,
+                security_group_ids=groups,
+            ),
+        )
+
+
+def test_no_vpc_or_one_within_the_limits_passes():
+    check_vpc((), ())
+    check_vpc(tuple(f"subnet-{i}" for i in range(16)), tuple(f"sg-{i}" for i in range(5)))
