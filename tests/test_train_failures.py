@@ -180,3 +180,16 @@ def test_the_logged_learning_rate_follows_that_schedule(tmp_path, sm_env, logs):
     assert rates[1] == pytest.approx(peak * 0.5)
     assert rates[4] == pytest.approx(peak * (1 - 4 / 8))
     assert rates[8] == 0.0
+
+
+def test_resuming_a_checkpoint_of_another_model_is_refused(tmp_path, sm_env, logs):
+    base = sm_env(make_job(tmp_path))
+    assert _run(base, num_train_steps="4")[0] == 0
+    config_file = base / "input" / "data" / "train" / "ernie_config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "hidden_size": config["hidden_size"] * 2}))
+    status, reason = _run(base, num_train_steps="8")
+    assert status == 1
+    assert re.search(
+        r"checkpoint .*step_000000004 is of another model: hidden_size \d+ there", reason
+    )

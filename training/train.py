@@ -27,7 +27,7 @@ import paddle
 from training import hyperparams, launch, metrics, presets
 from training import layout as job_layout
 from training.checkpoint import CheckpointManager, rename_optimizer_state
-from training.config import load_config
+from training.config import ErnieConfig, load_config
 from training.data import (
     Batch,
     DataPosition,
@@ -183,7 +183,7 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
 
     checkpoints = CheckpointManager(layout.checkpoint_dir(hp.checkpoints), hp.keep_checkpoints)
     structured = {p.name: n for n, p in model.named_parameters()}
-    step, position = _restore(checkpoints, model, optimizer, scaler, layout)
+    step, position = _restore(checkpoints, model, optimizer, scaler, layout, config)
     trainer = paddle.DataParallel(model) if world_size > 1 else model
     # How shards become batches, for training and validation alike.
     reading = dict(
@@ -478,10 +478,20 @@ def _restore(
     optimizer: paddle.optimizer.Optimizer,
     scaler: paddle.amp.GradScaler,
     layout: JobLayout,
+    config: ErnieConfig,
 ) -> tuple[int, DataPosition]:
     """Resume from the newest complete checkpoint, else warm-start from the model channel."""
     checkpoint = checkpoints.load_latest()
     if checkpoint is not None:
+        # Paddle skips parameters of another shape with a warning: refuse such a resume.
+        saved = checkpoint.meta.get("config", {})
+        changed = sorted(k for k, v in asdict(config).items() if saved.get(k) != v)
+        if changed:
+            raise ConfigError(
+                f"checkpoint {checkpoint.path} is of another model: "
+                + ", ".join(f"{k} {saved.get(k)} there, {getattr(config, k)} now" for k in changed)
+                + " (give this job its own checkpoint folder, or the checkpoint's ernie_config)"
+            )
         model.set_state_dict(checkpoint.model)
         unique = {n: p.name for n, p in model.named_parameters()}
         optimizer.set_state_dict(rename_optimizer_state(checkpoint.trainer["optimizer"], unique))
