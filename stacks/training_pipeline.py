@@ -35,8 +35,10 @@ from stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
 from training.execution import parse_input
 
 ROOT = Path(__file__).resolve().parents[1]
-# The Lambda carries only the contract modules it needs from the training package.
-LAMBDA_MODULES = ("__init__", "errors", "hyperparams", "metrics", "execution")
+# The Lambda carries only the contract modules it needs from the training package, and
+# the SageMaker API model the contract checks requests against.
+LAMBDA_MODULES = ("__init__", "errors", "hyperparams", "metrics", "sagemaker_api", "execution")
+LAMBDA_DATA = ("sagemaker_api.json",)
 # SageMaker API errors worth another attempt with a fresh job name (quota in use by other
 # jobs, throttling); a job that starts but finds no capacity fails with a FailureReason
 # starting "CapacityError", handled after Train.
@@ -104,6 +106,7 @@ class TrainingPipeline(Construct):
 
     def _prepare_function(self) -> lambda_.Function:
         keep = [f"!training/{name}.py" for name in LAMBDA_MODULES]
+        keep += [f"!training/{name}" for name in LAMBDA_DATA]
         stack = Stack.of(self)
         function = lambda_.Function(
             self,

@@ -20,7 +20,7 @@ from aws_cdk.assertions import Match, Template
 
 from operations.stack import OUTPUTS
 from stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
-from stacks.training_pipeline import LAMBDA_MODULES, REQUEST_FIELDS, RETRYABLE
+from stacks.training_pipeline import LAMBDA_DATA, LAMBDA_MODULES, REQUEST_FIELDS, RETRYABLE
 from tests.cdk_support import ENV, ROOT, cfn_lint_problems, feature_flags, synth_under_nag
 from training.execution import ExecutionInputError
 from training.metrics import METRIC_DEFINITIONS
@@ -192,7 +192,8 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     assert bundles, "no Prepare bundle in the cloud assembly"
     bundle = bundles[0]
     files = sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
-    assert files == sorted(f"training/{m}.py" for m in LAMBDA_MODULES)
+    expected = [f"training/{m}.py" for m in LAMBDA_MODULES] + [f"training/{d}" for d in LAMBDA_DATA]
+    assert files == sorted(expected)
     # The bundle alone answers an empty execution input, as Lambda would run it.
     script = (
         "import json; from training.execution import handler; "
