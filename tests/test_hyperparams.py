@@ -89,3 +89,17 @@ def test_values_json_encoded_by_the_sagemaker_sdk_are_accepted():
     hp = hyperparams.parse({"ernie_config_path": '"ernie-tiny"', "batch_size": "4096"})
     assert hp.ernie_config_path == "ernie-tiny" and hp.batch_size == 4096
     assert hyperparams.parse({"use_fp16": '"true"'}).use_fp16 is True
+
+
+def test_random_seed_is_bounded_by_what_paddle_seed_takes():
+    assert hyperparams.parse({"random_seed": str(2**64 - 1)}).random_seed == hyperparams.MAX_SEED
+    with pytest.raises(HyperparameterError, match=r"from 0 to 18446744073709551615 \(2\*\*64"):
+        hyperparams.parse({"random_seed": str(2**64)})
+
+
+def test_paddle_seed_takes_the_largest_seed_and_refuses_the_next():
+    paddle = pytest.importorskip("paddle")
+    paddle.seed(hyperparams.MAX_SEED)
+    with pytest.raises(TypeError):
+        paddle.seed(hyperparams.MAX_SEED + 1)
+    paddle.seed(0)

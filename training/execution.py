@@ -385,7 +385,10 @@ def _hyperparameter(name: str, value: object) -> str:
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, (int, float)):
-        text = _number_text(value)
+        try:
+            text = str(value)
+        except ValueError:  # more digits than Python writes out, and than SageMaker takes
+            raise _Problem(f"number {_number_text(value)} is too long") from None
     elif isinstance(value, str):
         text = value
     else:
@@ -420,7 +423,7 @@ def _instance_type(value: object) -> str:
     text = _string(value)
     known = sagemaker_api.member_shape("ResourceConfig.InstanceType")["enum"]
     if text not in known:
-        close = difflib.get_close_matches(text, known, n=1)
+        close = difflib.get_close_matches(text.lower(), known, n=1)  # the types are lower case
         hint = f"did you mean {close[0]}?" if close else f"e.g. {DEFAULT_INSTANCE_TYPE}"
         raise _Problem(f"{text!r} is not a SageMaker training instance type ({hint})")
     return text
