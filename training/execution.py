@@ -247,7 +247,7 @@ class StackEnvironment:
 
 
 def _environment_problems(env: StackEnvironment) -> list[str]:
-    """What in the stack's settings SageMaker (or S3) would refuse, field by field."""
+    """What in the stack's settings S3 or SageMaker would refuse, setting by setting."""
     problems = (
         []
         if BUCKET_PATTERN.fullmatch(env.bucket)
@@ -256,24 +256,28 @@ def _environment_problems(env: StackEnvironment) -> list[str]:
     for name in ("dataset_prefix", "output_prefix", "checkpoint_prefix"):
         if not _valid_key_prefix(getattr(env, name)):
             problems.append(f"{name}: {getattr(env, name)!r} is not a key prefix")
-    tags = _stack_tags(env)
     room = sagemaker_api.member_shape("Tags")["max"] - len(EXECUTION_TAGS)
-    if len(tags) > room:
+    if len(_stack_tags(env)) > room:
         problems.append(f"tags: at most {room} (each job adds {', '.join(EXECUTION_TAGS)})")
+    return problems + _refused_settings(env)
+
+
+def _refused_settings(env: StackEnvironment) -> list[str]:
+    """The settings that go into the request as they are, checked as the request's members."""
     members = {
         "image_uri": ("AlgorithmSpecification.TrainingImage", env.image_uri),
         "role_arn": ("RoleArn", env.role_arn),
         "kms_key_arn": ("OutputDataConfig.KmsKeyId", env.kms_key_arn),
         "subnets": ("VpcConfig.Subnets", list(env.subnets)),
         "security_groups": ("VpcConfig.SecurityGroupIds", list(env.security_groups)),
-        "tags": ("Tags", tags),
+        "tags": ("Tags", _stack_tags(env)),
     }
-    for name, (member, value) in members.items():
-        if value:  # absent optional settings leave their member out of the request
-            problems += [
-                f"{name}: {v.message()}" for v in sagemaker_api.check_member(member, value)
-            ]
-    return problems
+    return [
+        f"{name}: {violation.message()}"
+        for name, (member, value) in members.items()
+        if value  # absent optional settings leave their member out of the request
+        for violation in sagemaker_api.check_member(member, value)
+    ]
 
 
 def _stack_tags(env: StackEnvironment) -> list[dict[str, str]]:

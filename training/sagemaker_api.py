@@ -54,12 +54,6 @@ _TYPES: dict[str, tuple[type | tuple[type, ...], int | None]] = {
     "list": ((list, tuple), None),
     "map": (Mapping, None),
 }
-# How min and max apply: lengths of strings (UTF-16 units) and sizes of lists and maps.
-_MEASURES: dict[str, tuple[Callable[[Any], int], str]] = {
-    "string": (lambda text: aws_length(text), "length"),
-    "list": (len, "length"),
-    "map": (len, "length"),
-}
 
 
 @dataclass(frozen=True)
@@ -156,6 +150,14 @@ def _has_type(kind: str, value: Any) -> bool:
     return isinstance(value, python_type) and (bound is None or -bound <= value < bound)
 
 
+# How min and max apply: lengths of strings (UTF-16 units) and sizes of lists and maps.
+_MEASURES: dict[str, tuple[Callable[[Any], int], str]] = {
+    "string": (aws_length, "length"),
+    "list": (len, "length"),
+    "map": (len, "length"),
+}
+
+
 def _rules(shape: dict[str, Any]) -> Iterator[tuple[str, Callable[[Any], bool]]]:
     """(SageMaker's wording, test) of each constraint of a shape, in SageMaker's order."""
     measure, noun = _MEASURES.get(shape["type"], (int, "value"))
@@ -232,7 +234,7 @@ def _java_text(value: Any) -> str:
 # Extraction from botocore (not in the Lambda: only `main` and the tests call it)
 
 # What a shape's metadata may hold that the checker has no use for.
-_IGNORED_METADATA = {"sensitive", "box", "deprecated", "documentation", "idempotencyToken"}
+_IGNORED_METADATA = {"sensitive", "idempotencyToken", "contextParam", "requiresLength"}
 _POSIX_ALNUM = "A-Za-z0-9"  # Java's \p{Alnum} is ASCII unless UNICODE_CHARACTER_CLASS
 _GROUPS = ("(?:", "(?=", "(?!", "(?<=", "(?<!")  # the same in Java and Python
 _JAVA_DOT = "[^" + "".join(f"\\u{ord(c):04x}" for c in LINE_TERMINATORS) + "]"
@@ -296,45 +298,47 @@ def java_to_python(pattern: str) -> str:
     """A Java regex as a Python one that fullmatches exactly the same strings."""
     out, i, in_class, quantified = ["(?a)"], 0, False, False  # (?a): \d \s \w as in Java
     while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
+        if pattern[i] == "\\":
             token, i = _escape(pattern, i, in_class)
-            out.append(token)
             quantified = False
-            continue
-        if in_class:
-            if c == "[" or pattern.startswith("&&", i):
-                raise UnsupportedPattern(f"class union or intersection in {pattern!r}")
-            in_class = c != "]"
-            out.append(c)
-        elif c == "[":
-            start = i + 1 + (pattern[i + 1 : i + 2] == "^")
-            if pattern[start : start + 1] == "]":
-                raise UnsupportedPattern(f"a class starting with ] in {pattern!r}")
-            out.append(pattern[i:start])
-            in_class, i = True, start
-            continue
-        elif c == "(" and pattern.startswith("(?", i):
-            group = next((g for g in _GROUPS if pattern.startswith(g, i)), None)
-            if group is None:
-                raise UnsupportedPattern(f"group {pattern[i : i + 4]!r}... in {pattern!r}")
-            out.append(group)
-            i += len(group)
+        elif in_class:
+            token, i, in_class = _class_character(pattern, i)
             quantified = False
-            continue
-        elif c in "^$":
-            raise UnsupportedPattern(f"anchor {c!r} in {pattern!r} (matching is whole-string)")
-        elif c == "+" and quantified:
-            raise UnsupportedPattern(f"possessive quantifier in {pattern!r}")
         else:
-            out.append(_JAVA_DOT if c == "." else c)
-        quantified = not in_class and c in "*+?}"
-        i += 1
+            token, i, in_class, quantified = _outside_class(pattern, i, quantified)
+        out.append(token)
     if in_class:
         raise UnsupportedPattern(f"unterminated class in {pattern!r}")
     translated = "".join(out)
     re.compile(translated)
     return translated
+
+
+def _class_character(pattern: str, i: int) -> tuple[str, int, bool]:
+    """(text, next index, still in the class) for pattern[i] inside [...]."""
+    if pattern[i] == "[" or pattern.startswith("&&", i):
+        raise UnsupportedPattern(f"class union or intersection in {pattern!r}")
+    return pattern[i], i + 1, pattern[i] != "]"  # . and the rest are literal in both
+
+
+def _outside_class(pattern: str, i: int, quantified: bool) -> tuple[str, int, bool, bool]:
+    """(text, next index, in a class now, a quantifier now) for pattern[i] outside [...]."""
+    c = pattern[i]
+    if c == "[":
+        start = i + 1 + (pattern[i + 1 : i + 2] == "^")
+        if pattern[start : start + 1] == "]":
+            raise UnsupportedPattern(f"a class starting with ] in {pattern!r}")
+        return pattern[i:start], start, True, False
+    if pattern.startswith("(?", i):
+        group = next((g for g in _GROUPS if pattern.startswith(g, i)), None)
+        if group is None:
+            raise UnsupportedPattern(f"group {pattern[i : i + 4]!r}... in {pattern!r}")
+        return group, i + len(group), False, False
+    if c in "^$":
+        raise UnsupportedPattern(f"anchor {c!r} in {pattern!r} (matching is whole-string)")
+    if c == "+" and quantified:
+        raise UnsupportedPattern(f"possessive quantifier in {pattern!r}")
+    return (_JAVA_DOT if c == "." else c), i + 1, False, c in "*+?}"
 
 
 def _escape(pattern: str, i: int, in_class: bool) -> tuple[str, int]:
