@@ -32,7 +32,7 @@ ENVIRON = {
     "KMS_KEY_ARN": KEY,
 }
 ENV = StackEnvironment.from_environ(ENVIRON)
-NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")  # fullmatch
 MODEL = f"s3://{BUCKET}/models/ernie-old-1a2b3c4d-a1-20260101000000/output/model.tar.gz"
 
 
@@ -596,7 +596,7 @@ def test_job_names_are_valid_deterministic_and_fresh_per_attempt():
     assert first != job_name("ernie", "run-2", 1, NOW)
     assert first != job_name("ernie", "run-1", 1, NOW + timedelta(seconds=1))
     for name in (first, job_name("ernie", "run-1", 2, NOW)):
-        assert len(name) <= 63 and NAME.match(name)
+        assert len(name) <= 63 and NAME.fullmatch(name)
 
 
 def test_naive_and_aware_times_agree_in_utc():
@@ -622,7 +622,7 @@ def test_odd_and_long_execution_names_are_sanitised(execution_name):
         for attempt in (1, 99, 1234567):
             name = job_name(prefix, execution_name, attempt, NOW)
             assert len(name) <= 63, name
-            assert NAME.match(name), name
+            assert NAME.fullmatch(name), name
             assert name.startswith(f"{prefix}-")
     assert job_name("ernie", execution_name, 1, NOW) != job_name(
         "ernie", execution_name + "x", 1, NOW
