@@ -124,5 +124,7 @@ class _Resolver:
 
     def _arn(self, logical_id: str) -> str:
         kind = self.resources.get(logical_id, {}).get("Type", "AWS::Local::Resource")
+        if kind == "AWS::IAM::Role":  # SageMaker checks RoleArn's form: global, role/<name>
+            return f"arn:aws:iam::{ACCOUNT}:role/{logical_id}"
         service = kind.split("::")[1].lower()
         return f"arn:aws:{service}:{REGION}:{ACCOUNT}:local/{logical_id}"

@@ -3,6 +3,14 @@
 `run_training_job` takes the request the state machine sends to `createTrainingJob.sync`
 and does what SageMaker does with it, on this machine, against folders:
 
+- The request is checked against CreateTrainingJob's API model (training/sagemaker_api.py)
+  first: what SageMaker would refuse raises ValidationException with SageMaker's message
+  ("1 validation error detected: Value 'ml.g5.2xlarg' at 'resourceConfig.instanceType'
+  failed to satisfy constraint: Member must satisfy enum value set: [...]"). So does what
+  this player cannot play (channels other than S3Prefix ones, a LocalPath outside
+  /opt/ml, a request without AlgorithmSpecification, ResourceConfig or StoppingCondition);
+  a job name in use raises ResourceInUse.
+
 - S3 is a folder: `s3://BUCKET/KEY` is `<buckets>/BUCKET/KEY`.
 - The container's /opt/ml is `<jobs>/<TrainingJobName>/opt/ml`: the config JSONs and the
   channels are laid out there exactly as SageMaker would, and the image's entrypoint
@@ -35,6 +43,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from training import sagemaker_api
+
 ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:training-job/"
 CONTAINER_BASE = "/opt/ml"  # where SageMaker mounts the job; LocalPath lives under it
 DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath's default
@@ -43,16 +53,10 @@ STOP_GRACE_SECONDS = 120  # SageMaker sends SIGKILL this long after SIGTERM
 FAILURE_REASON_MAX = 1024  # DescribeTrainingJob's FailureReason is at most this long
 HOST = "algo-1"
 GROUP = "homogeneousCluster"
-REQUIRED = (
-    "TrainingJobName",
-    "AlgorithmSpecification",
-    "RoleArn",
-    "OutputDataConfig",
-    "ResourceConfig",
-    "StoppingCondition",
-)
-JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?$")  # bucket, key
+# Optional in SageMaker's model (serverless jobs go without), needed to play a job here.
+PLAYED = ("AlgorithmSpecification", "ResourceConfig", "StoppingCondition")
+# The URIs this player maps to folders (SageMaker's S3Uri also takes https://); fullmatch.
+S3_URI = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?")  # bucket, key
 # Request fields DescribeTrainingJob gives back as they were sent.
 ECHOED = (
     "HyperParameters",
@@ -116,54 +120,41 @@ def run_training_job(
 
 
 def _validate(request: dict) -> None:
-    """What SageMaker checks before it accepts a job, in its own words."""
-    problems = [
-        f"Value null at '{_camel(field)}' failed to satisfy constraint: Member must not be null"
-        for field in REQUIRED
-        if not request.get(field)
-    ]
-    name = request.get("TrainingJobName")
-    if name and not (isinstance(name, str) and JOB_NAME.match(name)):
-        problems.append(
-            f"Value '{name}' at 'trainingJobName' failed to satisfy constraint: Member must "
-            f"satisfy regular expression pattern: {JOB_NAME.pattern}"
-        )
-    hyperparameters = request.get("HyperParameters") or {}
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in hyperparameters.items()):
-        problems.append(
-            "Value at 'hyperParameters' failed to satisfy constraint: Map keys and values "
-            "must be strings"
-        )
-    problems += _channel_problems(request.get("InputDataConfig") or [])
-    problems += _location_problems(request)
+    """What SageMaker refuses, in its own words; then what this player cannot play."""
+    problems = [v.message() for v in sagemaker_api.check_request(request)]
+    if not problems:  # the local checks read a request of the model's shape
+        problems = _local_problems(request)
     if problems:
-        count = len(problems)
-        raise ValidationException(
-            f"{count} validation error{'s' if count > 1 else ''} detected: " + "; ".join(problems)
-        )
+        raise ValidationException(sagemaker_api.validation_message(problems))
 
 
-def _channel_problems(channels: list[dict]) -> list[str]:
-    names = [c.get("ChannelName") for c in channels]
-    problems = [] if len(set(names)) == len(names) else [f"Channel names must be unique: {names}"]
+def _local_problems(request: dict) -> list[str]:
+    problems = []
+    missing = [field for field in PLAYED if field not in request]
+    if missing:
+        problems.append(f"the local SageMaker plays only requests with {', '.join(missing)}")
+    channels = request.get("InputDataConfig", [])
+    names = [c["ChannelName"] for c in channels]
+    if len(set(names)) != len(names):  # SageMaker's rule, beyond its API model
+        problems.append(f"Channel names must be unique: {names}")
     for channel in channels:
-        source = channel.get("DataSource", {}).get("S3DataSource") or {}
-        if source.get("S3DataType", "S3Prefix") != "S3Prefix":
-            # SageMaker takes ManifestFile and others; this player does not.
+        source = channel["DataSource"].get("S3DataSource")
+        if source is None or source["S3DataType"] != "S3Prefix":
+            # SageMaker takes file systems, ManifestFile and others; this player does not.
             problems.append(
-                f"channel {channel.get('ChannelName')!r}: the local SageMaker plays only "
+                f"channel {channel['ChannelName']!r}: the local SageMaker plays only "
                 "S3DataSource channels of S3DataType S3Prefix"
             )
-        elif not _valid_uri(source.get("S3Uri")):
-            problems.append(f"channel {channel.get('ChannelName')!r}: {_bad_uri(source)}")
-    return problems
+        elif not _valid_uri(source["S3Uri"]):
+            problems.append(f"channel {channel['ChannelName']!r}: {_bad_uri(source['S3Uri'])}")
+    return problems + _location_problems(request)
 
 
 def _location_problems(request: dict) -> list[str]:
     problems = []
-    output = request.get("OutputDataConfig") or {}
-    if output and not _valid_uri(output.get("S3OutputPath")):
-        problems.append(f"OutputDataConfig: {_bad_uri({'S3Uri': output.get('S3OutputPath')})}")
+    output = request["OutputDataConfig"]["S3OutputPath"]
+    if not _valid_uri(output):
+        problems.append(f"OutputDataConfig: {_bad_uri(output)}")
     checkpoints = request.get("CheckpointConfig")
     if checkpoints:
         local = checkpoints.get("LocalPath") or DEFAULT_CHECKPOINT_PATH
@@ -172,22 +163,18 @@ def _location_problems(request: dict) -> list[str]:
                 f"CheckpointConfig.LocalPath {local!r}: the local SageMaker relocates only "
                 f"folders under {CONTAINER_BASE}/"
             )
-        if not _valid_uri(checkpoints.get("S3Uri")):
-            problems.append(f"CheckpointConfig: {_bad_uri(checkpoints)}")
+        if not _valid_uri(checkpoints["S3Uri"]):
+            problems.append(f"CheckpointConfig: {_bad_uri(checkpoints['S3Uri'])}")
     return problems
 
 
-def _valid_uri(uri: object) -> bool:
-    match = S3_URI.match(uri) if isinstance(uri, str) else None
+def _valid_uri(uri: str) -> bool:
+    match = S3_URI.fullmatch(uri)
     return bool(match) and ".." not in (match.group(2) or "").split("/")
 
 
-def _bad_uri(source: dict) -> str:
-    return f"Value {source.get('S3Uri')!r} is not a valid S3 URI (s3://bucket/key)"
-
-
-def _camel(field: str) -> str:
-    return field[0].lower() + field[1:]
+def _bad_uri(uri: str) -> str:
+    return f"the local SageMaker maps only s3://bucket/key URIs inside their bucket, not {uri!r}"
 
 
 def _claim(jobs: Path, name: str) -> Path:
@@ -313,7 +300,7 @@ def _bucket_path(buckets: Path, uri: str) -> tuple[Path, str]:
     """The bucket's folder and the key of an s3:// URI; a key may not climb out of it."""
     if not _valid_uri(uri):
         raise ValueError(f"{uri!r} is not an s3://bucket/key URI inside its bucket")
-    bucket, key = S3_URI.match(uri).groups()
+    bucket, key = S3_URI.fullmatch(uri).groups()
     return buckets / bucket, key or ""
 
 

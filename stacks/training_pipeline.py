@@ -39,8 +39,10 @@ from stacks.network import check_vpc
 from training.execution import MAX_HOURS, parse_input
 
 ROOT = Path(__file__).resolve().parents[1]
-# The Lambda carries only the contract modules it needs from the training package.
-LAMBDA_MODULES = ("__init__", "errors", "hyperparams", "metrics", "execution")
+# The Lambda carries only the contract modules it needs from the training package, and
+# the SageMaker API model the contract checks requests against.
+LAMBDA_MODULES = ("__init__", "errors", "hyperparams", "metrics", "sagemaker_api", "execution")
+LAMBDA_DATA = ("sagemaker_api.json",)
 # How createTrainingJob.sync fails. A SageMaker API error is named "SageMaker." + the
 # Java SDK's exception class, with a plain-text Cause ("... (Service: AmazonSageMaker;
 # Status Code: 400; Error Code: ValidationException; ...)"); only ResourceLimitExceeded has
@@ -118,6 +120,7 @@ class TrainingPipeline(Construct):
 
     def _prepare_function(self) -> lambda_.Function:
         keep = [f"!training/{name}.py" for name in LAMBDA_MODULES]
+        keep += [f"!training/{name}" for name in LAMBDA_DATA]
         stack = Stack.of(self)
         function = lambda_.Function(
             self,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from training import execution, hyperparams, layout, metrics
+from training import execution, hyperparams, layout, metrics, sagemaker_api
 from training.errors import TrainingError
 from training.execution import (
     ExecutionInput,
@@ -32,7 +32,7 @@ ENVIRON = {
     "KMS_KEY_ARN": KEY,
 }
 ENV = StackEnvironment.from_environ(ENVIRON)
-NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")  # fullmatch
 MODEL = f"s3://{BUCKET}/models/ernie-old-1a2b3c4d-a1-20260101000000/output/model.tar.gz"
 
 
@@ -141,8 +141,10 @@ def test_request_fields_match_the_sagemaker_api_model():
         {"spot": False, "use_validation": False, "instance_type": "ml.p3.2xlarge"},
         {"warm_start_model": MODEL, "hyperparameters": {"batch_size": 4096, "use_fp16": True}},
     ):
-        report = ParamValidator().validate(request(raw, env=env), shape)
+        req = request(raw, env=env)
+        report = ParamValidator().validate(req, shape)
         assert not report.has_errors(), report.generate_report()
+        assert sagemaker_api.check_request(req) == []
 
 
 # --- overrides ------------------------------------------------------------------------
@@ -330,6 +332,47 @@ def test_checkpoints_hyperparameter_may_only_name_the_synced_folder(value):
     parse_input({"hyperparameters": {"checkpoints": value}})
 
 
+@pytest.mark.parametrize(
+    ("hyperparameters", "name", "text"),
+    [
+        ({"ernie_config_path": "ernie-tiny\n"}, "ernie_config_path", "has a line break"),
+        ({"vocab_path": "vocab.txt\r"}, "vocab_path", "has a line break"),
+        ({"batch_size": "8192\u2028"}, "batch_size", "has a line break"),
+        ({"epoch": "3\x85"}, "epoch", "has a line break"),
+        (
+            {"vocab_path": "v" * 2501},
+            "vocab_path",
+            "SageMaker refuses the value: Member must have length less than or equal to 2500",
+        ),
+        (
+            {"vocab_path": "😀" * 1251},  # Java counts UTF-16 units: two each
+            "vocab_path",
+            "less than or equal to 2500",
+        ),
+        (
+            {"k" * 257: "1"},
+            "k" * 257,
+            "SageMaker refuses the key: Member must have length less than or equal to 256",
+        ),
+        ({"epoch": 10**5000}, "epoch", "number of 16610 bits is too long"),
+        (
+            {"random_seed": 2**64},
+            "random_seed",
+            "expected an integer from 0 to 18446744073709551615",
+        ),
+    ],
+)
+def test_hyperparameters_sagemaker_or_the_trainer_would_refuse(hyperparameters, name, text):
+    found = problems({"hyperparameters": hyperparameters})
+    assert text in found[f"hyperparameters.{name}"]
+
+
+def test_the_largest_seed_paddle_takes_is_accepted():
+    inp = parse_input({"hyperparameters": {"random_seed": 2**64 - 1}})
+    assert inp.hyperparameters == {"random_seed": str(2**64 - 1)}
+    assert request({"hyperparameters": {"vocab_path": "😀" * 1250}})
+
+
 def test_checkpoints_elsewhere_would_not_be_synced():
     found = problems({"hyperparameters": {"checkpoints": "/tmp/ckpt"}})
     assert "only that folder is synced" in found["hyperparameters.checkpoints"]
@@ -346,9 +389,15 @@ def test_checkpoints_elsewhere_would_not_be_synced():
         ({"dataset": "datasets//x"}, "dataset", "expected a key prefix"),
         ({"dataset": "datasets/../x"}, "dataset", "expected a key prefix"),
         ({"dataset": "s3://b/datasets/x"}, "dataset", "not an s3:// URI"),
+        ({"dataset": "datasets/x\n"}, "dataset", "expected a key prefix"),
+        ({"dataset": "datasets/" + "x" * 504}, "dataset", "up to 512"),
         ({"use_validation": "true"}, "use_validation", "expected true or false, got string"),
         ({"instance_type": "g5.2xlarge"}, "instance_type", "instance type"),
-        ({"instance_type": "ml.G5.2xlarge"}, "instance_type", "instance type"),
+        ({"instance_type": "ml.G5.2xlarge"}, "instance_type", "did you mean ml.g5.2xlarge?"),
+        ({"instance_type": "ml.g5.2xlarg"}, "instance_type", "did you mean ml.g5.2xlarge?"),
+        ({"instance_type": "ml.p4d.24xlarge\n"}, "instance_type", "did you mean ml.p4d.24xl"),
+        ({"instance_type": "ml.g9.huge"}, "instance_type", "not a SageMaker training instance"),
+        ({"instance_type": "x"}, "instance_type", "(e.g. ml.g5.2xlarge)"),
         ({"instance_count": 0}, "instance_count", "from 1 to 16, got number 0"),
         ({"instance_count": 17}, "instance_count", "from 1 to 16"),
         ({"instance_count": 1.5}, "instance_count", "from 1 to 16"),
@@ -364,6 +413,12 @@ def test_checkpoints_elsewhere_would_not_be_synced():
         ({"max_runtime_hours": float("inf")}, "max_runtime_hours", "> 0"),
         ({"max_runtime_hours": "24"}, "max_runtime_hours", "got string '24'"),
         ({"max_runtime_hours": 1e-5}, "max_runtime_hours", "shorter than one second"),
+        ({"max_runtime_hours": 10**400}, "max_runtime_hours", "<= 672, got number 1000"),
+        ({"max_runtime_hours": -(10**400)}, "max_runtime_hours", "> 0"),
+        ({"max_runtime_hours": float("nan")}, "max_runtime_hours", "got number nan"),
+        ({"max_wait_hours": 10**400}, "max_wait_hours", "<= 672"),
+        ({"instance_count": 10**400}, "instance_count", "from 1 to 16"),
+        ({"volume_size_gb": 10**5000}, "volume_size_gb", "got number of 16610 bits"),
         ({"max_wait_hours": 673}, "max_wait_hours", "<= 672"),
         (
             {"max_runtime_hours": 10, "max_wait_hours": 5},
@@ -375,11 +430,24 @@ def test_checkpoints_elsewhere_would_not_be_synced():
         ({"warm_start_model": "s3://b/models/x/"}, "warm_start_model", "model.tar.gz"),
         ({"warm_start_model": "s3://B_ad/model.tar.gz"}, "warm_start_model", "s3://<bucket>"),
         ({"warm_start_model": 1}, "warm_start_model", "expected a string"),
+        ({"warm_start_model": MODEL + "\n"}, "warm_start_model", "s3://<bucket>"),
+        (
+            {"warm_start_model": f"s3://{BUCKET}/models/j\r/model.tar.gz"},
+            "warm_start_model",
+            "SageMaker refuses it as an S3Uri: Member must satisfy regular expression pattern",
+        ),
+        (
+            {"warm_start_model": f"s3://{BUCKET}/models/{'j/' * 500}model.tar.gz"},
+            "warm_start_model",
+            "Member must have length less than or equal to 1024",
+        ),
         ({"job_name_prefix": ""}, "job_name_prefix", "1 to 30"),
         ({"job_name_prefix": "a" * 31}, "job_name_prefix", "1 to 30"),
         ({"job_name_prefix": "ernie_x"}, "job_name_prefix", "'ernie_x'"),
         ({"job_name_prefix": "-ernie"}, "job_name_prefix", "starting and ending"),
         ({"job_name_prefix": "ernie-"}, "job_name_prefix", "starting and ending"),
+        ({"job_name_prefix": "ernie-x\n"}, "job_name_prefix", "starting and ending"),
+        ({"job_name_prefix": "ernie\u0663"}, "job_name_prefix", "letters, digits and hyphens"),
         ({"instnce_type": "x"}, "instnce_type", "unknown field (did you mean instance_type?)"),
         ({"spto": True}, "spto", "did you mean spot?"),
         ({"batch_size": 1}, "batch_size", 'put it under "hyperparameters"'),
@@ -426,6 +494,80 @@ def test_several_problems_are_reported_at_once():
     assert isinstance(error, TrainingError)
 
 
+@pytest.mark.parametrize(
+    ("settings", "text"),
+    [
+        (
+            {"SUBNETS": ",".join(f"subnet-{i}" for i in range(17)), "SECURITY_GROUPS": "sg-1"},
+            "subnets: Value '[subnet-0, ",
+        ),
+        (
+            {"SUBNETS": "subnet-1", "SECURITY_GROUPS": ",".join(f"sg-{i}" for i in range(6))},
+            "at 'vpcConfig.securityGroupIds' failed to satisfy constraint: Member must have "
+            "length less than or equal to 5",
+        ),
+        ({"SUBNETS": "subnet_1", "SECURITY_GROUPS": "sg-1"}, "at 'vpcConfig.subnets'"),
+        (
+            {"ROLE_ARN": "arn:aws:iam::1234:role/job"},
+            "role_arn: Value 'arn:aws:iam::1234:role/job' at 'roleArn' failed to satisfy "
+            "constraint: Member must satisfy regular expression pattern",
+        ),
+        ({"KMS_KEY_ARN": "my key"}, "at 'outputDataConfig.kmsKeyId'"),
+        ({"IMAGE_URI": "image\n"}, "at 'algorithmSpecification.trainingImage'"),
+        ({"IMAGE_URI": "i" * 256}, "less than or equal to 255"),
+        ({"BUCKET": "My_Bucket"}, "bucket: 'My_Bucket' is not an S3 bucket name"),
+        ({"OUTPUT_PREFIX": "models//x"}, "output_prefix: 'models//x' is not a key prefix"),
+        ({"TAGS": '{"Team\\t": "ml"}'}, "at 'tags.1.member.key'"),
+        ({"TAGS": json.dumps({"Team": "v" * 257})}, "at 'tags.1.member.value'"),
+        (
+            {"TAGS": json.dumps({f"Tag{i}": "x" for i in range(48)})},
+            "tags: at most 47 (each job adds ExecutionName, Attempt, Dataset)",
+        ),
+    ],
+)
+def test_stack_settings_sagemaker_would_refuse(settings, text):
+    with pytest.raises(execution.StackEnvironmentError) as caught:
+        StackEnvironment.from_environ({**ENVIRON, **settings})
+    assert "SageMaker would refuse the stack's settings" in str(caught.value)
+    assert text in str(caught.value)
+
+
+def test_the_stacks_limits_are_accepted():
+    env = StackEnvironment.from_environ(
+        {
+            **ENVIRON,
+            "SUBNETS": ",".join(f"subnet-{i}" for i in range(16)),
+            "SECURITY_GROUPS": ",".join(f"sg-{i}" for i in range(5)),
+            "TAGS": json.dumps({f"Tag{i}": "x" for i in range(47)} | {"aws:cdk": "dropped"}),
+        }
+    )
+    tags = request(env=env)["Tags"]
+    assert len(tags) == 50 and {"Key": "Tag0", "Value": "x"} in tags
+
+
+def test_tag_values_hold_what_sagemaker_takes_within_its_length():
+    tags = request(execution_name="名前\U00020000" * 100 + "!")["Tags"]
+    value = next(t["Value"] for t in tags if t["Key"] == "ExecutionName")
+    assert value.startswith("名前\U00020000名前") and sagemaker_api.aws_length(value) <= 256
+    assert request(execution_name="a b\tc!")["Tags"][0] == {
+        "Key": "ExecutionName",
+        "Value": "a b_c_",
+    }
+
+
+def test_a_request_the_contract_should_have_refused_is_a_contract_gap():
+    unchecked = ExecutionInput(instance_type="ml.g5.2xlarg", hyperparameters={"epoch": "1\n"})
+    with pytest.raises(execution.ContractGapError) as caught:
+        training_job_request(unchecked, ENV, "run-1", 1, NOW)
+    assert not isinstance(caught.value, ExecutionInputError)
+    message = str(caught.value)
+    assert message.startswith(
+        "the CreateTrainingJob request breaks SageMaker's constraints at hyperParameters, "
+        "resourceConfig.instanceType, which the execution-input contract should have refused: "
+        "2 validation errors detected: Value '{epoch=1\n}' at 'hyperParameters' "
+    )
+
+
 def test_what_the_stack_cannot_allow_is_named_before_a_job_exists():
     with pytest.raises(ExecutionInputError) as caught:
         request(
@@ -454,7 +596,7 @@ def test_job_names_are_valid_deterministic_and_fresh_per_attempt():
     assert first != job_name("ernie", "run-2", 1, NOW)
     assert first != job_name("ernie", "run-1", 1, NOW + timedelta(seconds=1))
     for name in (first, job_name("ernie", "run-1", 2, NOW)):
-        assert len(name) <= 63 and NAME.match(name)
+        assert len(name) <= 63 and NAME.fullmatch(name)
 
 
 def test_naive_and_aware_times_agree_in_utc():
@@ -480,7 +622,7 @@ def test_odd_and_long_execution_names_are_sanitised(execution_name):
         for attempt in (1, 99, 1234567):
             name = job_name(prefix, execution_name, attempt, NOW)
             assert len(name) <= 63, name
-            assert NAME.match(name), name
+            assert NAME.fullmatch(name), name
             assert name.startswith(f"{prefix}-")
     assert job_name("ernie", execution_name, 1, NOW) != job_name(
         "ernie", execution_name + "x", 1, NOW
@@ -543,10 +685,26 @@ def test_handler(monkeypatch):
         execution.handler({"input": {"instance_count": 0}, "execution": "run-9"}, None)
 
 
-def test_module_imports_only_what_the_lambda_bundle_holds():
-    allowed = {"training", "training.errors", "training.hyperparams", "training.metrics"}
-    tree = ast.parse(Path(execution.__file__).read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", [execution, sagemaker_api])
+def test_module_imports_only_what_the_lambda_bundle_holds(module):
+    allowed = {
+        "training",
+        "training.errors",
+        "training.hyperparams",
+        "training.metrics",
+        "training.sagemaker_api",
+    }
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    # extract_shapes reads botocore's model; only the tests and `python -m` call it.
+    lazy = {
+        id(node)
+        for function in ast.walk(tree)
+        if isinstance(function, ast.FunctionDef) and function.name == "extract_shapes"
+        for node in ast.walk(function)
+    }
     for node in ast.walk(tree):
+        if id(node) in lazy:
+            continue
         if isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -118,3 +118,17 @@ def test_defaults_are_the_original_ernies_where_the_names_are_its():
     }
     default = hyperparams.parse({})
     assert {name: getattr(default, name) for name in original} == original
+
+
+def test_random_seed_is_bounded_by_what_paddle_seed_takes():
+    assert hyperparams.parse({"random_seed": str(2**64 - 1)}).random_seed == hyperparams.MAX_SEED
+    with pytest.raises(HyperparameterError, match=r"from 0 to 18446744073709551615 \(2\*\*64"):
+        hyperparams.parse({"random_seed": str(2**64)})
+
+
+def test_paddle_seed_takes_the_largest_seed_and_refuses_the_next():
+    paddle = pytest.importorskip("paddle")
+    paddle.seed(hyperparams.MAX_SEED)
+    with pytest.raises(TypeError):
+        paddle.seed(hyperparams.MAX_SEED + 1)
+    paddle.seed(0)

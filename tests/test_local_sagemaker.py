@@ -17,6 +17,7 @@ import pytest
 from rehearsal import local_sagemaker
 from rehearsal.local_sagemaker import ResourceInUse, ValidationException, run_training_job
 from tests.helpers import TINY_HYPERPARAMETERS, make_job
+from training import sagemaker_api
 from training.execution import StackEnvironment, parse_input, training_job_request
 
 ENV = StackEnvironment(
@@ -176,6 +177,104 @@ def test_requests_sagemaker_would_refuse(tmp_path, buckets):
     numbers = {**request(attempt=3), "HyperParameters": {"batch_size": 512}}
     with pytest.raises(ValidationException, match="hyperParameters"):
         run(numbers, buckets, tmp_path)
+
+
+def _subnets(req: dict, count: int) -> None:
+    req["VpcConfig"] = {
+        "Subnets": [f"subnet-{i}" for i in range(count)],
+        "SecurityGroupIds": ["sg-1"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda req: req["ResourceConfig"].update(InstanceType="ml.g5.2xlarg"),
+            "1 validation error detected: Value 'ml.g5.2xlarg' at 'resourceConfig.instanceType' "
+            "failed to satisfy constraint: Member must satisfy enum value set: [ml.m4.xlarge, ",
+        ),
+        (
+            lambda req: req.update(TrainingJobName="a" * 64),
+            f"2 validation errors detected: Value '{'a' * 64}' at 'trainingJobName' failed to "
+            "satisfy constraint: Member must have length less than or equal to 63; "
+            f"Value '{'a' * 64}' at 'trainingJobName' failed to satisfy constraint: Member must "
+            "satisfy regular expression pattern: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
+        ),
+        (
+            lambda req: req.update(HyperParameters={"epoch": "1\n"}),
+            "1 validation error detected: Value '{epoch=1\n}' at 'hyperParameters' failed to "
+            "satisfy constraint: Map value must satisfy constraint: [Member must have length "
+            "less than or equal to 2500, Member must have length greater than or equal to 0, "
+            "Member must satisfy regular expression pattern: .*]",
+        ),
+        (
+            lambda req: _subnets(req, 17),
+            "at 'vpcConfig.subnets' failed to satisfy constraint: Member must have length less "
+            "than or equal to 16",
+        ),
+        (
+            lambda req: req["InputDataConfig"][1].update(ChannelName="valid data"),
+            "Value 'valid data' at 'inputDataConfig.2.member.channelName' failed to satisfy "
+            "constraint: Member must satisfy regular expression pattern: [A-Za-z0-9\\.\\-_]+",
+        ),
+        (
+            lambda req: req["Tags"][0].update(Value="tab\there"),
+            "at 'tags.1.member.value' failed to satisfy constraint: Member must satisfy regular "
+            "expression pattern: ([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)",
+        ),
+        (
+            lambda req: req["StoppingCondition"].update(MaxRuntimeInSeconds=0),
+            "Value '0' at 'stoppingCondition.maxRuntimeInSeconds' failed to satisfy constraint: "
+            "Member must have value greater than or equal to 1",
+        ),
+        (
+            lambda req: req["ResourceConfig"].update(InstanceTyp="ml.g5.2xlarge"),
+            "at 'resourceConfig.instanceTyp' failed to satisfy constraint: Member is not in the "
+            "CreateTrainingJob model",
+        ),
+    ],
+)
+def test_what_the_old_player_took_and_sagemaker_refuses(tmp_path, buckets, change, message):
+    req = request()
+    change(req)
+    with pytest.raises(ValidationException) as refused:
+        run(req, buckets, tmp_path)
+    assert message in str(refused.value)
+    assert not (tmp_path / "jobs" / req["TrainingJobName"]).exists()  # no job, name not taken
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda req: req["InputDataConfig"][0]["DataSource"]["S3DataSource"].update(
+                S3DataType="ManifestFile"
+            ),
+            "channel 'train': the local SageMaker plays only S3DataSource channels",
+        ),
+        (
+            lambda req: req["CheckpointConfig"].update(LocalPath="/tmp/checkpoints"),
+            "relocates only folders under /opt/ml/",
+        ),
+        (
+            lambda req: req["OutputDataConfig"].update(S3OutputPath="https://data/models/"),
+            "maps only s3://bucket/key URIs",
+        ),
+        (lambda req: req.pop("StoppingCondition"), "plays only requests with StoppingCondition"),
+        (
+            lambda req: req["InputDataConfig"][1].update(ChannelName="train"),
+            "Channel names must be unique",
+        ),
+    ],
+)
+def test_what_sagemaker_takes_but_the_local_player_cannot_play(tmp_path, buckets, change, message):
+    req = request()
+    change(req)
+    assert sagemaker_api.check_request(req) == []
+    with pytest.raises(ValidationException, match="1 validation error detected: ") as refused:
+        run(req, buckets, tmp_path)
+    assert message in str(refused.value)
 
 
 def test_channels_hold_what_the_s3_uri_selects(tmp_path):

@@ -28,6 +28,7 @@ from stacks.network import MAX_SECURITY_GROUPS, MAX_SUBNETS, check_vpc
 from stacks.training_image import TrainingImage
 from stacks.training_pipeline import (
     API_ERROR,
+    LAMBDA_DATA,
     LAMBDA_MODULES,
     REQUEST_FIELDS,
     RESOURCE_LIMIT,
@@ -240,7 +241,8 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     assert bundles, "no Prepare bundle in the cloud assembly"
     bundle = bundles[0]
     files = sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
-    assert files == sorted(f"training/{m}.py" for m in LAMBDA_MODULES)
+    expected = [f"training/{m}.py" for m in LAMBDA_MODULES] + [f"training/{d}" for d in LAMBDA_DATA]
+    assert files == sorted(expected)
     # The bundle alone answers an empty execution input, as Lambda would run it.
     script = (
         "import json; from training.execution import handler; "

@@ -4,6 +4,9 @@ Start an execution of the pretraining state machine with a JSON object; every fi
 optional and `{}` trains with the defaults below. Anything wrong fails the execution
 before a training job exists, with an `ExecutionInputError` that names every bad field
 (`instance_count: expected an integer from 1 to 16, got 0; hyperparameters.batch_size: ...`).
+That includes whatever SageMaker's CreateTrainingJob would refuse: any input gives either
+that error or a request that meets every constraint of SageMaker's API model
+(training/sagemaker_api.py checks the request before it is returned).
 
 Example:
 
@@ -23,18 +26,22 @@ Fields:
       all). Values may be strings, numbers or booleans: true/false become "true"/"false",
       numbers are written as Python writes them (0.0001 -> "0.0001", 8192 -> "8192"). An
       unknown name or a bad value fails, naming it (`hyperparameters.batch_size: bad value
-      'x': expected an integer`). Names starting with `sagemaker_` are reserved.
+      'x': expected an integer`). Names starting with `sagemaker_` are reserved. As
+      SageMaker requires, a value has at most 2500 characters and no line break (\n, \r,
+      U+0085, U+2028, U+2029), and there are at most 100 of them.
       `checkpoints` may only be empty or /opt/ml/checkpoints: only that folder is synced
       to S3, and a retried attempt resumes from there.
   dataset            string, default "datasets/demo"
       Key prefix of a prepared dataset in the stack's bucket (what `ernie-sm upload`
-      printed), under datasets/. The job reads `<dataset>/train/` as its train channel
-      and `<dataset>/valid/` as its valid channel. Not an s3:// URI.
+      printed), under datasets/: up to 512 letters, digits and !_.*'()=@+- with single
+      slashes. The job reads `<dataset>/train/` as its train channel and
+      `<dataset>/valid/` as its valid channel. Not an s3:// URI.
   use_validation     boolean, default true
       Give the job the valid channel. Set false for a dataset prepared without a
       validation split (there is no `<dataset>/valid/` then, and the job would fail).
   instance_type      string, default "ml.g5.2xlarge"
-      SageMaker training instance type, e.g. ml.g5.12xlarge, ml.p4d.24xlarge.
+      SageMaker training instance type, e.g. ml.g5.12xlarge, ml.p4d.24xlarge: one of
+      those CreateTrainingJob's model lists (a near miss gets "did you mean ...?").
   instance_count     integer 1..16, default 1
       Hosts; training is data-parallel over every GPU of every host.
   volume_size_gb     integer 1..16384, default 100
@@ -62,8 +69,13 @@ execution share the checkpoint folder `s3://<bucket>/checkpoints/<execution name
 retried attempt resumes where the previous one stopped. Models land under
 `s3://<bucket>/models/<job name>/output/model.tar.gz`.
 
+The stack's own settings (image, role, KMS key, subnets, security groups, tags) are
+checked against the same model when the Prepare function reads them: a stack that
+SageMaker would refuse fails every execution with a `StackEnvironmentError`.
+
 This module runs in the state machine's Prepare Lambda function, whose bundle holds only
-training/__init__, errors, hyperparams, metrics and this module: standard library only.
+training/__init__, errors, hyperparams, metrics, sagemaker_api (with sagemaker_api.json)
+and this module: standard library only.
 """
 
 from __future__ import annotations
@@ -71,7 +83,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import math
 import os
 import posixpath
 import re
@@ -80,27 +91,25 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from training import hyperparams
+from training import hyperparams, sagemaker_api
 from training.errors import TrainingError
 from training.metrics import METRIC_DEFINITIONS
 
 # Channel names; the same as training.layout's (not importable here: not in the bundle).
 TRAIN_CHANNEL, VALID_CHANNEL, MODEL_CHANNEL = "train", "valid", "model"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+# Limits of this project; SageMaker's own come from its API model (sagemaker_api).
 MAX_HOURS = 28 * 24  # SageMaker's longest training run
 MAX_INSTANCES = 16
 MAX_VOLUME_GB = 16384
-MAX_HYPERPARAMETERS = 100
-MAX_HYPERPARAMETER_VALUE = 2500
-MAX_TAGS = 50
-JOB_NAME_MAX = 63
+MAX_PREFIX = 512
 JOB_NAME_PREFIX_MAX = 30
-JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
-# ml.<family>.<size>; families such as p6-b200 and m7i-flex carry a hyphen.
-INSTANCE_TYPE_PATTERN = re.compile(r"^ml\.[a-z0-9]+(-[a-z0-9]+)*\.[a-z0-9]+$")
-S3_URI_PATTERN = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)$")
-PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9!_.*'()=@+/-]+$")
+# Patterns are used with fullmatch. S3 bucket naming is S3's, not in SageMaker's model.
+BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+S3_URI_PATTERN = re.compile(rf"s3://({BUCKET_PATTERN.pattern})/(.+)")
+PREFIX_PATTERN = re.compile(r"[A-Za-z0-9!_.*'()=@+/-]+")
 MODEL_ARCHIVE = "model.tar.gz"
+EXECUTION_TAGS = ("ExecutionName", "Attempt", "Dataset")  # added to the stack's tags
 
 DEFAULT_DATASET = "datasets/demo"
 DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
@@ -117,7 +126,21 @@ class ExecutionInputError(TrainingError):
 
 
 class StackEnvironmentError(TrainingError):
-    """The Prepare function was deployed without the settings it needs."""
+    """The Prepare function was deployed without the settings it needs, or with ones
+    SageMaker would refuse."""
+
+
+class ContractGapError(Exception):
+    """The contract built a request SageMaker would refuse: a bug here, not bad input."""
+
+    def __init__(self, violations: list[sagemaker_api.Violation]) -> None:
+        self.violations = violations
+        fields = ", ".join(dict.fromkeys(v.path for v in violations))
+        super().__init__(
+            f"the CreateTrainingJob request breaks SageMaker's constraints at {fields}, which "
+            "the execution-input contract should have refused: "
+            + sagemaker_api.validation_message([v.message() for v in violations])
+        )
 
 
 @dataclass(frozen=True)
@@ -179,6 +202,11 @@ class StackEnvironment:
             )
         if not _valid_prefix(self.name_prefix):
             raise StackEnvironmentError(f"name prefix {self.name_prefix!r} is not a job name")
+        problems = _environment_problems(self)
+        if problems:
+            raise StackEnvironmentError(
+                "SageMaker would refuse the stack's settings: " + "; ".join(problems)
+            )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> StackEnvironment:
@@ -216,6 +244,45 @@ class StackEnvironment:
             tags=tags,
             **{name: environ[var].strip("/") for name, var in optional.items() if environ.get(var)},
         )
+
+
+def _environment_problems(env: StackEnvironment) -> list[str]:
+    """What in the stack's settings S3 or SageMaker would refuse, setting by setting."""
+    problems = (
+        []
+        if BUCKET_PATTERN.fullmatch(env.bucket)
+        else [f"bucket: {env.bucket!r} is not an S3 bucket name"]
+    )
+    for name in ("dataset_prefix", "output_prefix", "checkpoint_prefix"):
+        if not _valid_key_prefix(getattr(env, name)):
+            problems.append(f"{name}: {getattr(env, name)!r} is not a key prefix")
+    room = sagemaker_api.member_shape("Tags")["max"] - len(EXECUTION_TAGS)
+    if len(_stack_tags(env)) > room:
+        problems.append(f"tags: at most {room} (each job adds {', '.join(EXECUTION_TAGS)})")
+    return problems + _refused_settings(env)
+
+
+def _refused_settings(env: StackEnvironment) -> list[str]:
+    """The settings that go into the request as they are, checked as the request's members."""
+    members = {
+        "image_uri": ("AlgorithmSpecification.TrainingImage", env.image_uri),
+        "role_arn": ("RoleArn", env.role_arn),
+        "kms_key_arn": ("OutputDataConfig.KmsKeyId", env.kms_key_arn),
+        "subnets": ("VpcConfig.Subnets", list(env.subnets)),
+        "security_groups": ("VpcConfig.SecurityGroupIds", list(env.security_groups)),
+        "tags": ("Tags", _stack_tags(env)),
+    }
+    return [
+        f"{name}: {violation.message()}"
+        for name, (member, value) in members.items()
+        if value  # absent optional settings leave their member out of the request
+        for violation in sagemaker_api.check_member(member, value)
+    ]
+
+
+def _stack_tags(env: StackEnvironment) -> list[dict[str, str]]:
+    # aws: is reserved for AWS's own tags; SageMaker refuses it in a request.
+    return [{"Key": k, "Value": v} for k, v in env.tags.items() if not k.startswith("aws:")]
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,23 +358,10 @@ def _hyperparameters(value: object) -> tuple[dict[str, str], dict[str, str]]:
     problems: dict[str, str] = {}
     normalised: dict[str, str] = {}
     for name, item in value.items():
-        path = f"hyperparameters.{name}"
-        if isinstance(item, bool):
-            text = "true" if item else "false"
-        elif isinstance(item, (int, float)):
-            text = str(item)
-        elif isinstance(item, str):
-            text = item
-        else:
-            problems[path] = f"expected a string, number or boolean, got {_describe(item)}"
-            continue
-        if str(name).startswith(hyperparams.RESERVED_PREFIX):
-            problems[path] = f"names starting with {hyperparams.RESERVED_PREFIX} are reserved"
-            continue
-        if len(text) > MAX_HYPERPARAMETER_VALUE:
-            problems[path] = f"value longer than {MAX_HYPERPARAMETER_VALUE} characters"
-            continue
-        normalised[str(name)] = text
+        try:
+            normalised[str(name)] = _hyperparameter(str(name), item)
+        except _Problem as exc:
+            problems[f"hyperparameters.{name}"] = str(exc)
     for name, problem in hyperparams.validate(normalised).items():
         problems[f"hyperparameters.{name}"] = problem
     checkpoints = normalised.get("checkpoints", "").strip()
@@ -322,9 +376,35 @@ def _hyperparameters(value: object) -> tuple[dict[str, str], dict[str, str]]:
             f"must be empty or {CHECKPOINT_LOCAL_PATH}, got {checkpoints!r}: only that folder "
             "is synced to S3, where a retried attempt resumes from"
         )
-    if len(normalised) > MAX_HYPERPARAMETERS:
-        problems["hyperparameters"] = f"more than {MAX_HYPERPARAMETERS} entries"
+    limit = sagemaker_api.member_shape("HyperParameters")["max"]
+    if len(normalised) > limit:
+        problems["hyperparameters"] = f"more than {limit} entries, which SageMaker refuses"
     return normalised, dict(sorted(problems.items()))
+
+
+def _hyperparameter(name: str, value: object) -> str:
+    """The string SageMaker hands the job for `value`, if SageMaker would take it."""
+    if name.startswith(hyperparams.RESERVED_PREFIX):
+        raise _Problem(f"names starting with {hyperparams.RESERVED_PREFIX} are reserved")
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        try:
+            text = str(value)
+        except ValueError:  # more digits than Python writes out, and than SageMaker takes
+            raise _Problem(f"number {_number_text(value)} is too long") from None
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise _Problem(f"expected a string, number or boolean, got {_describe(value)}")
+    if any(c in sagemaker_api.LINE_TERMINATORS for c in text):
+        # HyperParameterValue's pattern is .*, and Java's . matches no line terminator.
+        raise _Problem(f"value {text!r} has a line break, which SageMaker refuses")
+    for member, part in (("HyperParameters.key", name), ("HyperParameters.value", text)):
+        reason = _refusal(member, part)
+        if reason:
+            raise _Problem(f"SageMaker refuses the {member.rsplit('.', 1)[1]}: {reason}")
+    return text
 
 
 def _dataset(value: object) -> str:
@@ -335,24 +415,21 @@ def _dataset(value: object) -> str:
             f"not an s3:// URI: {text!r}"
         )
     prefix = text.strip("/")
-    parts = prefix.split("/")
-    if (
-        not prefix
-        or len(prefix) > 512
-        or not PREFIX_PATTERN.match(prefix)
-        or any(part in ("", ".", "..") for part in parts)
-    ):
+    if not _valid_key_prefix(prefix):
         raise _Problem(
-            f"expected a key prefix such as {DEFAULT_DATASET!r} (letters, digits, "
-            f"!_.*'()=@+- and single slashes), got {text!r}"
+            f"expected a key prefix such as {DEFAULT_DATASET!r} (up to {MAX_PREFIX} letters, "
+            f"digits, !_.*'()=@+- and single slashes), got {text!r}"
         )
     return prefix
 
 
 def _instance_type(value: object) -> str:
     text = _string(value)
-    if not INSTANCE_TYPE_PATTERN.match(text):
-        raise _Problem(f"expected a SageMaker instance type such as ml.g5.2xlarge, got {text!r}")
+    known = sagemaker_api.member_shape("ResourceConfig.InstanceType")["enum"]
+    if text not in known:
+        close = difflib.get_close_matches(text.lower(), known, n=1)  # the types are lower case
+        hint = f"did you mean {close[0]}?" if close else f"e.g. {DEFAULT_INSTANCE_TYPE}"
+        raise _Problem(f"{text!r} is not a SageMaker training instance type ({hint})")
     return text
 
 
@@ -360,11 +437,14 @@ def _model_uri(value: object) -> str | None:
     if value is None:
         return None
     text = _string(value)
-    match = S3_URI_PATTERN.match(text)
+    match = S3_URI_PATTERN.fullmatch(text)
     if not match or posixpath.basename(match.group(2)) != MODEL_ARCHIVE:
         raise _Problem(
             f"expected s3://<bucket>/<key>/{MODEL_ARCHIVE} of a previous training job, got {text!r}"
         )
+    reason = _refusal("InputDataConfig.member.DataSource.S3DataSource.S3Uri", text)
+    if reason:
+        raise _Problem(f"SageMaker refuses it as an S3Uri: {reason}")
     return text
 
 
@@ -399,13 +479,8 @@ def _integer(value: object, low: int, high: int) -> int:
 
 
 def _hours(value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-        or value > MAX_HOURS
-    ):
+    # Compared as given (NaN fails too): float() of a huge integer would overflow.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_HOURS:
         raise _Problem(f"expected a number of hours > 0 and <= {MAX_HOURS}, got {_describe(value)}")
     if _seconds(value) < 1:
         raise _Problem(f"{_number(value)} hours is shorter than one second")
@@ -427,7 +502,7 @@ def _describe(value: object) -> str:
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, (int, float)):
-        return f"number {value!r}"
+        return f"number {_number_text(value)}"
     if isinstance(value, str):
         return f"string {value!r}"
     if isinstance(value, Mapping):
@@ -435,6 +510,19 @@ def _describe(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "an array"
     return type(value).__name__
+
+
+def _number_text(value: float) -> str:
+    try:
+        return repr(value)
+    except ValueError:  # an int past Python's limit of digits to write out
+        return f"of {value.bit_length()} bits"
+
+
+def _refusal(member: str, value: object) -> str | None:
+    """SageMaker's reason to refuse `value` as `member` (model path), None if it takes it."""
+    violations = sagemaker_api.check_member(member, value)
+    return "; ".join(v.constraint for v in violations) or None
 
 
 def _number(value: float) -> str:
@@ -446,7 +534,15 @@ def _seconds(hours: float) -> int:
 
 
 def _valid_prefix(text: str) -> bool:
-    return 0 < len(text) <= JOB_NAME_PREFIX_MAX and bool(JOB_NAME_PATTERN.match(text))
+    return 0 < len(text) <= JOB_NAME_PREFIX_MAX and not _refusal("TrainingJobName", text)
+
+
+def _valid_key_prefix(prefix: str) -> bool:
+    return (
+        0 < len(prefix) <= MAX_PREFIX
+        and bool(PREFIX_PATTERN.fullmatch(prefix))
+        and all(part not in ("", ".", "..") for part in prefix.split("/"))
+    )
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -471,11 +567,12 @@ def job_name(prefix: str, execution_name: str, attempt: int, now: datetime) -> s
     if now.tzinfo is not None:
         now = now.astimezone(timezone.utc)
     tail = [_digest(execution_name), f"a{attempt}", now.strftime("%Y%m%d%H%M%S")]
-    room = JOB_NAME_MAX - len("-".join([prefix, *tail])) - 1
+    limit = sagemaker_api.member_shape("TrainingJobName")["max"]
+    room = limit - len("-".join([prefix, *tail])) - 1
     slug = _slug(execution_name)[: max(room, 0)].rstrip("-")
     name = "-".join([prefix, *([slug] if slug else []), *tail])
-    if len(name) > JOB_NAME_MAX or not JOB_NAME_PATTERN.match(name):
-        raise ValueError(f"cannot make a job name of <= {JOB_NAME_MAX} characters from {name!r}")
+    if _refusal("TrainingJobName", name):
+        raise ValueError(f"cannot make a job name of <= {limit} characters from {name!r}")
     return name
 
 
@@ -543,7 +640,7 @@ def check_against_stack(inp: ExecutionInput, env: StackEnvironment) -> dict[str,
             f"got {inp.dataset!r}"
         )
     if inp.warm_start_model is not None:
-        match = S3_URI_PATTERN.match(inp.warm_start_model)
+        match = S3_URI_PATTERN.fullmatch(inp.warm_start_model)
         if (
             match is None
             or match.group(1) != env.bucket
@@ -618,6 +715,9 @@ def training_job_request(
             "SecurityGroupIds": list(env.security_groups),
             "Subnets": list(env.subnets),
         }
+    violations = sagemaker_api.check_request(request)
+    if violations:
+        raise ContractGapError(violations)
     return request
 
 
@@ -637,19 +737,21 @@ def _s3_channel(name: str, uri: str) -> dict[str, Any]:
 def _tags(
     env: StackEnvironment, execution_name: str, attempt: int, inp: ExecutionInput
 ) -> list[dict[str, str]]:
-    tags = {key: value for key, value in env.tags.items() if not key.startswith("aws:")}
-    tags.update(
-        {
-            "ExecutionName": _tag_value(execution_name),
-            "Attempt": str(attempt),
-            "Dataset": _tag_value(inp.dataset),
-        }
-    )
-    return [{"Key": key, "Value": value} for key, value in list(tags.items())[-MAX_TAGS:]]
+    tags = {tag["Key"]: tag["Value"] for tag in _stack_tags(env)}
+    values = (_tag_value(execution_name), str(attempt), _tag_value(inp.dataset))
+    tags.update(zip(EXECUTION_TAGS, values, strict=True))
+    return [{"Key": key, "Value": value} for key, value in tags.items()]
 
 
 def _tag_value(text: str) -> str:
-    return "".join(c if c.isalnum() or c in " _.:/=+-@" else "_" for c in text)[:256]
+    """`text` with each character a tag value may not hold made "_", cut to fit."""
+    allowed = sagemaker_api.regex("Tags.member.Value")
+    value = "".join(c if allowed.fullmatch(c) else "_" for c in text)
+    limit = sagemaker_api.member_shape("Tags.member.Value")["max"]
+    value = value[:limit]
+    while sagemaker_api.aws_length(value) > limit:  # characters past U+FFFF count twice
+        value = value[:-1]
+    return value
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ from training.errors import HyperparameterError
 
 # Keys that SageMaker's SDK and toolkit add on their own (sagemaker_program, ...).
 RESERVED_PREFIX = "sagemaker_"
+# paddle.seed takes an unsigned 64-bit integer and raises TypeError past it (numpy's
+# SeedSequence takes any size). Paddle 3.3's CPU generator uses the seed modulo 2**32.
+MAX_SEED = 2**64 - 1
 
 
 def _bool(text: str) -> bool:
@@ -54,6 +57,15 @@ def _non_negative_int(text: str) -> int:
     value = _int(text)
     if value < 0:
         raise ValueError("expected an integer >= 0")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > MAX_SEED:
+        raise ValueError(
+            f"expected an integer from 0 to {MAX_SEED} (2**64 - 1, paddle.seed's limit)"
+        )
     return value
 
 
@@ -122,7 +134,9 @@ SPECS: dict[str, Spec] = {
         "New. Data worker processes per trainer; 0 parses on the training process.",
     ),
     "epoch": Spec(_positive_int, "100", "Passes over the training shards at most."),
-    "random_seed": Spec(_non_negative_int, "0", "Seed of data order, masking, dropout and init."),
+    "random_seed": Spec(
+        _seed, "0", "Seed of data order, masking, dropout and init: 0 to 2**64 - 1."
+    ),
     # Model
     "ernie_config_path": Spec(
         _text,
