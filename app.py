@@ -3,8 +3,7 @@
 
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
-
-from stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
+from ernie_sm.stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
 
 app = App()
 

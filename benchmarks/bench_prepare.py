@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 from demo_data import DEMO, demo_text  # benchmarks/demo_data.py
+from ernie_sm.dataprep.prepare import PrepareOptions, prepare
 from rich.console import Console
-
-from dataprep.prepare import PrepareOptions, prepare
 
 
 def main() -> None:

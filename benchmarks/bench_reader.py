@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from demo_data import demo_dataset  # benchmarks/demo_data.py
-
-from training import presets
-from training.data import (
+from ernie_sm.training import presets
+from ernie_sm.training.data import (
     BatchConfig,
     PretrainingData,
     Shard,
@@ -35,7 +34,7 @@ from training.data import (
     load_shard_batches,
     read_filelist,
 )
-from training.vocab import Vocab, load_vocab
+from ernie_sm.training.vocab import Vocab, load_vocab
 
 T = TypeVar("T")
 LIMITS = ShardLimits(vocab_size=18000, max_seq_len=512, max_position=513, type_vocab_size=2)

@@ -22,8 +22,7 @@ import tempfile
 from pathlib import Path
 
 from demo_data import demo_dataset  # benchmarks/demo_data.py
-
-from training import layout
+from ernie_sm.training import layout
 
 TOKENS_PER_SEC = re.compile(r"\[train\] step=(\d+) .*tokens_per_sec=([0-9.]+)")
 
@@ -48,7 +47,7 @@ def measure(
         layout.write_local_job(base, hyperparameters, [layout.TRAIN])
         env = {**os.environ, layout.BASE_DIR_ENV: str(base)}
         out = subprocess.run(
-            [sys.executable, "-m", "training.cli", "train"],
+            [sys.executable, "-m", "ernie_sm.cli", "train"],
             env=env,
             capture_output=True,
             text=True,

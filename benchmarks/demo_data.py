@@ -10,9 +10,8 @@ import os
 import random
 from pathlib import Path
 
+from ernie_sm.dataprep.prepare import PrepareOptions, prepare
 from rich.console import Console
-
-from dataprep.prepare import PrepareOptions, prepare
 
 DEMO = Path(__file__).resolve().parents[1] / "demo"
 

@@ -14,11 +14,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import rjieba
+from ernie_sm.dataprep.documents import CorpusError
+from ernie_sm.training.textfile import read_text
+from ernie_sm.training.vocab import SPECIAL_TOKENS, load_vocab
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-from dataprep.documents import CorpusError
-from training.textfile import read_text
-from training.vocab import SPECIAL_TOKENS, load_vocab
 
 UNK = "[UNK]"
 # A dictionary entry must beat any split of itself, whatever the built-in frequencies.

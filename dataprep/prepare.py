@@ -25,14 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from ernie_sm.dataprep.documents import CorpusError, Document, read_documents
+from ernie_sm.dataprep.samples import PairSettings, document_pairs
+from ernie_sm.dataprep.sentences import split_sentences
+from ernie_sm.training import presets
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-
-from dataprep.documents import CorpusError, Document, read_documents
-from dataprep.samples import PairSettings, document_pairs
-from dataprep.sentences import split_sentences
-from training import presets
 
 SPLITS = ("train", "valid")
 DOCS_PER_TASK = 64
@@ -108,7 +107,7 @@ def _corpus_files(inputs: list[Path]) -> list[Path]:
 
 
 def _write_vocab(options: PrepareOptions, documents: list[Document], path: Path) -> Path:
-    from dataprep.encoder import build_vocab  # tokenizers loads only where needed
+    from ernie_sm.dataprep.encoder import build_vocab  # tokenizers loads only where needed
 
     if options.vocab is not None:
         shutil.copyfile(presets.locate(options.vocab, Path.cwd(), presets.VOCABS, "--vocab"), path)
@@ -136,7 +135,7 @@ def _tasks(splits: list[list[str]]) -> Iterator[_Task]:
 def _encode_and_write(
     splits: list[list[str]], vocab: Path, options: PrepareOptions, out: Path, console: Console
 ) -> Counter:
-    from dataprep.encoder import SentenceEncoder
+    from ernie_sm.dataprep.encoder import SentenceEncoder
 
     # Fail here on a bad vocab or dictionary: a worker's failing initializer would hang the pool.
     SentenceEncoder(vocab, options.dictionaries)
@@ -174,7 +173,7 @@ _worker: dict = {}
 
 def _start_worker(vocab: str, dictionaries: list[str], settings: PairSettings, seed: int) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism
-    from dataprep.encoder import SentenceEncoder
+    from ernie_sm.dataprep.encoder import SentenceEncoder
 
     encoder = SentenceEncoder(Path(vocab), [Path(d) for d in dictionaries])
     _worker.update(encoder=encoder, settings=settings, seed=seed)
@@ -335,7 +334,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from training.errors import ConfigError
+    from ernie_sm.training.errors import ConfigError
 
     names = {f for f in PrepareOptions.__dataclass_fields__}
     options = PrepareOptions(**{k: v for k, v in vars(args).items() if k in names})

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ernie_sm.training.data.filelist import read_filelist
+from ernie_sm.training.errors import DataError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -29,9 +31,6 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-
-from training.data.filelist import read_filelist
-from training.errors import DataError
 
 FILELISTS = {"train": "train_filelist", "valid": "valid_filelist"}
 VOCAB = "vocab.txt"

@@ -6,7 +6,7 @@
 
 The stack (--stack, default ErniePretraining) is found through its CloudFormation outputs
 in the region of --region or the profile. `start` checks the input against the same
-contract the state machine's Prepare step applies (training/execution.py) before it calls
+contract the state machine's Prepare step applies (pipeline/execution.py) before it calls
 AWS. `watch` follows an execution to its end and exits 0 when it succeeded, 1 otherwise.
 Errors print one line and exit 2.
 """
@@ -20,20 +20,19 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
-
-from operations import executions
-from operations.executions import Clients, Progress
-from operations.stack import (
+from ernie_sm.operations import executions
+from ernie_sm.operations.executions import Clients, Progress
+from ernie_sm.operations.stack import (
     DEFAULT_STACK,
     OperationsError,
     client,
     make_session,
     state_machine_arn,
 )
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
 _WIDE = 250  # columns of a table written to a pipe or file, where nothing should wrap
 _CAUSE_MAX = 160
@@ -278,7 +277,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     _add_stack_arguments(start)
     start.add_argument(
-        "--input", metavar="FILE.json", help="execution input (training/execution.py); - for stdin"
+        "--input", metavar="FILE.json", help="execution input (pipeline/execution.py); - for stdin"
     )
     start.add_argument(
         "--dataset", help="dataset key prefix in the stack's bucket, e.g. datasets/x"

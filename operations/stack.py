@@ -3,7 +3,7 @@
 A notebook reads the same outputs the commands do:
 
     import boto3
-    from operations.stack import stack_outputs
+    from ernie_sm.operations.stack import stack_outputs
 
     outputs = stack_outputs("ErniePretraining", boto3.Session(region_name="us-east-1"))
     outputs["ImageUri"], outputs["ExecutionRoleArn"], outputs["DatasetBucket"]

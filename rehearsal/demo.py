@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from rehearsal.rehearse import ROOT, rehearse, report
+from ernie_sm.rehearsal.rehearse import ROOT, rehearse, report
 
 VOCAB_SIZE = 3000
 INPUT = ROOT / "examples" / "inputs" / "demo.json"
@@ -34,7 +34,7 @@ def run(folder: Path, corpus: Path, entities: Path) -> int:
 
 
 def _prepare(corpus: Path, entities: Path, dataset: Path, max_seq_len: int) -> None:
-    from dataprep.prepare import PrepareOptions, prepare
+    from ernie_sm.dataprep.prepare import PrepareOptions, prepare
 
     print(f"[demo] preparing the demo corpus {corpus} into {dataset}", file=sys.stderr, flush=True)
     options = PrepareOptions(

@@ -3,7 +3,7 @@
 `run_training_job` takes the request the state machine sends to `createTrainingJob.sync`
 and does what SageMaker does with it, on this machine, against folders:
 
-- The request is checked against CreateTrainingJob's API model (training/sagemaker_api.py)
+- The request is checked against CreateTrainingJob's API model (pipeline/sagemaker_api.py)
   first: what SageMaker would refuse raises ValidationException with SageMaker's message
   ("1 validation error detected: Value 'ml.g5.2xlarg' at 'resourceConfig.instanceType'
   failed to satisfy constraint: Member must satisfy enum value set: [...]"). So does what
@@ -14,7 +14,7 @@ and does what SageMaker does with it, on this machine, against folders:
 - S3 is a folder: `s3://BUCKET/KEY` is `<buckets>/BUCKET/KEY`.
 - The container's /opt/ml is `<jobs>/<TrainingJobName>/opt/ml`: the config JSONs and the
   channels are laid out there exactly as SageMaker would, and the image's entrypoint
-  (`python -m training.cli train`, the local training package rather than the image)
+  (`python -m ernie_sm.cli train`, the local training package rather than the image)
   runs with SAGEMAKER_BASE_DIR pointing at it.
 - Its output is streamed line by line to a callback, metrics are read from it with the
   request's MetricDefinitions, `model/` is packed into `model.tar.gz` where SageMaker
@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from training import sagemaker_api
+from ernie_sm.pipeline import sagemaker_api
 
 ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:training-job/"
 CONTAINER_BASE = "/opt/ml"  # where SageMaker mounts the job; LocalPath lives under it
@@ -417,10 +417,10 @@ class _Container:
         image = self.request["AlgorithmSpecification"].get("TrainingImage", "")
         self.on_line(
             f"{NOTE} {self.request['TrainingJobName']}: image {image or '-'} played by "
-            f"`python -m training.cli train` in {self.base}"
+            f"`python -m ernie_sm.cli train` in {self.base}"
         )
         process = subprocess.Popen(
-            [sys.executable, "-m", "training.cli", "train"],
+            [sys.executable, "-m", "ernie_sm.cli", "train"],
             env=self._environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

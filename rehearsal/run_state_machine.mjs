@@ -1,5 +1,5 @@
 // Runs a state machine definition with aws-local-stepfunctions. Every Task state is served
-// by `python -m rehearsal.tasks` (local stand-ins for Lambda, SageMaker and SNS), so the
+// by `python -m ernie_sm.rehearsal.tasks` (local stand-ins for Lambda, SageMaker and SNS), so the
 // states, paths, retries and catches that run are the definition's own.
 //
 //   node run_state_machine.mjs DEFINITION.json INPUT.json CONTEXT.json
@@ -22,7 +22,7 @@ function localTask(stateName) {
   const resource = definition.States[stateName].Resource;
   return (taskInput) =>
     new Promise((resolve, reject) => {
-      const child = spawn(python, ['-m', 'rehearsal.tasks'], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const child = spawn(python, ['-m', 'ernie_sm.rehearsal.tasks'], { stdio: ['pipe', 'pipe', 'inherit'] });
       let stdout = '';
       child.stdout.on('data', (chunk) => (stdout += chunk));
       child.on('close', (code) => {

@@ -1,4 +1,4 @@
-"""The Task states of a rehearsal, served locally: `python -m rehearsal.tasks`.
+"""The Task states of a rehearsal, served locally: `python -m ernie_sm.rehearsal.tasks`.
 
 Reads {"state", "resource", "input"} on stdin (input: the state's effective parameters,
 as the service integration would receive them) and writes {"result": ...} or
@@ -17,9 +17,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from rehearsal import faults
-from rehearsal.faults import TaskError
-from rehearsal.local_sagemaker import ResourceInUse, ValidationException, run_training_job
+from ernie_sm.rehearsal import faults
+from ernie_sm.rehearsal.faults import TaskError
+from ernie_sm.rehearsal.local_sagemaker import ResourceInUse, ValidationException, run_training_job
 
 LAMBDA_INVOKE = ":states:::lambda:invoke"
 TRAINING_JOB = ":states:::sagemaker:createTrainingJob.sync"
@@ -33,7 +33,7 @@ def _say(text: str) -> None:
 def invoke_prepare(parameters: dict, config: dict) -> dict:
     """The Prepare Lambda: its real handler, with the variables the stack gave it."""
     os.environ.update(config["prepare_environment"])
-    from training.execution import handler
+    from ernie_sm.pipeline.execution import handler
 
     try:
         payload = handler(parameters["Payload"], None)

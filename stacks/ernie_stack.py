@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_kms as kms
 from constructs import Construct
-
-from stacks import nag
-from stacks.dataset_bucket import DatasetBucket, DatasetBucketProps
-from stacks.execution_role import ExecutionRole, ExecutionRoleProps
-from stacks.monitoring import Monitoring, MonitoringProps
-from stacks.network import check_vpc
-from stacks.training_image import TrainingImage, TrainingImageProps
-from stacks.training_pipeline import TrainingPipeline, TrainingPipelineProps
+from ernie_sm.stacks import nag
+from ernie_sm.stacks.dataset_bucket import DatasetBucket, DatasetBucketProps
+from ernie_sm.stacks.execution_role import ExecutionRole, ExecutionRoleProps
+from ernie_sm.stacks.monitoring import Monitoring, MonitoringProps
+from ernie_sm.stacks.network import check_vpc
+from ernie_sm.stacks.training_image import TrainingImage, TrainingImageProps
+from ernie_sm.stacks.training_pipeline import TrainingPipeline, TrainingPipelineProps
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
-
-from stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
-from stacks.network import check_vpc
+from ernie_sm.stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
+from ernie_sm.stacks.network import check_vpc
 
 METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 SAGEMAKER = "sagemaker.amazonaws.com"

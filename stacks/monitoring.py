@@ -17,8 +17,7 @@ from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
-
-from training.metrics import METRIC_DEFINITIONS
+from ernie_sm.training.metrics import METRIC_DEFINITIONS
 
 NAMESPACE = "/aws/sagemaker/TrainingJobs"
 PERIOD = Duration.minutes(1)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from aws_cdk import Acknowledgment, Stack, Validations
 from aws_cdk import aws_s3 as s3
 from constructs import IConstruct
-
-from stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
-from stacks.execution_role import ExecutionRole
-from stacks.training_pipeline import TrainingPipeline
+from ernie_sm.stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
+from ernie_sm.stacks.execution_role import ExecutionRole
+from ernie_sm.stacks.training_pipeline import TrainingPipeline
 
 KEY_ACTIONS = (
     "the CDK grant of the one data key (kms:ReEncrypt*, kms:GenerateDataKey*) for encrypted objects"

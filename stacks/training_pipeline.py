@@ -20,9 +20,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -33,16 +32,22 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
+from ernie_sm.pipeline.execution import MAX_HOURS, parse_input
+from ernie_sm.stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
+from ernie_sm.stacks.lambda_bundle import lambda_code
+from ernie_sm.stacks.network import check_vpc
 
-from stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
-from stacks.network import check_vpc
-from training.execution import MAX_HOURS, parse_input
-
-ROOT = Path(__file__).resolve().parents[1]
-# The Lambda carries only the contract modules it needs from the training package, and
-# the SageMaker API model the contract checks requests against.
-LAMBDA_MODULES = ("__init__", "errors", "hyperparams", "metrics", "sagemaker_api", "execution")
-LAMBDA_DATA = ("sagemaker_api.json",)
+# The Prepare function carries the execution-input contract, the trainer's modules it
+# checks hyperparameters and metrics with, and the SageMaker API model it checks requests
+# against: nothing else (stdlib only).
+LAMBDA_MODULES = (
+    "ernie_sm.pipeline.execution",
+    "ernie_sm.pipeline.sagemaker_api",
+    "ernie_sm.training.errors",
+    "ernie_sm.training.hyperparams",
+    "ernie_sm.training.metrics",
+)
+LAMBDA_DATA = ("ernie_sm.pipeline/sagemaker_api.json",)
 # How createTrainingJob.sync fails. A SageMaker API error is named "SageMaker." + the
 # Java SDK's exception class, with a plain-text Cause ("... (Service: AmazonSageMaker;
 # Status Code: 400; Error Code: ValidationException; ...)"); only ResourceLimitExceeded has
@@ -119,17 +124,13 @@ class TrainingPipeline(Construct):
         return topic
 
     def _prepare_function(self) -> lambda_.Function:
-        keep = [f"!training/{name}.py" for name in LAMBDA_MODULES]
-        keep += [f"!training/{name}" for name in LAMBDA_DATA]
         stack = Stack.of(self)
         function = lambda_.Function(
             self,
             "Prepare",
             runtime=lambda_.Runtime.PYTHON_3_14,
-            handler="training.execution.handler",
-            code=lambda_.Code.from_asset(
-                str(ROOT), exclude=["*", ".*", "!training", *keep], ignore_mode=IgnoreMode.GLOB
-            ),
+            handler="ernie_sm.pipeline.execution.handler",
+            code=lambda_code(LAMBDA_MODULES, LAMBDA_DATA),
             timeout=Duration.seconds(30),
             memory_size=256,
             tracing=lambda_.Tracing.ACTIVE,

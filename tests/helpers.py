@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ernie_sm.training import layout
+from ernie_sm.training.vocab import Vocab
+
 from tests import synthetic
-from training import layout
-from training.vocab import Vocab
 
 TINY_CONFIG = {
     "attention_probs_dropout_prob": 0.1,

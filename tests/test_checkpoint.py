@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
-
-from training.checkpoint import CheckpointManager
+from ernie_sm.training.checkpoint import CheckpointManager
 
 
 def _state(value: float) -> dict:
@@ -80,7 +79,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning(tmp_path, caplog,
     manager = CheckpointManager(tmp_path, keep=5)
     manager.save(10, _state(1), {}, {})
     damage(manager.save(20, _state(2), {}, {}))
-    with caplog.at_level(logging.WARNING, logger="training.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="ernie_sm.training.checkpoint"):
         assert manager.load_latest().meta["step"] == 10
     assert f"skipping checkpoint {tmp_path / 'step_000000020'}: " in caplog.text
     assert reason in caplog.text
@@ -104,7 +103,7 @@ def test_checkpoints_without_checksums_load_unverified_or_are_skipped(
         files = json.loads((folder / "manifest.json").read_text())["files"]
         sizes = {name: entry["size"] for name, entry in files.items()}
         (folder / "manifest.json").write_text(json.dumps(sizes))
-    with caplog.at_level(logging.WARNING, logger="training.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="ernie_sm.training.checkpoint"):
         assert manager.load_latest().meta["step"] == 20
         assert "step_000000020 has no checksums" in caplog.text
         damage(folder)

@@ -1,7 +1,9 @@
 import subprocess
 import sys
 
-from training import cli, hyperparams
+from ernie_sm.training import hyperparams
+
+from ernie_sm import cli
 
 
 def test_hyperparameters_command_lists_every_name_with_its_default(capsys):
@@ -13,6 +15,6 @@ def test_hyperparameters_command_lists_every_name_with_its_default(capsys):
 
 def test_console_script_runs_and_names_its_commands():
     out = subprocess.run(
-        [sys.executable, "-m", "training.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "ernie_sm.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert all(command in out for command in ("train", "demo", "hyperparameters"))

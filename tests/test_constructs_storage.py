@@ -18,21 +18,21 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
-
-from stacks.dataset_bucket import (
+from ernie_sm.stacks.dataset_bucket import (
     CHECKPOINTS,
     DATASETS,
     MODELS,
     DatasetBucket,
     DatasetBucketProps,
 )
-from stacks.training_image import (
+from ernie_sm.stacks.training_image import (
     BASE_IMAGE_BUILD_ARG,
     DIGEST_PATH,
     DOCKERFILE,
     TrainingImage,
     TrainingImageProps,
 )
+
 from tests.cdk_support import ENV, ROOT, cfn_lint_problems, feature_flags, synth_under_nag
 
 MIRROR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mirror/paddle@sha256:" + "ab" * 32
@@ -370,7 +370,15 @@ def test_image_asset_builds_the_dockerfile_for_amd64_from_the_repository_root(sy
     staged = synth.outdir / source["directory"]
     assert staged.name == f"asset.{image.asset.asset_hash}"
     top = {p.name for p in staged.iterdir()}
-    assert top == {".dockerignore", "pyproject.toml", "README.md", "training", "container"}
+    assert top == {
+        ".dockerignore",
+        "pyproject.toml",
+        "setup.py",
+        "README.md",
+        "ernie_sm",
+        "training",
+        "container",
+    }
     assert {p.name for p in (staged / "container").iterdir()} == {"Dockerfile"}
     assert not list(staged.rglob("__pycache__"))
 

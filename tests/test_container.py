@@ -193,7 +193,8 @@ def test_dockerignore_lets_in_everything_the_dockerfile_copies(dockerfile, ignor
         "demo/corpus/food.txt",
         "stacks/training.py",
         "container/README.md",
-        "training/__pycache__/cli.cpython-311.pyc",
+        "training/__pycache__/train.cpython-311.pyc",
+        "pipeline/execution.py",
     ],
 )
 def test_dockerignore_keeps_the_rest_out(ignore_patterns, path) -> None:
@@ -241,11 +242,44 @@ def test_the_package_carries_its_presets_into_the_image() -> None:
     """pip installs package data by pyproject's globs: every preset a setting names must match."""
     from fnmatch import fnmatch
 
-    from training import presets
+    from ernie_sm.training import presets
 
-    globs = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]["training"]
+    package_data = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]
+    globs = package_data["ernie_sm.training"]
     for kind in (presets.CONFIGS, presets.VOCABS):
         for name in kind.names:
             file = f"{kind.folder}/{name}{kind.suffix}"
             assert (ROOT / "training" / file).is_file(), file
             assert any(fnmatch(file, glob) for glob in globs), f"{file} is not package data"
+
+
+def test_the_image_installs_the_trainer_and_nothing_more(tmp_path, ignore_patterns) -> None:
+    """What .dockerignore lets in builds a wheel of ernie_sm and ernie_sm.training alone."""
+    import zipfile
+
+    context = tmp_path / "context"
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in tracked:
+        if not dockerignore_excludes(ignore_patterns, name) and (ROOT / name).is_file():
+            (context / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ROOT / name, context / name)
+    # The build backend of pyproject.toml, installed by the dev extra: no download here.
+    build = tomllib.loads(PYPROJECT.read_text())["build-system"]["requires"]
+    assert [f"setuptools=={metadata.version('setuptools')}"] == build
+    wheel_command = ["pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "."]
+    subprocess.run(
+        [sys.executable, "-m", *wheel_command, "-w", str(tmp_path / "dist")],
+        cwd=context,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    packages = {n.rsplit("/", 1)[0] for n in names if n.endswith("/__init__.py")}
+    assert packages == {"ernie_sm", "ernie_sm/training", "ernie_sm/training/data"}
+    assert "ernie_sm/training/vocabs/ernie-1.0.txt" in names
+    assert "ernie_sm/training/configs/ernie-1.0-base.json" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "ernie-sm = ernie_sm.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -6,9 +6,9 @@ import itertools
 
 import numpy as np
 import pytest
+from ernie_sm.training.data import BatchConfig, ParsedShard, TokenIds, make_batch, split_batches
 
 from tests.helpers import TOY_VOCAB as VOCAB
-from training.data import BatchConfig, ParsedShard, TokenIds, make_batch, split_batches
 
 IDS = TokenIds.from_vocab(VOCAB)
 

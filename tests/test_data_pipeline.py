@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.helpers import TOY_VOCAB as VOCAB
-from training.data import (
+from ernie_sm.training.data import (
     Batch,
     DataPosition,
     PretrainingData,
@@ -19,8 +17,10 @@ from training.data import (
     read_filelist,
     validation_batches,
 )
-from training.data.filelist import Shard
-from training.errors import DataError
+from ernie_sm.training.data.filelist import Shard
+from ernie_sm.training.errors import DataError
+
+from tests.helpers import TOY_VOCAB as VOCAB
 
 LIMITS = dict(vocab_size=100, max_seq_len=40, max_position=64, type_vocab_size=2)
 BAND = 12  # shard s draws its word ids from [4 + BAND*s, 4 + BAND*(s+1)), so rows name it
@@ -193,7 +193,7 @@ def test_over_length_lines_are_counted_and_logged(tmp_path, caplog):
     too_long = sum(n > 40 for n in lengths)
     assert too_long > 0
     data = stream(shards, epochs=1)
-    with caplog.at_level(logging.WARNING, logger="training.data.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="ernie_sm.training.data.pipeline"):
         rows = sum(len(batch.nsp_label) for batch, _ in data.batches())
     assert data.skipped_over_length == too_long and rows == len(lengths) - too_long
     messages = [r.getMessage() for r in caplog.records]

@@ -1,4 +1,4 @@
-"""Contract 1: execution input -> CreateTrainingJob request (training/execution.py)."""
+"""Contract 1: execution input -> CreateTrainingJob request (pipeline/execution.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
-from training import execution, hyperparams, layout, metrics, sagemaker_api
-from training.errors import TrainingError
-from training.execution import (
+from ernie_sm.pipeline import execution, sagemaker_api
+from ernie_sm.pipeline.execution import (
     ExecutionInput,
     ExecutionInputError,
     StackEnvironment,
@@ -21,6 +19,9 @@ from training.execution import (
     parse_input,
     training_job_request,
 )
+from ernie_sm.stacks.training_pipeline import LAMBDA_MODULES
+from ernie_sm.training import hyperparams, layout, metrics
+from ernie_sm.training.errors import TrainingError
 
 NOW = datetime(2026, 3, 1, 12, 30, 45, tzinfo=timezone.utc)
 BUCKET = "ernie-data-123456789012"
@@ -687,13 +688,7 @@ def test_handler(monkeypatch):
 
 @pytest.mark.parametrize("module", [execution, sagemaker_api])
 def test_module_imports_only_what_the_lambda_bundle_holds(module):
-    allowed = {
-        "training",
-        "training.errors",
-        "training.hyperparams",
-        "training.metrics",
-        "training.sagemaker_api",
-    }
+    allowed = set(LAMBDA_MODULES) | {"ernie_sm.pipeline", "ernie_sm.training"}
     tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     # extract_shapes reads botocore's model; only the tests and `python -m` call it.
     lazy = {
@@ -710,8 +705,8 @@ def test_module_imports_only_what_the_lambda_bundle_holds(module):
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "relative import"
             modules = [node.module or ""]
-            if node.module == "training":
-                modules += [f"training.{alias.name}" for alias in node.names]
+            if node.module in ("ernie_sm.training", "ernie_sm.pipeline"):
+                modules += [f"{node.module}.{alias.name}" for alias in node.names]
         else:
             continue
         for module in modules:

@@ -13,17 +13,17 @@ from datetime import datetime, timezone
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from training import hyperparams, sagemaker_api  # noqa: E402
-from training.execution import (  # noqa: E402
+from ernie_sm.pipeline import sagemaker_api  # noqa: E402
+from ernie_sm.pipeline.execution import (  # noqa: E402
     FIELDS,
     ExecutionInputError,
     StackEnvironment,
     parse_input,
     training_job_request,
 )
+from ernie_sm.training import hyperparams  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 BUCKET = "ernie-data-123456789012"
 ENV = StackEnvironment(

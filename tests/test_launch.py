@@ -11,9 +11,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from ernie_sm.training import launch, layout
 
 from tests.helpers import make_job
-from training import launch, layout
 
 
 def test_trainer_environments_rank_hosts_major():
@@ -32,7 +32,7 @@ def _start(base: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "PADDLE_"))}
     env[layout.BASE_DIR_ENV] = str(base)
     return subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "train"],
+        [sys.executable, "-m", "ernie_sm.cli", "train"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -13,12 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from ernie_sm.pipeline import sagemaker_api
+from ernie_sm.pipeline.execution import StackEnvironment, parse_input, training_job_request
+from ernie_sm.rehearsal import local_sagemaker
+from ernie_sm.rehearsal.local_sagemaker import ResourceInUse, ValidationException, run_training_job
 
-from rehearsal import local_sagemaker
-from rehearsal.local_sagemaker import ResourceInUse, ValidationException, run_training_job
 from tests.helpers import TINY_HYPERPARAMETERS, make_job
-from training import sagemaker_api
-from training.execution import StackEnvironment, parse_input, training_job_request
 
 ENV = StackEnvironment(
     image_uri="local", role_arn="arn:aws:iam::000000000000:role/job", bucket="data"

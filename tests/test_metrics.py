@@ -1,6 +1,6 @@
 import re
 
-from training import metrics
+from ernie_sm.training import metrics
 
 TRAIN = metrics.train_line(
     metrics.TrainStats(

@@ -1,9 +1,8 @@
 import numpy as np
 import paddle
 import pytest
-
-from training.config import ErnieConfig
-from training.model import ErnieForPretraining, no_decay, pretraining_loss
+from ernie_sm.training.config import ErnieConfig
+from ernie_sm.training.model import ErnieForPretraining, no_decay, pretraining_loss
 
 CONFIG = ErnieConfig(
     vocab_size=50,

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import boto3
 import pytest
+from ernie_sm.operations import commands, executions
+from ernie_sm.operations.stack import OUTPUTS, OperationsError, stack_outputs
+from ernie_sm.pipeline.execution import job_name
 from moto import mock_aws
 from rich.console import Console
-
-from operations import commands, executions
-from operations.stack import OUTPUTS, OperationsError, stack_outputs
-from training.execution import job_name
 
 REGION = "us-east-1"
 STACK = "ErniePretraining"

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import rjieba
-
-from dataprep.documents import CorpusError
-from dataprep.encoder import SentenceEncoder
-from dataprep.prepare import PrepareOptions, prepare
-from dataprep.sentences import split_sentences
-from training.data import ShardLimits, parse_shard, read_filelist
-from training.errors import ConfigError
-from training.vocab import load_vocab
+from ernie_sm.dataprep.documents import CorpusError
+from ernie_sm.dataprep.encoder import SentenceEncoder
+from ernie_sm.dataprep.prepare import PrepareOptions, prepare
+from ernie_sm.dataprep.sentences import split_sentences
+from ernie_sm.training.data import ShardLimits, parse_shard, read_filelist
+from ernie_sm.training.errors import ConfigError
+from ernie_sm.training.vocab import load_vocab
 
 SENTENCES = [
     "文心一言是百度推出的大语言模型。",
@@ -229,7 +228,7 @@ def test_existing_output_needs_overwrite_and_is_replaced_whole(tmp_path):
 
 
 def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
-    from training import cli
+    from ernie_sm import cli
 
     corpus = write_corpus(tmp_path / "raw")
     args = [

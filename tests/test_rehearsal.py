@@ -9,11 +9,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from ernie_sm.dataprep.prepare import PrepareOptions, prepare
+from ernie_sm.rehearsal import definition
+from ernie_sm.rehearsal.rehearse import ROOT, STACK, rehearse
 from rich.console import Console
 
-from dataprep.prepare import PrepareOptions, prepare
-from rehearsal import definition
-from rehearsal.rehearse import ROOT, STACK, rehearse
 from tests.helpers import TINY_HYPERPARAMETERS, make_job
 
 

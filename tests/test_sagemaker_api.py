@@ -1,5 +1,5 @@
 """SageMaker's CreateTrainingJob model, bundled from botocore and checked without it
-(training/sagemaker_api.py)."""
+(pipeline/sagemaker_api.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-
-from training import sagemaker_api
-from training.sagemaker_api import UnsupportedPattern, Violation, check_request, java_to_python
+from ernie_sm.pipeline import sagemaker_api
+from ernie_sm.pipeline.sagemaker_api import (
+    UnsupportedPattern,
+    Violation,
+    check_request,
+    java_to_python,
+)
 
 BUNDLED = json.loads(sagemaker_api.SHAPES_FILE.read_text(encoding="utf-8"))
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -53,7 +57,9 @@ def test_bundled_shapes_are_what_the_pinned_botocore_gives():
             f"\\p classes were expanded with Unicode {BUNDLED['unicode']}, this Python has "
             f"{unicodedata.unidata_version}"
         )
-    assert sagemaker_api.extract_shapes() == BUNDLED, "run: python -m training.sagemaker_api"
+    assert sagemaker_api.extract_shapes() == BUNDLED, (
+        "run: python -m ernie_sm.pipeline.sagemaker_api"
+    )
 
 
 def test_every_pattern_compiles_and_every_shape_is_there():

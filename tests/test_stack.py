@@ -19,14 +19,15 @@ import botocore.session
 import pytest
 from aws_cdk import App, Stack
 from aws_cdk.assertions import Match, Template
-
-from operations.stack import OUTPUTS
-from stacks.dataset_bucket import DatasetBucket
-from stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
-from stacks.execution_role import ExecutionRole, ExecutionRoleProps
-from stacks.network import MAX_SECURITY_GROUPS, MAX_SUBNETS, check_vpc
-from stacks.training_image import TrainingImage
-from stacks.training_pipeline import (
+from ernie_sm.operations.stack import OUTPUTS
+from ernie_sm.pipeline.execution import MAX_HOURS, ExecutionInputError
+from ernie_sm.stacks.dataset_bucket import DatasetBucket
+from ernie_sm.stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
+from ernie_sm.stacks.execution_role import ExecutionRole, ExecutionRoleProps
+from ernie_sm.stacks.lambda_bundle import module_files
+from ernie_sm.stacks.network import MAX_SECURITY_GROUPS, MAX_SUBNETS, check_vpc
+from ernie_sm.stacks.training_image import TrainingImage
+from ernie_sm.stacks.training_pipeline import (
     API_ERROR,
     LAMBDA_DATA,
     LAMBDA_MODULES,
@@ -35,9 +36,9 @@ from stacks.training_pipeline import (
     TrainingPipeline,
     TrainingPipelineProps,
 )
+from ernie_sm.training.metrics import METRIC_DEFINITIONS
+
 from tests.cdk_support import ENV, ROOT, cfn_lint_problems, feature_flags, synth_under_nag
-from training.execution import MAX_HOURS, ExecutionInputError
-from training.metrics import METRIC_DEFINITIONS
 
 
 @dataclass
@@ -227,7 +228,7 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     synth.template.has_resource_properties(
         "AWS::Lambda::Function",
         {
-            "Handler": "training.execution.handler",
+            "Handler": "ernie_sm.pipeline.execution.handler",
             "Runtime": "python3.14",
             "TracingConfig": {"Mode": "Active"},
         },
@@ -235,17 +236,17 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     bundles = [
         folder
         for folder in synth.outdir.glob("asset.*")
-        if (folder / "training" / "execution.py").is_file()
-        and not (folder / "training" / "train.py").exists()
+        if (folder / "ernie_sm" / "pipeline" / "execution.py").is_file()
     ]
-    assert bundles, "no Prepare bundle in the cloud assembly"
+    assert len(bundles) == 1, "no Prepare bundle in the cloud assembly"
     bundle = bundles[0]
     files = sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
-    expected = [f"training/{m}.py" for m in LAMBDA_MODULES] + [f"training/{d}" for d in LAMBDA_DATA]
-    assert files == sorted(expected)
-    # The bundle alone answers an empty execution input, as Lambda would run it.
+    assert files == sorted(module_files(LAMBDA_MODULES, LAMBDA_DATA))
+    assert "ernie_sm/training/train.py" not in files and "ernie_sm/stacks/__init__.py" not in files
+    # The bundle alone answers an empty execution input, as Lambda would run it: no site
+    # packages (-S), so nothing but the bundle and the standard library can be imported.
     script = (
-        "import json; from training.execution import handler; "
+        "import json; from ernie_sm.pipeline.execution import handler; "
         "print(json.dumps(handler({'input': {}, 'execution': 'exec-1', 'attempt': 2}, None)))"
     )
     env = {
@@ -256,7 +257,7 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
         "NAME_PREFIX": "ernie",
     }
     out = subprocess.run(
-        [sys.executable, "-I", "-c", script],
+        [sys.executable, "-S", "-c", script],
         cwd=bundle,
         env=env,
         capture_output=True,
@@ -347,7 +348,7 @@ def test_stack_defaults_reach_the_prepare_function_and_bad_ones_fail_the_synth(s
     (function,) = [
         f
         for f in synth.template.find_resources("AWS::Lambda::Function").values()
-        if f["Properties"].get("Handler") == "training.execution.handler"
+        if f["Properties"].get("Handler") == "ernie_sm.pipeline.execution.handler"
     ]
     defaults = json.loads(function["Properties"]["Environment"]["Variables"]["INPUT_DEFAULTS"])
     assert defaults == {"instance_type": "ml.p4d.24xlarge", "instance_count": 2}

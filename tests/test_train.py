@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
+from ernie_sm.training import hyperparams, layout, train
+from ernie_sm.training.config import load_config
+from ernie_sm.training.data import PretrainingData, read_filelist
+from ernie_sm.training.errors import ConfigError
+from ernie_sm.training.export import warm_start
+from ernie_sm.training.model import ErnieForPretraining, ErnieInference
+from ernie_sm.training.vocab import load_vocab
 
 from tests.helpers import make_job
-from training import hyperparams, layout, train
-from training.config import load_config
-from training.data import PretrainingData, read_filelist
-from training.errors import ConfigError
-from training.export import warm_start
-from training.model import ErnieForPretraining, ErnieInference
-from training.vocab import load_vocab
 
 MASK_ID = 3  # [MASK] in the synthetic vocab, as in ERNIE's
 LOSS = re.compile(r"\[train\] step=(\d+) .*loss: ([0-9.]+)")
@@ -161,7 +161,7 @@ def test_sigterm_mid_run_saves_a_checkpoint_and_exits_143(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
     env[layout.BASE_DIR_ENV] = str(base)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "train"],
+        [sys.executable, "-m", "ernie_sm.cli", "train"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

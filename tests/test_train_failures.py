@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 
 import pytest
+from ernie_sm.training import hyperparams, layout, train
 
 from tests.helpers import TINY_HYPERPARAMETERS, make_job
-from training import hyperparams, layout, train
 
 LOSS_LINE = re.compile(r"\[train\] step=(\d+) .*loss: (\S+) .*lr=(\S+)")
 

@@ -11,10 +11,9 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
+from ernie_sm.dataprep import upload
+from ernie_sm.dataprep.upload import UploadError, upload_dataset
 from moto import mock_aws
-
-from dataprep import upload
-from dataprep.upload import UploadError, upload_dataset
 
 BUCKET = "ernie-data"
 PREFIX = "datasets/tiny"

@@ -1,8 +1,7 @@
 import pytest
-
-from training import presets
-from training.errors import ConfigError
-from training.vocab import load_vocab
+from ernie_sm.training import presets
+from ernie_sm.training.errors import ConfigError
+from ernie_sm.training.vocab import load_vocab
 
 
 def test_released_vocab_special_ids_and_replacements(ernie_vocab):

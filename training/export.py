@@ -17,11 +17,10 @@ import tempfile
 from pathlib import Path
 
 import paddle
+from ernie_sm.training.config import ErnieConfig
+from ernie_sm.training.errors import ConfigError
+from ernie_sm.training.model import ErnieForPretraining, ErnieInference
 from paddle.static import InputSpec
-
-from training.config import ErnieConfig
-from training.errors import ConfigError
-from training.model import ErnieForPretraining, ErnieInference
 
 log = logging.getLogger(__name__)
 

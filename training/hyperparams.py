@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from training.errors import HyperparameterError
+from ernie_sm.training.errors import HyperparameterError
 
 # Keys that SageMaker's SDK and toolkit add on their own (sagemaker_program, ...).
 RESERVED_PREFIX = "sagemaker_"

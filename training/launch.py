@@ -62,7 +62,7 @@ def run_trainers(envs: list[dict[str, str]], output_dir: Path) -> tuple[int, str
     """Run `ernie-sm train` once per environment; returns (0, None), (143, None) when
     stopped, or (1, the reason of the trainer that failed first)."""
     trainers = [
-        subprocess.Popen([sys.executable, "-m", "training.cli", "train"], env={**os.environ, **env})
+        subprocess.Popen([sys.executable, "-m", "ernie_sm.cli", "train"], env={**os.environ, **env})
         for env in envs
     ]
 

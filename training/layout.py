@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.errors import ConfigError
-from training.textfile import read_text
+from ernie_sm.training.errors import ConfigError
+from ernie_sm.training.textfile import read_text
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_BASE_DIR = "/opt/ml"

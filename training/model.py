@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import paddle
 import paddle.nn.functional as F
+from ernie_sm.training.config import ErnieConfig
 from paddle import nn
-
-from training.config import ErnieConfig
 
 # Added to attention scores at padding; fits float16 unlike -inf.
 PADDING_BIAS = -1e4

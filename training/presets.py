@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from training.errors import ConfigError
+from ernie_sm.training.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,9 @@ def locate(value: str | Path, base_dir: Path, kind: PresetKind, setting: str) ->
     `setting` names what the value was given as, for the error a missing file raises.
     """
     if str(value) in kind.names:
-        return Path(str(resources.files("training") / kind.folder / f"{value}{kind.suffix}"))
+        return Path(
+            str(resources.files("ernie_sm.training") / kind.folder / f"{value}{kind.suffix}")
+        )
     path = Path(value)
     path = path if path.is_absolute() else base_dir / path
     if not path.is_file():

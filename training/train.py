@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import paddle
-
-from training import hyperparams, launch, metrics, presets
-from training import layout as job_layout
-from training.checkpoint import CheckpointManager, rename_optimizer_state
-from training.config import ErnieConfig, load_config
-from training.data import (
+from ernie_sm.training import hyperparams, launch, metrics, presets
+from ernie_sm.training import layout as job_layout
+from ernie_sm.training.checkpoint import CheckpointManager, rename_optimizer_state
+from ernie_sm.training.config import ErnieConfig, load_config
+from ernie_sm.training.data import (
     Batch,
     DataPosition,
     PretrainingData,
@@ -38,12 +37,12 @@ from training.data import (
     read_filelist,
     validation_batches,
 )
-from training.errors import ConfigError, TrainingError
-from training.export import export_model, warm_start
-from training.hyperparams import Hyperparameters
-from training.layout import JobLayout
-from training.model import ErnieForPretraining, no_decay, pretraining_loss
-from training.vocab import Vocab, load_vocab
+from ernie_sm.training.errors import ConfigError, TrainingError
+from ernie_sm.training.export import export_model, warm_start
+from ernie_sm.training.hyperparams import Hyperparameters
+from ernie_sm.training.layout import JobLayout
+from ernie_sm.training.model import ErnieForPretraining, no_decay, pretraining_loss
+from ernie_sm.training.vocab import Vocab, load_vocab
 
 log = logging.getLogger("ernie")
 

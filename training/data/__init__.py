@@ -3,10 +3,10 @@
 Nothing here imports paddle: it also runs in light worker processes.
 """
 
-from training.data.batching import Batch, BatchConfig, make_batch, split_batches
-from training.data.filelist import Shard, read_filelist
-from training.data.masking import TokenIds, mask_tokens
-from training.data.pipeline import (
+from ernie_sm.training.data.batching import Batch, BatchConfig, make_batch, split_batches
+from ernie_sm.training.data.filelist import Shard, read_filelist
+from ernie_sm.training.data.masking import TokenIds, mask_tokens
+from ernie_sm.training.data.pipeline import (
     DataPosition,
     PretrainingData,
     ShardBatches,
@@ -15,7 +15,7 @@ from training.data.pipeline import (
     load_shard_batches,
     validation_batches,
 )
-from training.data.shard import FIELDS, ParsedShard, ShardLimits, parse_shard
+from ernie_sm.training.data.shard import FIELDS, ParsedShard, ShardLimits, parse_shard
 
 __all__ = [
     "FIELDS",

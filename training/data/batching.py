@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-
-from training.data.masking import TokenIds, mask_tokens
-from training.data.shard import ParsedShard
+from ernie_sm.training.data.masking import TokenIds, mask_tokens
+from ernie_sm.training.data.shard import ParsedShard
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,13 +16,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-from training.data.batching import Batch, BatchConfig, make_batch, split_batches
-from training.data.filelist import Shard
-from training.data.masking import TokenIds
-from training.data.shard import ShardLimits, parse_shard
-from training.errors import DataError
-from training.vocab import Vocab
+from ernie_sm.training.data.batching import Batch, BatchConfig, make_batch, split_batches
+from ernie_sm.training.data.filelist import Shard
+from ernie_sm.training.data.masking import TokenIds
+from ernie_sm.training.data.shard import ShardLimits, parse_shard
+from ernie_sm.training.errors import DataError
+from ernie_sm.training.vocab import Vocab
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-
-from training.errors import DataError
+from ernie_sm.training.errors import DataError
 
 FIELDS = ("token_ids", "sentence_type_ids", "position_ids", "seg_labels", "nsp_label")
 _NL, _SEMI, _MINUS = b"\n;-"

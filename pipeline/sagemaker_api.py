@@ -1,7 +1,7 @@
 """SageMaker's CreateTrainingJob constraints, checked here as the service checks them.
 
 botocore carries SageMaker's service model: every member of CreateTrainingJob with its
-type, enum, length or value range and pattern. `python -m training.sagemaker_api` reads
+type, enum, length or value range and pattern. `python -m ernie_sm.pipeline.sagemaker_api` reads
 it (botocore is needed only then) and writes `sagemaker_api.json` next to this module:
 every shape reachable from the request, patterns translated from Java's regex dialect
 to Python's. `check_request` validates a request against that file with the standard

@@ -6,7 +6,7 @@ before a training job exists, with an `ExecutionInputError` that names every bad
 (`instance_count: expected an integer from 1 to 16, got 0; hyperparameters.batch_size: ...`).
 That includes whatever SageMaker's CreateTrainingJob would refuse: any input gives either
 that error or a request that meets every constraint of SageMaker's API model
-(training/sagemaker_api.py checks the request before it is returned).
+(pipeline/sagemaker_api.py checks the request before it is returned).
 
 Example:
 
@@ -74,8 +74,8 @@ checked against the same model when the Prepare function reads them: a stack tha
 SageMaker would refuse fails every execution with a `StackEnvironmentError`.
 
 This module runs in the state machine's Prepare Lambda function, whose bundle holds only
-training/__init__, errors, hyperparams, metrics, sagemaker_api (with sagemaker_api.json)
-and this module: standard library only.
+the modules LAMBDA_MODULES of stacks/training_pipeline.py names (this one, sagemaker_api
+with its JSON, and the trainer's errors, hyperparams and metrics): standard library only.
 """
 
 from __future__ import annotations
@@ -91,9 +91,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from training import hyperparams, sagemaker_api
-from training.errors import TrainingError
-from training.metrics import METRIC_DEFINITIONS
+from ernie_sm.pipeline import sagemaker_api
+from ernie_sm.training import hyperparams
+from ernie_sm.training.errors import TrainingError
+from ernie_sm.training.metrics import METRIC_DEFINITIONS
 
 # Channel names; the same as training.layout's (not importable here: not in the bundle).
 TRAIN_CHANNEL, VALID_CHANNEL, MODEL_CHANNEL = "train", "valid", "model"

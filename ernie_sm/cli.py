@@ -7,21 +7,26 @@ import importlib
 import sys
 from pathlib import Path
 
-from training import hyperparams
+from ernie_sm.training import hyperparams
 
 # Commands whose modules need more than the training image installs (data tools, AWS
 # clients, the rehearsal); each module registers its own subcommands with add_parser.
-TOOL_MODULES = ("dataprep.prepare", "dataprep.upload", "rehearsal.rehearse", "operations.commands")
+TOOL_MODULES = (
+    "ernie_sm.dataprep.prepare",
+    "ernie_sm.dataprep.upload",
+    "ernie_sm.rehearsal.rehearse",
+    "ernie_sm.operations.commands",
+)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.train import main  # paddle loads only for the commands that need it
+    from ernie_sm.training.train import main  # paddle loads only for the commands that need it
 
     return main()
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from rehearsal.demo import run
+    from ernie_sm.rehearsal.demo import run
 
     return run(Path(args.dir), Path(args.corpus), Path(args.entities))
 

@@ -1,0 +1,21 @@
+"""Maps the repository's top-level folders onto the one import namespace `ernie_sm`.
+
+pyproject.toml holds everything else. Only the folders present are packaged: the training
+image's build context has ernie_sm/ and training/ alone, so the image installs the trainer
+and nothing more.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+FOLDERS = ("training", "pipeline", "stacks", "dataprep", "rehearsal", "operations")
+present = [folder for folder in FOLDERS if Path(folder, "__init__.py").is_file()]
+setup(
+    package_dir={"ernie_sm": "ernie_sm", **{f"ernie_sm.{f}": f for f in present}},
+    packages=[
+        "ernie_sm",
+        *(f"ernie_sm.{f}" for f in present),
+        *(f"ernie_sm.{f}.{sub}" for f in present for sub in find_packages(f)),
+    ],
+)
