@@ -318,7 +318,7 @@ def old_dataset(output: Path) -> str:
     return (output / "summary.json").read_text()
 
 
-def _watch_steps(monkeypatch, output: Path) -> list[bool]:
+def watch_steps(monkeypatch, output: Path) -> list[bool]:
     """Whether `output` held a whole dataset after each rename or removal prepare made."""
     seen: list[bool] = []
 
@@ -336,12 +336,13 @@ def _watch_steps(monkeypatch, output: Path) -> list[bool]:
 
 def test_overwrite_swaps_so_the_output_always_holds_a_whole_dataset(tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
+    a.mkdir()
+    b.mkdir()
     if not prepare_module._exchange(a, b):
         pytest.skip("this file system cannot exchange two folders in one step")
     opts = options(tmp_path, overwrite=True)
     old_dataset(opts.output)
-    seen = _watch_steps(monkeypatch, opts.output)
+    seen = watch_steps(monkeypatch, opts.output)
     summary = prepare(opts)
     assert seen and all(seen)
     assert json.loads((opts.output / "summary.json").read_text()) == summary
@@ -353,10 +354,10 @@ def test_a_run_killed_between_the_fallback_renames_is_undone_by_the_next(tmp_pat
     before = old_dataset(opts.output)
     monkeypatch.setattr(prepare_module, "_exchange", lambda a, b: False)
     replace = os.replace
-    calls: list[str] = []
+    calls = []
 
     def killed_at_second(src, dst):
-        calls.append(str(src))
+        calls.append(src)
         if len(calls) == 2:
             raise KeyboardInterrupt  # the old dataset is aside, the new one not yet in place
         replace(src, dst)
