@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,35 @@ class Document:
 def read_documents(paths: list[Path], text_field: str = "text") -> Iterator[Document]:
     """Documents of every file in order; `*.jsonl` / `*.json` files hold one JSON object a line."""
     for path in paths:
-        if not path.is_file():
-            raise CorpusError(f"corpus file {path} does not exist")
+        check_regular_file(path, "corpus file")
+    for path in paths:
         lines = read_text(path, "corpus file", CorpusError).splitlines()
         if path.suffix in (".jsonl", ".json"):
             yield from _jsonl_documents(path, lines, text_field)
         else:
             yield from _text_documents(path, lines)
+
+
+_SPECIAL_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def check_regular_file(path: Path, what: str) -> None:
+    """Raise CorpusError unless `path` is a regular file (a FIFO would block the read forever)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CorpusError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise CorpusError(f"{what} {path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = _SPECIAL_KINDS.get(stat.S_IFMT(mode), "a special file")
+        raise CorpusError(f"{what} {path} is {kind}, not a regular file")
 
 
 def _text_documents(path: Path, lines: list[str]) -> Iterator[Document]:
@@ -53,6 +76,8 @@ def _jsonl_documents(path: Path, lines: list[str], field: str) -> Iterator[Docum
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise CorpusError(f"{path} line {number}: not a JSON object ({exc.msg})") from None
+        except RecursionError:
+            raise CorpusError(f"{path} line {number}: JSON nested too deeply to read") from None
         text = record.get(field) if isinstance(record, dict) else None
         if not isinstance(text, str):
             raise CorpusError(f"{path} line {number}: no string field {field!r}")

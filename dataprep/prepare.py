@@ -8,16 +8,19 @@ Documents are split into train and valid (never a document in both), encoded and
 in worker processes a chunk of documents at a time. Every chunk's randomness comes from
 (seed, split, chunk), so the output is byte-for-byte the same for a seed whatever the
 number of workers. The dataset is written under a temporary name and renamed into place
-when complete: a failed run leaves no half-written dataset behind.
+when complete: a failed run leaves no half-written dataset behind, and the next run
+clears what a killed one left.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gzip
 import json
 import multiprocessing
 import os
+import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -25,16 +28,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from ernie_sm.dataprep.documents import CorpusError, Document, read_documents
+from ernie_sm.dataprep.documents import CorpusError, Document, check_regular_file, read_documents
 from ernie_sm.dataprep.samples import PairSettings, document_pairs
 from ernie_sm.dataprep.sentences import split_sentences
 from ernie_sm.training import presets
+from ernie_sm.training.vocab import SPECIAL_TOKENS, load_vocab
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 SPLITS = ("train", "valid")
 DOCS_PER_TASK = 64
+MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + 2  # with [UNK] and one character
+MAX_VOCAB_SIZE = 2**31 - 1  # far beyond any corpus; the trainer overflows past 2**64
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # Linux <fcntl.h>, <linux/fs.h>
 
 
 @dataclass(frozen=True)
@@ -65,20 +72,21 @@ class _Task:
 def prepare(options: PrepareOptions, console: Console | None = None) -> dict:
     """Write the dataset; returns its summary."""
     console = console or Console(stderr=True)
+    _recover(options.output)  # first: it may put back the dataset _check then judges
     _check(options)
     documents = list(read_documents(_corpus_files(options.inputs), options.text_field))
     if not documents:
         raise CorpusError("the corpus holds no documents")
-    tmp = options.output.with_name(f".{options.output.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _aside(options.output, "tmp")
     try:
         (tmp / "train").mkdir(parents=True)
-        vocab = _write_vocab(options, documents, tmp / "train" / "vocab.txt")
+        vocab = tmp / "train" / "vocab.txt"
+        vocab_size = _write_vocab(options, documents, vocab, console)
         splits = _split(documents, options)
         stats = _encode_and_write(splits, vocab, options, tmp, console)
-        summary = _summary(stats, splits, options)
+        summary = _summary(stats, splits, vocab_size, options)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-        _move_into_place(tmp, options)
+        _move_into_place(tmp, options.output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _print_summary(summary, options.output, console)
@@ -86,34 +94,99 @@ def prepare(options: PrepareOptions, console: Console | None = None) -> dict:
 
 
 def _check(options: PrepareOptions) -> None:
+    """Refuse unusable options before any work, naming the option."""
     if (options.vocab is None) == (options.vocab_size is None):
         raise CorpusError("give either --vocab FILE|ernie-1.0 or --vocab-size N (to build one)")
-    if options.output.exists() and not options.overwrite:
-        raise CorpusError(f"{options.output} exists: choose another --output or pass --overwrite")
-    if not 0 <= options.negative_ratio <= 1 or not 0 <= options.valid_fraction < 1:
-        raise CorpusError("--negative-ratio must be in [0, 1] and --valid-fraction in [0, 1)")
-    if options.max_seq_len < 8:
-        raise CorpusError("--max-seq-len must be at least 8")
+    size = options.vocab_size
+    # NaN fails every comparison, so the range checks refuse it too.
+    for name, value, ok, requirement in (
+        ("--max-seq-len", options.max_seq_len, options.max_seq_len >= 8, "at least 8"),
+        (
+            "--vocab-size",
+            size,
+            size is None or MIN_VOCAB_SIZE <= size <= MAX_VOCAB_SIZE,
+            f"from {MIN_VOCAB_SIZE} (the special tokens, [UNK], a character) to {MAX_VOCAB_SIZE}",
+        ),
+        ("--lines-per-shard", options.lines_per_shard, options.lines_per_shard >= 1, "at least 1"),
+        ("--workers", options.workers, options.workers >= 1, "at least 1"),
+        ("--seed", options.seed, options.seed >= 0, "0 or more"),
+        ("--negative-ratio", options.negative_ratio, 0 <= options.negative_ratio <= 1, "in [0, 1]"),
+        ("--valid-fraction", options.valid_fraction, 0 <= options.valid_fraction < 1, "in [0, 1)"),
+        ("--mask-word-prob", options.mask_word_prob, 0 <= options.mask_word_prob <= 1, "in [0, 1]"),
+    ):
+        if not ok:
+            raise CorpusError(f"{name} must be {requirement}, not {value}")
+    for dictionary in options.dictionaries:
+        check_regular_file(dictionary, "--dict")
+    _check_output(options.output, options.overwrite)
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    if not os.path.lexists(output):
+        return
+    if not overwrite:
+        raise CorpusError(f"{output} exists: choose another --output or pass --overwrite")
+    # --overwrite replaces a dataset, never a file or a folder of something else.
+    if output.is_symlink() or not output.is_dir():
+        raise CorpusError(
+            f"--output {output} is not a folder: remove it or choose another --output"
+        )
+    if any(output.iterdir()) and not (output / "summary.json").is_file():
+        raise CorpusError(
+            f"--output {output} holds no summary.json, so it is no dataset of `prepare` that "
+            "--overwrite may replace: remove it or choose another --output"
+        )
 
 
 def _corpus_files(inputs: list[Path]) -> list[Path]:
+    """The inputs, with each folder replaced by the text and JSONL files under it."""
     files: list[Path] = []
     for path in inputs:
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl", ".json"))
+            files += sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in (".txt", ".jsonl", ".json") and not p.is_dir()  # rglob enters it
+            )
         else:
             files.append(path)
     return files
 
 
-def _write_vocab(options: PrepareOptions, documents: list[Document], path: Path) -> Path:
-    from ernie_sm.dataprep.encoder import build_vocab  # tokenizers loads only where needed
+def _write_vocab(
+    options: PrepareOptions, documents: list[Document], path: Path, console: Console
+) -> int:
+    """Copy or build the vocab at `path`, checked with the dictionaries; returns its size."""
+    from ernie_sm.dataprep.encoder import SentenceEncoder, build_vocab  # tokenizers loads only here
 
-    if options.vocab is not None:
-        shutil.copyfile(presets.locate(options.vocab, Path.cwd(), presets.VOCABS, "--vocab"), path)
-    else:
+    if options.vocab is None:
         build_vocab((d.text for d in documents), options.vocab_size, path)
-    return path
+        source = path
+    else:
+        source = presets.locate(options.vocab, Path.cwd(), presets.VOCABS, "--vocab")
+        shutil.copyfile(source, path)
+    # Check here, on the file the user gave so that errors name it: a worker's failing
+    # initializer would hang the pool.
+    SentenceEncoder(source, options.dictionaries)
+    size = len(load_vocab(path))
+    if options.vocab_size is not None:
+        _check_built_size(size, options.vocab_size, console)
+    return size
+
+
+def _check_built_size(size: int, requested: int, console: Console) -> None:
+    # The WordPiece trainer keeps every character of the corpus whatever size is asked
+    # for, and stops short of it when no pair is left to merge.
+    if size > requested:
+        raise CorpusError(
+            f"--vocab-size {requested} is too small for this corpus: its special tokens and "
+            f"characters alone make {size} tokens"
+        )
+    if size < requested:
+        console.print(
+            f"[yellow]the corpus yields only {size:,} tokens: the vocab has {size:,}, "
+            f"not --vocab-size {requested:,}[/yellow]"
+        )
 
 
 def _split(documents: list[Document], options: PrepareOptions) -> list[list[str]]:
@@ -135,10 +208,6 @@ def _tasks(splits: list[list[str]]) -> Iterator[_Task]:
 def _encode_and_write(
     splits: list[list[str]], vocab: Path, options: PrepareOptions, out: Path, console: Console
 ) -> Counter:
-    from ernie_sm.dataprep.encoder import SentenceEncoder
-
-    # Fail here on a bad vocab or dictionary: a worker's failing initializer would hang the pool.
-    SentenceEncoder(vocab, options.dictionaries)
     settings = PairSettings(options.max_seq_len, options.negative_ratio)
     writers = [_ShardWriter(out / name, name, options) for name in SPLITS]
     stats: Counter = Counter()
@@ -234,9 +303,12 @@ class _ShardWriter:
         self.lines += count
 
 
-def _summary(stats: Counter, splits: list[list[str]], options: PrepareOptions) -> dict:
+def _summary(
+    stats: Counter, splits: list[list[str]], vocab_size: int, options: PrepareOptions
+) -> dict:
     pairs = stats["positive"] + stats["negative"]
     return {
+        "vocab_size": vocab_size,
         "documents": {"train": len(splits[0]), "valid": len(splits[1])},
         "empty_documents": stats["empty_documents"],
         "single_sentence_documents": stats["single_sentence_documents"],
@@ -256,15 +328,60 @@ def _summary(stats: Counter, splits: list[list[str]], options: PrepareOptions) -
     }
 
 
-def _move_into_place(tmp: Path, options: PrepareOptions) -> None:
-    if options.output.exists():  # --overwrite: the old dataset goes only once the new is whole
-        old = options.output.with_name(f".{options.output.name}.old-{os.getpid()}")
-        os.replace(options.output, old)
-        os.replace(tmp, options.output)
+def _aside(output: Path, kind: str) -> Path:
+    """Where this process keeps a dataset beside `output`: the one it writes (tmp), or the
+    one --overwrite replaces (old); the pid lets a later run tell whether it is left over."""
+    return output.with_name(f".{output.name}.{kind}-{os.getpid()}")
+
+
+def _recover(output: Path) -> None:
+    """Clear what runs killed before their end left beside `output`; an old dataset that
+    --overwrite had moved aside goes back into place if nothing replaced it."""
+    if not output.parent.is_dir():
+        return
+    pattern = re.compile(rf"\.{re.escape(output.name)}\.(tmp|old)-(\d+)")
+    for path in sorted(output.parent.iterdir()):
+        match = pattern.fullmatch(path.name)
+        if not match or _running(int(match[2])):
+            continue
+        if match[1] == "old" and not os.path.lexists(output):
+            os.replace(path, output)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether another process with this pid runs (a prepare then may still be writing)."""
+    if pid == os.getpid():
+        return False  # one prepare at a time in a process: its leftovers are from an earlier one
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        pass  # it runs, as another user
+    return True
+
+
+def _move_into_place(tmp: Path, output: Path) -> None:
+    """Put the finished dataset at `output`; an old one stays there until the new one is."""
+    if not os.path.lexists(output):
+        os.replace(tmp, output)
+    elif _exchange(tmp, output):
+        shutil.rmtree(tmp)  # the old dataset now
+    else:  # a kill between the two renames leaves the old dataset for _recover to put back
+        old = _aside(output, "old")
+        os.replace(output, old)
+        os.replace(tmp, output)
         shutil.rmtree(old)
-    else:
-        options.output.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, options.output)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2); False where the system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
 
 
 def _print_summary(summary: dict, output: Path, console: Console) -> None:

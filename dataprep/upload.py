@@ -4,8 +4,10 @@ A dataset is `<dir>/train/` (vocab.txt, train_filelist, shards), optionally `<di
 (valid_filelist, shards) and `<dir>/summary.json`. The job trusts a channel only once its
 filelist exists, so filelists go up last, after every shard they name; when a re-upload
 changes data, the filelists already in S3 are deleted first so the half-updated dataset
-never looks complete. Objects carry their SHA-256 in metadata, so unchanged files are
-skipped on the next run.
+never looks complete. A channel is everything under `<prefix>/train/` or
+`<prefix>/valid/`, so objects there that the dataset lacks (shards of a larger dataset, a
+valid channel it no longer has) are deleted too, after the filelists. Objects carry their
+SHA-256 in metadata, so unchanged files are skipped on the next run.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ VOCAB = "vocab.txt"
 SUMMARY = "summary.json"
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 CONCURRENCY = 4  # files in flight at once, and threads per multipart file
+DELETE_BATCH = 1000  # keys per DeleteObjects request, S3's limit
 _HASH_CHUNK = 1024 * 1024
 _MISSING_KEY_CODES = {"404", "NoSuchKey", "NotFound"}
 _MISSING_BUCKET_CODES = {"404", "NoSuchBucket", "NotFound"}
@@ -53,6 +56,7 @@ class UploadReport:
 
     uploaded: int = 0
     skipped: int = 0
+    deleted: int = 0  # objects under the channels that were not part of the dataset
     bytes_uploaded: int = 0
     channels: dict[str, str] = field(default_factory=dict)
 
@@ -146,8 +150,9 @@ def _error_message(error: Exception, bucket: str, key: str | None) -> str:
         return f"bucket {bucket!r} does not exist (while accessing {where}); create it or pass --bucket"
     if code in _DENIED_CODES:
         return (
-            f"access denied to {where}: the credentials need s3:PutObject, s3:GetObject and "
-            "s3:DeleteObject on the prefix (and KMS key use with --kms-key-id)"
+            f"access denied to {where}: the credentials need s3:ListBucket on the bucket, and "
+            "s3:PutObject, s3:GetObject and s3:DeleteObject on the prefix (and KMS key use "
+            "with --kms-key-id)"
         )
     return f"S3 request for {where} failed: {cause}"
 
@@ -228,9 +233,31 @@ class _Uploader:
             described.append((file, _head(self.s3, self.bucket, key)))
         return described
 
-    def delete(self, key: str) -> None:
-        with _aws_errors(self.bucket, key):
-            self.s3.delete_object(Bucket=self.bucket, Key=key)
+    def channel_objects(self) -> set[str]:
+        """Keys under the prefix's channel folders: the job downloads every one of them."""
+        keys: set[str] = set()
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for channel in FILELISTS:
+            folder = f"{self.prefix}/{channel}/"  # the slash keeps datasets/ab out of datasets/a
+            with _aws_errors(self.bucket, folder):
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=folder):
+                    keys.update(item["Key"] for item in page.get("Contents", []))
+        return keys
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete `keys`, a batch a request; a key S3 refuses raises UploadError."""
+        from botocore.exceptions import ClientError
+
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            with _aws_errors(self.bucket, batch[0]):
+                response = self.s3.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                )
+            if errors := response.get("Errors"):  # refused keys, in an answer that is a 200
+                error = ClientError({"Error": errors[0]}, "DeleteObjects")
+                raise UploadError(_error_message(error, self.bucket, errors[0].get("Key")))
 
     def upload(self, file: _File, task: Any) -> None:
         with _aws_errors(self.bucket, file.key):
@@ -266,6 +293,9 @@ def upload_dataset(
 ) -> UploadReport:
     """Upload a prepared dataset to s3://bucket/prefix/; data first, filelists last.
 
+    Objects under prefix/train/ and prefix/valid/ that are not part of the dataset are
+    deleted, so each channel is exactly the dataset's.
+
     Raises UploadError (nothing uploaded) if the dataset is incomplete, and UploadError for
     AWS failures. `s3_client` defaults to `boto3.client("s3")`.
     """
@@ -280,7 +310,8 @@ def upload_dataset(
     with _progress(progress) as bar:
         uploader = _Uploader(s3_client, bucket, prefix, kms_key_id, bar)
         described = uploader.describe(root, data + filelists)  # one hashing pass, one bar
-        report = _sync(uploader, described[: len(data)], described[len(data) :])
+        existing = uploader.channel_objects()
+        report = _sync(uploader, described[: len(data)], described[len(data) :], existing)
     report.channels = {c: f"s3://{bucket}/{prefix}/{c}/" for c in channels}
     return report
 
@@ -289,13 +320,17 @@ def _sync(
     uploader: _Uploader,
     data: list[tuple[_File, dict | None]],
     filelists: list[tuple[_File, dict | None]],
+    existing: set[str],
 ) -> UploadReport:
+    """Make the channels hold exactly the dataset, never looking complete before they do."""
+    extra = sorted(existing - {f.key for f, _ in data + filelists})
     stale_data = [f for f, head in data if not _is_current(head, f, uploader.sse)]
-    if stale_data:
-        # Retract the old filelists: until the new ones land, the dataset is incomplete.
-        for file, head in filelists:
-            if head is not None:
-                uploader.delete(file.key)
+    if stale_data or extra:
+        # Retract every filelist in S3 first (a valid one the dataset no longer has too):
+        # until the new ones land, the dataset is incomplete. Only then go the objects it lacks.
+        lists = {f"{uploader.prefix}/{c}/{name}" for c, name in FILELISTS.items()}
+        uploader.delete(sorted(existing & lists))
+        uploader.delete([key for key in extra if key not in lists])
         stale_lists = [f for f, _ in filelists]
     else:
         stale_lists = [f for f, head in filelists if not _is_current(head, f, uploader.sse)]
@@ -307,6 +342,7 @@ def _sync(
     return UploadReport(
         uploaded=len(stale),
         skipped=len(data) + len(filelists) - len(stale),
+        deleted=len(extra),
         bytes_uploaded=sum(f.size for f in stale),
     )
 
@@ -361,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(
         f"uploaded {report.uploaded} file(s) ({_format_bytes(report.bytes_uploaded)}), "
-        f"skipped {report.skipped} already in S3"
+        f"skipped {report.skipped} already in S3, deleted {report.deleted} not in the dataset"
     )
     for channel, uri in report.channels.items():
         print(f"{channel}: {uri}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from ernie_sm.dataprep.prepare import PrepareOptions, prepare
-from ernie_sm.rehearsal import definition
+from ernie_sm.rehearsal import definition, demo
 from ernie_sm.rehearsal.rehearse import ROOT, STACK, rehearse
 from rich.console import Console
 
@@ -53,7 +53,7 @@ def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     options = PrepareOptions(
         inputs=[ROOT / "demo" / "corpus"],
         output=out,
-        vocab_size=3000,
+        vocab_size=demo.VOCAB_SIZE,
         dictionaries=[ROOT / "demo" / "entities.txt"],
         max_seq_len=64,
         valid_fraction=0.1,

@@ -68,9 +68,9 @@ class Recorder:
         self._client.upload_file(Filename, Bucket, Key, **kwargs)
         self.events.append(("end", Key))
 
-    def delete_object(self, **kwargs):
-        self.events.append(("delete", kwargs["Key"]))
-        return self._client.delete_object(**kwargs)
+    def delete_objects(self, **kwargs):
+        self.events += [("delete", item["Key"]) for item in kwargs["Delete"]["Objects"]]
+        return self._client.delete_objects(**kwargs)
 
     def __getattr__(self, name):
         return getattr(self._client, name)
@@ -160,6 +160,89 @@ def test_changed_shard_alone_is_reuploaded_and_filelists_are_retracted_first(s3,
     assert keys(s3) == {f"{PREFIX}/{name}" for name in DATA + FILELISTS}
 
 
+def delete_before_lists_return(recorder: Recorder, gone: set[str]) -> None:
+    """`gone` was deleted, each after both filelists went and before either came back."""
+    events = recorder.events
+    deleted = {key for event, key in events if event == "delete"}
+    assert {f"{PREFIX}/{name}" for name in FILELISTS} | gone <= deleted
+    last_withdrawal = max(events.index(("delete", f"{PREFIX}/{name}")) for name in FILELISTS)
+    first_return = min(
+        i for i, (event, key) in enumerate(events) if key.endswith("filelist") and event == "start"
+    )
+    for key in gone:
+        assert last_withdrawal < events.index(("delete", key)) < first_return
+
+
+def test_reupload_without_valid_removes_the_old_valid_channel(s3, dataset):
+    run(dataset, s3)
+    for path in (dataset / "valid").iterdir():
+        path.unlink()
+    (dataset / "valid").rmdir()
+    recorder = Recorder(s3)
+    report = run(dataset, recorder)
+
+    kept = [name for name in DATA + FILELISTS if not name.startswith("valid/")]
+    assert keys(s3) == {f"{PREFIX}/{name}" for name in kept}
+    assert report.channels == {"train": f"s3://{BUCKET}/{PREFIX}/train/"}
+    assert (report.uploaded, report.deleted) == (1, 2)  # train_filelist back; valid/ gone
+    delete_before_lists_return(recorder, {f"{PREFIX}/valid/part-00000.gz"})
+
+
+def test_fewer_shards_leave_nothing_stale_and_neighbours_alone(s3, dataset, monkeypatch):
+    neighbours = [
+        "datasets/tinyx/train/part-00001.gz",  # a prefix sharing our prefix's beginning
+        "datasets/tiny2/valid/valid_filelist",
+        f"{PREFIX}/summary-notes.txt",  # under the prefix, outside both channels
+        f"{PREFIX}/trainer/part-00001.gz",
+    ]
+    for key in neighbours:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    run(dataset, s3)
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/train/part-00007.gz", Body=b"older run")
+    (dataset / "train" / "part-00001.gz").unlink()
+    (dataset / "train" / "train_filelist").write_text("part-00000.gz\t0.15\n")
+    monkeypatch.setattr(upload, "DELETE_BATCH", 1)  # one request a key: batching is exercised
+    recorder = Recorder(s3)
+    report = run(dataset, recorder)
+
+    kept = [name for name in DATA + FILELISTS if name != "train/part-00001.gz"]
+    assert keys(s3) == {f"{PREFIX}/{name}" for name in kept} | set(neighbours)
+    assert report.deleted == 2 and recorder.uploaded() == set(FILELISTS)
+    gone = {f"{PREFIX}/train/part-00001.gz", f"{PREFIX}/train/part-00007.gz"}
+    delete_before_lists_return(recorder, gone)
+
+
+def deny(status: int, parsed: dict):
+    """A before-call handler answering for S3 as an S3 that refuses would."""
+
+    def answer(**kwargs):
+        return AWSResponse(f"https://{BUCKET}.s3.amazonaws.com/", status, {}, None), parsed
+
+    return answer
+
+
+def test_refused_listing_names_the_channel_and_the_permission(s3, dataset):
+    error = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
+    s3.meta.events.register("before-call.s3.ListObjectsV2", deny(403, error))
+    recorder = Recorder(s3)
+    with pytest.raises(
+        UploadError, match=rf"access denied to s3://{BUCKET}/{PREFIX}/train/: .*s3:ListBucket"
+    ):
+        run(dataset, recorder)
+    assert recorder.events == []
+
+
+def test_refused_delete_names_the_key(s3, dataset):
+    run(dataset, s3)
+    (dataset / "train" / "part-00001.gz").write_bytes(b"changed")
+    refused = {"Key": f"{PREFIX}/train/train_filelist", "Code": "AccessDenied", "Message": "no"}
+    s3.meta.events.register("before-call.s3.DeleteObjects", deny(200, {"Errors": [refused]}))
+    with pytest.raises(
+        UploadError, match=rf"access denied to s3://{BUCKET}/{PREFIX}/train/train_filelist:"
+    ):
+        run(dataset, s3)
+
+
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
@@ -193,11 +276,8 @@ def test_missing_bucket_is_named(s3, dataset):
 
 
 def test_access_denied_names_bucket_and_key(s3, dataset):
-    def deny(**kwargs):  # S3's answer to a PutObject the credentials may not make
-        error = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
-        return AWSResponse(f"https://{BUCKET}.s3.amazonaws.com/", 403, {}, None), error
-
-    s3.meta.events.register("before-call.s3.PutObject", deny)
+    error = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
+    s3.meta.events.register("before-call.s3.PutObject", deny(403, error))
     with pytest.raises(UploadError, match=rf"access denied to s3://{BUCKET}/{PREFIX}/\S+"):
         run(dataset, s3)
     assert keys(s3) == set()
