@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,3 +119,74 @@ def test_a_failed_trainers_own_reason_or_else_how_it_ended_is_reported(tmp_path)
     assert launch._reason("2", 7, tmp_path) == (
         "trainer 2 ended with status 7 without leaving a reason; the other trainers were stopped"
     )
+
+
+LOSS = re.compile(r"\[train\] step=(\d+) .*loss: ([0-9.]+)")
+
+
+def _shorten_second_shard(base: Path, lines: int = 40) -> None:
+    """Unequal shards: the ranks then stand at different places in their data."""
+    shard = base / "input" / "data" / "train" / "part-00001.gz"
+    kept = gzip.decompress(shard.read_bytes()).decode().splitlines()[:lines]
+    shard.write_bytes(gzip.compress(("\n".join(kept) + "\n").encode()))
+
+
+def _run(base: Path, **hyperparameters: str) -> str:
+    config = base / "input" / "config" / "hyperparameters.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **hyperparameters}))
+    proc = _start(base)
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_two_trainers_resume_exactly_where_each_of_them_stood(tmp_path):
+    # A constant rate (no warm-up), so a job asked for 7 steps trains as the first 7 of 12.
+    settings = dict(warmup_steps="0", save_steps="100000", validation_steps="4")
+    whole, part = _job(tmp_path / "whole", **settings), _job(tmp_path / "part", **settings)
+    for base in (whole, part):
+        _shorten_second_shard(base)
+    expected = dict(LOSS.findall(_run(whole, num_train_steps="12")))
+    _run(part, num_train_steps="7")
+    (checkpoint,) = (part / "checkpoints").iterdir()
+    positions = json.loads((checkpoint / "meta.json").read_text())["positions"]
+    assert len(positions) == 2 and positions[0] != positions[1]  # what makes it a test
+    resumed = _run(part, num_train_steps="12")
+    assert "resumed from" in resumed
+    assert dict(LOSS.findall(resumed)) == {s: v for s, v in expected.items() if int(s) > 7}
+
+
+def test_a_checkpoint_of_two_trainers_is_refused_by_one(tmp_path):
+    base = _job(tmp_path, num_train_steps="3")
+    _run(base)
+    config = base / "input" / "config" / "hyperparameters.json"
+    hp = json.loads(config.read_text())
+    config.write_text(json.dumps({**hp, "trainers_per_host": "1", "num_train_steps": "6"}))
+    proc = _start(base)
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 1, out
+    reason = (base / "output" / "failure").read_text()
+    assert "was saved by 2 trainer(s) and this job has 1" in reason
+
+
+def test_the_cause_is_an_own_reason_else_a_silent_end_else_a_lost_peer():
+    lost = f"trainer 1 {launch.PEER_LOST} trainer 0 (algo-1:6170): RuntimeError: TIMEOUT"
+    # A peer's abort on the connection the failing trainer closed is seen first.
+    assert launch._cause([0, 1], [None, "DataError: shard x.gz line 2"]) == 1
+    # The survivor reports the peer that was killed: the killed one is the cause.
+    assert launch._cause([1, 0], [lost, None]) == 0
+    # The peer ended on another host: the survivor's report names it.
+    assert launch._cause([1], [lost]) == 1
+
+
+def test_a_collective_failure_names_the_peer_that_stopped_answering(monkeypatch):
+    monkeypatch.setenv(launch.TRAINER_ID_ENV, "1")
+    monkeypatch.setenv("PADDLE_TRAINER_ENDPOINTS", "algo-1:6170,algo-2:6170")
+    crash = (
+        "RuntimeError: [/paddle/third_party/gloo/gloo/transport/tcp/pair.cc:584] TIMEOUT "
+        "self_rank = 1 pair_rank = 0 peer_str = [10.0.0.1]:5026"
+    )
+    assert launch.peer_lost(crash) == (
+        f"trainer 1 lost contact with trainer 0 (algo-1:6170): {crash}"
+    )
+    assert launch.peer_lost("ValueError: a bad value") is None

@@ -281,7 +281,7 @@ def test_gradient_accumulation_consumes_that_many_batches_per_step(tmp_path, sm_
         seed=hp.random_seed,
     )
     sixth = list(itertools.islice(stream.batches(), 6))[-1][1]
-    assert meta["position"] == sixth.to_dict()
+    assert meta["positions"] == [sixth.to_dict()]  # one trainer: one position
 
 
 def test_mixed_precision_needs_a_gpu(tmp_path, logs):

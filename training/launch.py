@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ TRAINER_ID_ENV = "PADDLE_TRAINER_ID"  # set in a trainer, so it does not launch 
 BASE_PORT = 6170
 STOPPED = 128 + signal.SIGTERM
 FAILED = 1  # what a trainer returns after writing its reason to the failure file
+PEER_LOST = "lost contact with"  # in a reason: a reaction to a peer's end, not a cause
 
 
 def is_trainer() -> bool:
@@ -97,14 +99,43 @@ def run_trainers(envs: list[dict[str, str]], output_dir: Path) -> tuple[int, str
     failed = [i for i in ended if _status(trainers[i].returncode) not in (0, STOPPED)]
     if not failed:
         return max(_status(t.returncode) for t in trainers), None  # 0, or 143 when stopped
-    first = failed[0]
+    first = _cause(failed, [_written(output_dir, envs[i][TRAINER_ID_ENV]) for i in failed])
     return FAILED, _reason(envs[first][TRAINER_ID_ENV], trainers[first].returncode, output_dir)
 
 
+def _cause(failed: list[int], reasons: list[str | None]) -> int:
+    """Of the failed trainers (in the order their ends were seen) and their written reasons,
+    the one that failed first: one with a reason of its own (a peer's abort on the
+    connection it closed may be seen before it); else one that ended without a reason
+    (killed); else the first, which lost contact with a peer on another host."""
+    own = [i for i, r in zip(failed, reasons, strict=True) if r and PEER_LOST not in r]
+    silent = [i for i, r in zip(failed, reasons, strict=True) if r is None]
+    return (own or silent or failed)[0]
+
+
+def peer_lost(crash: str) -> str | None:
+    """A collective's failure (gloo names the peer, `pair_rank = N`) as a reason naming the
+    peer that stopped answering, with its endpoint; None for any other crash."""
+    if not is_trainer() or not re.search(r"gloo|nccl|pair_rank", crash, re.IGNORECASE):
+        return None
+    match = re.search(r"pair_rank = (\d+)", crash)
+    endpoints = os.environ.get("PADDLE_TRAINER_ENDPOINTS", "").split(",")
+    if match and int(match.group(1)) < len(endpoints):
+        peer = f"trainer {match.group(1)} ({endpoints[int(match.group(1))]})"
+    else:
+        peer = "a peer trainer"
+    return f"trainer {os.environ[TRAINER_ID_ENV]} {PEER_LOST} {peer}: {crash}"
+
+
+def _written(output_dir: Path, rank: str) -> str | None:
+    file = failure_dir(output_dir, rank) / "failure"
+    return file.read_text(encoding="utf-8", errors="replace").strip() if file.is_file() else None
+
+
 def _reason(rank: str, returncode: int, output_dir: Path) -> str:
-    written = failure_dir(output_dir, rank) / "failure"
-    if written.is_file():
-        return f"trainer {rank}: {written.read_text(encoding='utf-8', errors='replace').strip()}"
+    written = _written(output_dir, rank)
+    if written is not None:
+        return written if written.startswith(f"trainer {rank} ") else f"trainer {rank}: {written}"
     status = _status(returncode)
     how = f"ended with status {status}"
     if status > 128:

@@ -25,7 +25,7 @@ import numpy as np
 import paddle
 from ernie_sm.training import hyperparams, launch, metrics, presets
 from ernie_sm.training import layout as job_layout
-from ernie_sm.training.checkpoint import CheckpointManager, rename_optimizer_state
+from ernie_sm.training.checkpoint import Checkpoint, CheckpointManager, rename_optimizer_state
 from ernie_sm.training.config import ErnieConfig, load_config
 from ernie_sm.training.data import (
     Batch,
@@ -83,9 +83,8 @@ def main() -> int:
     except Exception as exc:
         log.error("%s", traceback.format_exc())
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        return _fail(
-            output_dir, f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
-        )
+        crash = f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
+        return _fail(output_dir, launch.peer_lost(crash) or crash)
     if model_dir is not None:
         log.info("model saved to %s", model_dir)
     return 0
@@ -96,8 +95,10 @@ def _log_to_stdout() -> None:
     for handler in list(root.handlers):  # importing paddle pointed the root logger at stderr
         if type(handler) is logging.StreamHandler and handler.stream is sys.stderr:
             root.removeHandler(handler)
+    # Trainers of one job share its log: each line says whose it is.
+    who = f"[trainer {os.environ[launch.TRAINER_ID_ENV]}] " if launch.is_trainer() else ""
     logging.basicConfig(
-        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+        stream=sys.stdout, level=logging.INFO, format=f"%(asctime)s %(levelname)s {who}%(message)s"
     )
 
 
@@ -153,8 +154,6 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
         ),
     )
     rank, world_size = _start_devices(hp)
-    if rank != 0:  # one voice per job: SageMaker reads metrics from every trainer's output
-        logging.getLogger().setLevel(logging.WARNING)
 
     paddle.seed(hp.random_seed)
     model = ErnieForPretraining(config, vocab.pad_id, hp.weight_sharing)
@@ -182,7 +181,7 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
 
     checkpoints = CheckpointManager(layout.checkpoint_dir(hp.checkpoints), hp.keep_checkpoints)
     structured = {p.name: n for n, p in model.named_parameters()}
-    step, position = _restore(checkpoints, model, optimizer, scaler, layout, config)
+    step, position = _restore(checkpoints, model, optimizer, scaler, layout, config, world_size)
     trainer = paddle.DataParallel(model) if world_size > 1 else model
     # How shards become batches, for training and validation alike.
     reading = dict(
@@ -217,10 +216,15 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
     saved_step = step
 
     def save() -> None:
+        """Every rank calls it at the same steps: each position is valid only for its rank."""
         nonlocal saved_step
-        if rank == 0 and step != saved_step:
-            saved_step = step
-            meta = {"position": position.to_dict(), "config": asdict(config)}
+        if step == saved_step:
+            return
+        saved_step = step
+        positions = _every_rank(list(position.to_dict().values()), world_size)
+        if rank == 0:  # the others wait in the next collective (NCCL allows 30 minutes)
+            meta = {"positions": [DataPosition(*p).to_dict() for p in positions]}
+            meta["config"] = asdict(config)
             optimizer_state = rename_optimizer_state(optimizer.state_dict(), structured)
             trainer_state = {"optimizer": optimizer_state, "scaler": scaler.state_dict()}
             checkpoints.save(step, model.state_dict(), trainer_state, meta)
@@ -275,11 +279,12 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
                     lr=optimizer.get_lr(),
                     tokens_per_sec=tokens * world_size / elapsed,
                 )
-                log.info(metrics.train_line(stats))
+                if rank == 0:  # one voice: SageMaker reads metrics from every trainer's output
+                    log.info(metrics.train_line(stats))
                 tokens, window_start = 0, time.perf_counter()
-            if valid_shards and step % hp.validation_steps == 0 and rank == 0:
-                valid = _validate(model, valid_shards, vocab, reading, stop, step)
-                if valid is not None:
+            if valid_shards and step % hp.validation_steps == 0:
+                valid = _validate(model, valid_shards, vocab, reading, stop, step, world_size)
+                if valid is not None and rank == 0:
                     log.info(metrics.valid_line(valid))
             if step % hp.save_steps == 0:
                 save()
@@ -294,6 +299,7 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
     if step < hp.num_train_steps:
         raise TrainingError(_ran_out(hp, step, data.skipped_over_length))
     if rank != 0:
+        log.info("finished at step %d; rank 0 exports the model", step)
         return None
     export_model(model, config, vocab_path, layout.model_dir)
     return layout.model_dir
@@ -348,15 +354,19 @@ def _validate(
     reading: dict,
     stop: StopSignal,
     step: int,
+    world_size: int,
 ) -> metrics.ValidStats | None:
-    """Loss over the whole valid channel, with the same masks every time; None when the
-    pass was cut short by a stop or met no sample (nothing was measured then)."""
+    """Loss over the whole valid channel, with the same masks every time, each rank scoring
+    every world_size-th batch (so none waits on another's pass); None when a pass was cut
+    short by a stop or met no sample (nothing was measured then)."""
+    rank = paddle.distributed.get_rank() if world_size > 1 else 0
     model.eval()
-    mlm_sum = nsp_sum = correct = masked = samples = 0.0
+    mlm_sum = nsp_sum = correct = masked = samples = cut = 0.0
     with paddle.no_grad():
-        for batch in validation_batches(shards, vocab, **reading):
+        batches = validation_batches(shards, vocab, **reading)
+        for batch in itertools.islice(batches, rank, None, world_size):
             if stop.requested:
-                samples = 0
+                cut = 1.0
                 break
             n_mask, n = len(batch.mask_label), len(batch.nsp_label)
             loss, mlm, acc = _losses(model, batch)
@@ -366,7 +376,9 @@ def _validate(
             masked += n_mask
             samples += n
     model.train()
-    if not samples or not masked:
+    sums = [mlm_sum, nsp_sum, correct, masked, samples, cut]
+    mlm_sum, nsp_sum, correct, masked, samples, cut = _summed(sums, world_size)
+    if cut or not samples or not masked:
         return None
     mlm_mean = mlm_sum / masked
     return metrics.ValidStats(
@@ -461,6 +473,20 @@ def _start_devices(hp: Hyperparameters) -> tuple[int, int]:
     return rank, world_size
 
 
+def _own_position(checkpoint: Checkpoint, world_size: int) -> DataPosition:
+    """This rank's data position: one is valid only for the rank and world size that wrote it."""
+    positions = checkpoint.meta.get("positions") or [checkpoint.meta.get("position")]
+    if len(positions) != world_size:
+        raise ConfigError(
+            f"checkpoint {checkpoint.path} was saved by {len(positions)} trainer(s) and this "
+            f"job has {world_size}: each trainer reads its own share of the shards, so another "
+            "count reads them in another order. Resume on as many GPUs (or trainers_per_host), "
+            "or start the execution afresh"
+        )
+    rank = paddle.distributed.get_rank() if world_size > 1 else 0
+    return DataPosition.from_dict(positions[rank])
+
+
 def _any_rank(flag: bool, world_size: int) -> bool:
     """Whether `flag` holds on any trainer, so that all of them act on it together (none
     waits on the gradients of one that left)."""
@@ -471,6 +497,24 @@ def _any_rank(flag: bool, world_size: int) -> bool:
     return bool(tensor.item())
 
 
+def _summed(values: list[float], world_size: int) -> list[float]:
+    """The sums of `values` over every rank."""
+    if world_size == 1:
+        return values
+    tensor = paddle.to_tensor(values, dtype="float64")
+    paddle.distributed.all_reduce(tensor)
+    return [float(v) for v in tensor.numpy()]
+
+
+def _every_rank(values: list[int], world_size: int) -> list[list[int]]:
+    """`values` of every rank, in rank order."""
+    if world_size == 1:
+        return [values]
+    gathered: list[paddle.Tensor] = []
+    paddle.distributed.all_gather(gathered, paddle.to_tensor(values, dtype="int64"))
+    return [[int(v) for v in t.numpy()] for t in gathered]
+
+
 def _restore(
     checkpoints: CheckpointManager,
     model: ErnieForPretraining,
@@ -478,9 +522,16 @@ def _restore(
     scaler: paddle.amp.GradScaler,
     layout: JobLayout,
     config: ErnieConfig,
+    world_size: int,
 ) -> tuple[int, DataPosition]:
     """Resume from the newest complete checkpoint, else warm-start from the model channel."""
     checkpoint = checkpoints.load_latest()
+    steps = {s for (s,) in _every_rank([checkpoint.meta["step"] if checkpoint else 0], world_size)}
+    if len(steps) > 1:  # hosts restore their own copies of the checkpoint folder
+        raise TrainingError(
+            f"the trainers found different newest checkpoints (steps {sorted(steps)}): "
+            "each host resumes from its own copy of the checkpoint folder, and they differ"
+        )
     if checkpoint is not None:
         # Paddle skips parameters of another shape with a warning: refuse such a resume.
         saved = checkpoint.meta.get("config", {})
@@ -496,7 +547,7 @@ def _restore(
         optimizer.set_state_dict(rename_optimizer_state(checkpoint.trainer["optimizer"], unique))
         scaler.load_state_dict(checkpoint.trainer["scaler"])
         log.info("resumed from %s", checkpoint.path)
-        return checkpoint.meta["step"], DataPosition.from_dict(checkpoint.meta["position"])
+        return checkpoint.meta["step"], _own_position(checkpoint, world_size)
     if job_layout.MODEL in layout.channels:
         warm_start(model, layout.channel(job_layout.MODEL))
     return 0, DataPosition(0, 0, 0)
