@@ -8,14 +8,20 @@ forwards SIGTERM to them, waits, and reports the first failure.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +70,16 @@ def run_trainers(envs: list[dict[str, str]], output_dir: Path) -> tuple[int, str
     """Run `ernie-sm train` once per environment; returns (0, None), (143, None) when
     stopped, or (1, the reason of the trainer that failed first)."""
     trainers = [
-        subprocess.Popen([sys.executable, "-m", "ernie_sm.cli", "train"], env={**os.environ, **env})
+        subprocess.Popen(
+            [sys.executable, "-m", "ernie_sm.cli", "train"],
+            env={**os.environ, **env},
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
         for env in envs
     ]
+    tails = [_Tail(trainer.stderr) for trainer in trainers]
 
     def forward(signum: int, frame: object) -> None:
         for trainer in trainers:
@@ -96,53 +109,101 @@ def run_trainers(envs: list[dict[str, str]], output_dir: Path) -> tuple[int, str
             stopping = True
         time.sleep(0.2)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for tail in tails:
+        tail.thread.join(timeout=5)
     failed = [i for i in ended if _status(trainers[i].returncode) not in (0, STOPPED)]
     if not failed:
         return max(_status(t.returncode) for t in trainers), None  # 0, or 143 when stopped
-    first = _cause(failed, [_written(output_dir, envs[i][TRAINER_ID_ENV]) for i in failed])
-    return FAILED, _reason(envs[first][TRAINER_ID_ENV], trainers[first].returncode, output_dir)
+    reasons = [
+        _written(output_dir, envs[i][TRAINER_ID_ENV]) or _aborted(envs[i], tails[i].text())
+        for i in failed
+    ]
+    first = _cause(failed, reasons)
+    reason = reasons[failed.index(first)]
+    return FAILED, reason or _ended(envs[first][TRAINER_ID_ENV], trainers[first].returncode)
+
+
+class _Tail:
+    """Passes a trainer's stderr on and keeps its last lines: a trainer that aborts inside
+    a collective (gloo's C++ exception) says there, and only there, which peer it lost."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: deque[str] = deque(maxlen=40)
+        self.thread = threading.Thread(target=self._copy, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _copy(self, stream: IO[str]) -> None:
+        for line in stream:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            self.lines.append(line.rstrip())
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
 
 
 def _cause(failed: list[int], reasons: list[str | None]) -> int:
-    """Of the failed trainers (in the order their ends were seen) and their written reasons,
-    the one that failed first: one with a reason of its own (a peer's abort on the
-    connection it closed may be seen before it); else one that ended without a reason
-    (killed); else the first, which lost contact with a peer on another host."""
+    """Of the failed trainers (in the order their ends were seen) and their reasons, the
+    one that failed first: one with a reason of its own (a peer's abort on the connection
+    it closed may be seen before it); else one that ended without a reason (killed); else
+    the first, which lost contact with a peer on another host."""
     own = [i for i, r in zip(failed, reasons, strict=True) if r and PEER_LOST not in r]
     silent = [i for i, r in zip(failed, reasons, strict=True) if r is None]
     return (own or silent or failed)[0]
 
 
-def peer_lost(crash: str) -> str | None:
-    """A collective's failure (gloo names the peer, `pair_rank = N`) as a reason naming the
-    peer that stopped answering, with its endpoint; None for any other crash."""
-    if not is_trainer() or not re.search(r"gloo|nccl|pair_rank", crash, re.IGNORECASE):
+def peer_lost(crash: str, env: Mapping[str, str] = os.environ) -> str | None:
+    """A collective's failure as a reason naming the peer that stopped answering: gloo names
+    its rank (`pair_rank = N`) or its address, which the job's endpoints turn into a host.
+    None for any other crash. `env` is the trainer's environment."""
+    if TRAINER_ID_ENV not in env or not re.search(r"gloo|nccl|pair_rank", crash, re.IGNORECASE):
         return None
-    match = re.search(r"pair_rank = (\d+)", crash)
-    endpoints = os.environ.get("PADDLE_TRAINER_ENDPOINTS", "").split(",")
-    if match and int(match.group(1)) < len(endpoints):
-        peer = f"trainer {match.group(1)} ({endpoints[int(match.group(1))]})"
+    endpoints = env.get("PADDLE_TRAINER_ENDPOINTS", "").split(",")
+    rank = re.search(r"pair_rank = (\d+)", crash)
+    address = re.search(r"\[(\d+\.\d+\.\d+\.\d+)\]", crash)
+    if rank and int(rank.group(1)) < len(endpoints):
+        peer = f"trainer {rank.group(1)} ({endpoints[int(rank.group(1))]})"
+    elif address and (host := _host_of(address.group(1), endpoints)):
+        peer = f"a trainer on {host} ({address.group(1)})"
     else:
         peer = "a peer trainer"
-    return f"trainer {os.environ[TRAINER_ID_ENV]} {PEER_LOST} {peer}: {crash}"
+    return f"trainer {env[TRAINER_ID_ENV]} {PEER_LOST} {peer}: {crash}"
+
+
+def _aborted(env: Mapping[str, str], stderr: str) -> str | None:
+    """The reason of a trainer that died without writing one, from the collective's error
+    it printed (the last line naming gloo or NCCL), if any."""
+    lines = [line for line in stderr.splitlines() if re.search(r"gloo|nccl", line, re.I)]
+    return peer_lost(lines[-1].strip(), env) if lines else None
+
+
+def _host_of(address: str, endpoints: list[str]) -> str | None:
+    for host in dict.fromkeys(endpoint.rsplit(":", 1)[0] for endpoint in endpoints):
+        with contextlib.suppress(OSError):
+            if socket.gethostbyname(host) == address:
+                return host
+    return None
 
 
 def _written(output_dir: Path, rank: str) -> str | None:
+    """What trainer `rank` wrote as its reason, prefixed with who it is."""
     file = failure_dir(output_dir, rank) / "failure"
-    return file.read_text(encoding="utf-8", errors="replace").strip() if file.is_file() else None
+    if not file.is_file():
+        return None
+    text = file.read_text(encoding="utf-8", errors="replace").strip()
+    return text if text.startswith(f"trainer {rank} ") else f"trainer {rank}: {text}"
 
 
-def _reason(rank: str, returncode: int, output_dir: Path) -> str:
-    written = _written(output_dir, rank)
-    if written is not None:
-        return written if written.startswith(f"trainer {rank} ") else f"trainer {rank}: {written}"
+def _ended(rank: str, returncode: int) -> str:
+    """The reason of a trainer that ended without giving one."""
     status = _status(returncode)
     how = f"ended with status {status}"
     if status > 128:
         name = signal.Signals(status - 128).name
-        how = f"was killed by {name} (status {status})"
-        if name == "SIGKILL":
-            how += ", as the kernel's out-of-memory killer ends a process"
+        how = f"was killed by {name} (status {status}"
+        how += (
+            "; the kernel's out-of-memory killer ends processes so)" if name == "SIGKILL" else ")"
+        )
     return f"trainer {rank} {how} without leaving a reason; the other trainers were stopped"
 
 
