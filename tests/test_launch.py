@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 from ernie_sm.training import launch, layout
+from ernie_sm.training.host_reports import HostReports
 
 from tests.helpers import make_job
 
@@ -212,3 +214,16 @@ def test_a_collective_failure_names_the_peer_that_stopped_answering(monkeypatch)
     assert launch.peer_lost(reset) == (
         f"trainer 1 lost contact with a trainer on localhost (127.0.0.1): {reset}"
     )
+
+
+def test_hosts_tell_each_other_their_causes():
+    with socket.socket() as probe:  # a free port on this machine
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reports = HostReports(["algo-9", "localhost"], "algo-9", port=port)
+    try:
+        assert reports.cause(wait=0.1) is None
+        reports.tell("trainer 1 was killed by SIGKILL")  # to "localhost": itself, here
+        assert reports.cause(wait=5) == "algo-9: trainer 1 was killed by SIGKILL"
+    finally:
+        reports.close()

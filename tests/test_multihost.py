@@ -158,7 +158,9 @@ def test_two_hosts_resume_exactly_where_each_trainer_stood(namespaces, dataset, 
     assert "[trainer 1] resumed from" in resumed[1][1]
 
 
-def test_a_killed_peer_is_named_on_the_host_that_survives_it(namespaces, dataset, tmp_path):
+def test_a_killed_peers_cause_is_reported_by_the_host_that_survives_it(
+    namespaces, dataset, tmp_path
+):
     bases = [_job(tmp_path / h, dataset, h, num_train_steps="100000") for h in HOSTS]
     procs = [_start(ns, h, b) for ns, h, b in zip(namespaces, HOSTS, bases, strict=True)]
     try:
@@ -174,8 +176,9 @@ def test_a_killed_peer_is_named_on_the_host_that_survives_it(namespaces, dataset
         for proc in procs:
             proc.kill()
     assert [proc.returncode for proc in procs] == [1, 1]
-    survivor = (bases[0] / "output" / "failure").read_text()
-    assert survivor.startswith("trainer 0 lost contact with "), survivor
-    assert "algo-2" in survivor
     killed = (bases[1] / "output" / "failure").read_text()
     assert killed.startswith("trainer 1 was killed by SIGKILL"), killed
+    # The surviving host reports the cause that algo-2 told it, then what it saw.
+    survivor = (bases[0] / "output" / "failure").read_text()
+    assert survivor.startswith("algo-2: trainer 1 was killed by SIGKILL"), survivor
+    assert "(on algo-1: trainer 0 lost contact with " in survivor

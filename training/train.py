@@ -39,6 +39,7 @@ from ernie_sm.training.data import (
 )
 from ernie_sm.training.errors import ConfigError, TrainingError
 from ernie_sm.training.export import export_model, warm_start
+from ernie_sm.training.host_reports import HostReports
 from ernie_sm.training.hyperparams import Hyperparameters
 from ernie_sm.training.layout import JobLayout
 from ernie_sm.training.model import ErnieForPretraining, no_decay, pretraining_loss
@@ -47,6 +48,7 @@ from ernie_sm.training.vocab import Vocab, load_vocab
 log = logging.getLogger("ernie")
 
 EXIT_STOPPED = launch.STOPPED  # 128 + SIGTERM, what a process ended by SIGTERM returns
+_LAST_STEP = [time.monotonic()]  # when the last optimizer step (or the start) ended
 
 
 class Stopped(Exception):
@@ -74,7 +76,7 @@ def main() -> int:
         hp = hyperparams.parse(layout.hyperparameters)
         envs = _trainer_environments(hp, layout)
         if envs:
-            return _run_trainers(envs, output_dir)
+            return _run_trainers(envs, output_dir, layout)
         model_dir = train(layout, hp, stop)
     except Stopped:
         return EXIT_STOPPED
@@ -84,7 +86,10 @@ def main() -> int:
         log.error("%s", traceback.format_exc())
         where = traceback.extract_tb(exc.__traceback__)[-1]
         crash = f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
-        return _fail(output_dir, launch.peer_lost(crash) or crash)
+        lost = launch.peer_lost(crash)
+        if lost is not None:
+            lost += f" ({time.monotonic() - _LAST_STEP[0]:.0f} s after this trainer's last step)"
+        return _fail(output_dir, lost or crash)
     if model_dir is not None:
         log.info("model saved to %s", model_dir)
     return 0
@@ -126,9 +131,26 @@ def _trainer_environments(hp: Hyperparameters, layout: JobLayout) -> list[dict[s
     return launch.trainer_environments(layout.hosts, layout.current_host, per_host, gpus > 0)
 
 
-def _run_trainers(envs: list[dict[str, str]], output_dir: Path) -> int:
-    status, reason = launch.run_trainers(envs, output_dir)
+def _run_trainers(envs: list[dict[str, str]], output_dir: Path, layout: JobLayout) -> int:
+    reports = HostReports(layout.hosts, layout.current_host) if len(layout.hosts) > 1 else None
+    try:
+        status, reason = launch.run_trainers(envs, output_dir)
+        if reason is not None and reports is not None:
+            reason = _across_hosts(reason, reports)
+    finally:
+        if reports is not None:
+            reports.close()
     return _fail(output_dir, reason) if reason is not None else status
+
+
+def _across_hosts(reason: str, reports: HostReports) -> str:
+    """A cause is told to the other hosts; a reaction to a peer on another host reports
+    the cause that host told, when it comes."""
+    if launch.PEER_LOST not in reason:
+        reports.tell(reason)
+        return reason
+    cause = reports.cause()
+    return f"{cause} (on {reports.current}: {reason})" if cause else reason
 
 
 def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | None:
@@ -264,6 +286,7 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
             optimizer.clear_grad()
             schedule.step()
             step += 1
+            _LAST_STEP[0] = time.monotonic()
             # Before anything is logged or saved: a diverged model must not replace a good
             # checkpoint (every rank agrees, as rank 0 alone saves).
             divergence.check(float(step_loss), step, saved_step, world_size)
