@@ -158,7 +158,7 @@ def _error_message(error: Exception, bucket: str, key: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _aws_errors(bucket: str, key: str | None = None) -> Iterator[None]:
+def aws_errors(bucket: str, key: str | None = None) -> Iterator[None]:
     """Turn boto3/botocore failures into UploadError naming the bucket and key."""
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
@@ -173,7 +173,7 @@ def _check_bucket(s3: Any, bucket: str) -> None:
     """Fail early on a missing bucket or missing credentials, before any transfer."""
     from botocore.exceptions import ClientError
 
-    with _aws_errors(bucket):
+    with aws_errors(bucket):
         try:
             s3.head_bucket(Bucket=bucket)
         except ClientError as e:
@@ -186,7 +186,7 @@ def _head(s3: Any, bucket: str, key: str) -> dict | None:
     """The object's metadata, or None if it is absent (or unreadable without s3:ListBucket)."""
     from botocore.exceptions import ClientError
 
-    with _aws_errors(bucket, key):
+    with aws_errors(bucket, key):
         try:
             return s3.head_object(Bucket=bucket, Key=key)
         except ClientError as e:
@@ -239,7 +239,7 @@ class _Uploader:
         paginator = self.s3.get_paginator("list_objects_v2")
         for channel in FILELISTS:
             folder = f"{self.prefix}/{channel}/"  # the slash keeps datasets/ab out of datasets/a
-            with _aws_errors(self.bucket, folder):
+            with aws_errors(self.bucket, folder):
                 for page in paginator.paginate(Bucket=self.bucket, Prefix=folder):
                     keys.update(item["Key"] for item in page.get("Contents", []))
         return keys
@@ -250,7 +250,7 @@ class _Uploader:
 
         for start in range(0, len(keys), DELETE_BATCH):
             batch = keys[start : start + DELETE_BATCH]
-            with _aws_errors(self.bucket, batch[0]):
+            with aws_errors(self.bucket, batch[0]):
                 response = self.s3.delete_objects(
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
@@ -260,7 +260,7 @@ class _Uploader:
                 raise UploadError(_error_message(error, self.bucket, errors[0].get("Key")))
 
     def upload(self, file: _File, task: Any) -> None:
-        with _aws_errors(self.bucket, file.key):
+        with aws_errors(self.bucket, file.key):
             self.s3.upload_file(
                 str(file.path),
                 self.bucket,

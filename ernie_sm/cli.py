@@ -14,6 +14,7 @@ from ernie_sm.training import hyperparams
 TOOL_MODULES = (
     "ernie_sm.dataprep.prepare",
     "ernie_sm.dataprep.upload",
+    "ernie_sm.training.import_weights",
     "ernie_sm.rehearsal.rehearse",
     "ernie_sm.operations.commands",
 )

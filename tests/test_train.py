@@ -28,6 +28,7 @@ from ernie_sm.training.export import warm_start
 from ernie_sm.training.model import ErnieForPretraining, ErnieInference
 from ernie_sm.training.vocab import load_vocab
 
+from tests import synthetic
 from tests.helpers import make_job
 
 MASK_ID = 3  # [MASK] in the synthetic vocab, as in ERNIE's
@@ -221,7 +222,7 @@ def test_warm_start_from_a_previous_jobs_model_tar_gz(tmp_path, sm_env, logs):
     config = load_config(str(first / "model" / "ernie_config.json"), first, len(vocab))
     paddle.seed(99)
     model = ErnieForPretraining(config)
-    warm_start(model, archive_dir)
+    warm_start(model, archive_dir, vocab)
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), np.asarray(trained[name]))
 
@@ -238,8 +239,52 @@ def test_warm_start_with_another_architecture_is_refused(tmp_path, sm_env, logs)
     assert train.main() == 0
     vocab = load_vocab(first / "model" / "vocab.txt")
     other = load_config("ernie-tiny", first, len(vocab))
-    with pytest.raises(ConfigError, match="has shape"):
-        warm_start(ErnieForPretraining(other), first / "model")
+    with pytest.raises(
+        ConfigError,
+        match=r"ernie_config differs .*hidden_size 32 there, 64 here, num_hidden_layers 1 there, 2 here",
+    ):
+        warm_start(ErnieForPretraining(other), first / "model", vocab)
+    # A config that only changes dropout trains another model too: named, not loaded.
+    saved = json.loads((first / "model" / "ernie_config.json").read_text())
+    dropout = load_config(str(first / "model" / "ernie_config.json"), first, len(vocab))
+    dropout = dataclasses.replace(dropout, hidden_dropout_prob=0.0)
+    with pytest.raises(ConfigError, match=r"hidden_dropout_prob 0.1 there, 0.0 here"):
+        warm_start(ErnieForPretraining(dropout), first / "model", vocab)
+    assert saved["hidden_dropout_prob"] == 0.1
+
+
+@pytest.mark.parametrize(
+    "change, difference",
+    [
+        (lambda t: t[:-1], rf"{len(synthetic.vocab_tokens())} tokens there, "
+         rf"{len(synthetic.vocab_tokens()) - 1} here"),
+        (lambda t: (*t[:50], "zz", *t[51:]), rf"id 50 is '{synthetic.vocab_tokens()[50]}' there, 'zz' here"),
+    ],
+)  # fmt: skip
+def test_warm_start_from_a_model_of_another_vocab_is_refused(tmp_path, sm_env, change, difference):
+    first = sm_env(make_job(tmp_path / "first", num_train_steps="1"))
+    assert train.main() == 0
+    model_vocab = load_vocab(first / "model" / "vocab.txt")
+    job_vocab = dataclasses.replace(model_vocab, tokens=change(model_vocab.tokens))
+    config = load_config(str(first / "model" / "ernie_config.json"), first, len(model_vocab))
+    with pytest.raises(ConfigError, match=rf"its vocab differs .*\({difference}\).*--vocab"):
+        warm_start(ErnieForPretraining(config), first / "model", job_vocab)
+
+
+def test_a_job_warm_started_from_another_vocab_fails_naming_it(tmp_path, sm_env):
+    first = sm_env(make_job(tmp_path / "first", num_train_steps="1"))
+    assert train.main() == 0
+    second = sm_env(make_job(tmp_path / "second", num_train_steps="1"))
+    vocab = second / "input" / "data" / "train" / "vocab.txt"
+    token = synthetic.vocab_tokens()[7]
+    vocab.write_text(vocab.read_text().replace(f"{token}\t7", "x7\t7"))
+    shutil.copytree(first / "model", second / "input" / "data" / "model")
+    assert train.main() == 1
+    failure = (second / "output" / "failure").read_text()
+    assert (
+        f"its vocab differs from the train channel's (id 7 is '{token}' there, 'x7' here)"
+        in failure
+    )
 
 
 def _hyperparameter(base: Path, name: str, value: str) -> None:

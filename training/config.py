@@ -64,10 +64,11 @@ def load_config(path_or_preset: str, base_dir: Path, vocab_len: int) -> ErnieCon
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"model config {source} is not valid JSON: {exc}") from None
-    return _build(raw, source, vocab_len)
+    return config_from_dict(raw, source, vocab_len)
 
 
-def _build(raw: object, source: str, vocab_len: int) -> ErnieConfig:
+def config_from_dict(raw: object, source: str, vocab_len: int) -> ErnieConfig:
+    """A config from parsed JSON; `source` names where it came from in errors."""
     if not isinstance(raw, dict):
         raise ConfigError(
             f"model config {source} must hold a JSON object of settings, not {json.dumps(raw)[:80]}"

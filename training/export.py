@@ -14,12 +14,14 @@ import logging
 import shutil
 import tarfile
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import paddle
-from ernie_sm.training.config import ErnieConfig
+from ernie_sm.training.config import ErnieConfig, load_config
 from ernie_sm.training.errors import ConfigError
 from ernie_sm.training.model import ErnieForPretraining, ErnieInference
+from ernie_sm.training.vocab import Vocab, load_vocab
 from paddle.static import InputSpec
 
 log = logging.getLogger(__name__)
@@ -40,22 +42,24 @@ def export_model(
     shutil.copyfile(vocab_path, model_dir / "vocab.txt")
 
 
-def warm_start(model: ErnieForPretraining, channel: Path) -> None:
-    """Initialise weights from a previous job's model.tar.gz (or its unpacked contents)."""
+def warm_start(model: ErnieForPretraining, channel: Path, vocab: Vocab) -> None:
+    """Initialise weights from a previous job's (or an import's) model.tar.gz or its unpacked
+    contents, which must be of the same config and vocab as this job's."""
     archives = sorted(channel.rglob("model.tar.gz"))
     if archives:
         with tempfile.TemporaryDirectory() as tmp:
             with tarfile.open(archives[0]) as tar:
                 tar.extractall(tmp, filter="data")
-            _load_weights(model, Path(tmp), source=str(archives[0]))
+            _load_weights(model, vocab, Path(tmp), source=str(archives[0]))
     else:
-        _load_weights(model, channel, source=str(channel))
+        _load_weights(model, vocab, channel, source=str(channel))
 
 
-def _load_weights(model: ErnieForPretraining, folder: Path, source: str) -> None:
+def _load_weights(model: ErnieForPretraining, vocab: Vocab, folder: Path, source: str) -> None:
     found = sorted(folder.rglob(WEIGHTS))
     if not found:
         raise ConfigError(f"the model channel ({source}) holds no {WEIGHTS} from a previous job")
+    _check_same_model(model.config, vocab, found[0].parent, source)
     state = paddle.load(str(found[0]))
     own = model.state_dict()
     for name, value in own.items():
@@ -68,3 +72,35 @@ def _load_weights(model: ErnieForPretraining, folder: Path, source: str) -> None
             )
     model.set_state_dict(state)
     log.info("warm start: weights from %s", source)
+
+
+def _check_same_model(config: ErnieConfig, vocab: Vocab, folder: Path, source: str) -> None:
+    """Token ids mean what they meant to the model, and the architecture is the same: a
+    different vocab or config would load without error and train on nonsense."""
+    for name in ("ernie_config.json", "vocab.txt"):
+        if not (folder / name).is_file():
+            raise ConfigError(f"warm start from {source}: {name} is missing beside {WEIGHTS}")
+    theirs = load_vocab(folder / "vocab.txt")
+    if theirs.tokens != vocab.tokens:
+        raise ConfigError(
+            f"warm start from {source}: its vocab differs from the train channel's "
+            f"({_vocab_difference(theirs.tokens, vocab.tokens)}); prepare the data with the "
+            "model's vocab (ernie-sm prepare --vocab ernie-1.0 for released ERNIE 1.0)"
+        )
+    saved = load_config(str(folder / "ernie_config.json"), folder, len(theirs))
+    changed = [k for k, v in asdict(config).items() if getattr(saved, k) != v]
+    if changed:
+        raise ConfigError(
+            f"warm start from {source}: its ernie_config differs from ernie_config_path ("
+            + ", ".join(
+                f"{k} {getattr(saved, k)} there, {getattr(config, k)} here" for k in changed
+            )
+            + "); set ernie_config_path to the model's config"
+        )
+
+
+def _vocab_difference(theirs: tuple[str, ...], ours: tuple[str, ...]) -> str:
+    if len(theirs) != len(ours):
+        return f"{len(theirs)} tokens there, {len(ours)} here"
+    i = next(i for i, (a, b) in enumerate(zip(theirs, ours, strict=True)) if a != b)
+    return f"id {i} is {theirs[i]!r} there, {ours[i]!r} here"

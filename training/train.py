@@ -26,7 +26,7 @@ import paddle
 from ernie_sm.training import hyperparams, launch, metrics, presets
 from ernie_sm.training import layout as job_layout
 from ernie_sm.training.checkpoint import Checkpoint, CheckpointManager, rename_optimizer_state
-from ernie_sm.training.config import ErnieConfig, load_config
+from ernie_sm.training.config import load_config
 from ernie_sm.training.data import (
     Batch,
     DataPosition,
@@ -203,7 +203,7 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
 
     checkpoints = CheckpointManager(layout.checkpoint_dir(hp.checkpoints), hp.keep_checkpoints)
     structured = {p.name: n for n, p in model.named_parameters()}
-    step, position = _restore(checkpoints, model, optimizer, scaler, layout, config, world_size)
+    step, position = _restore(checkpoints, model, optimizer, scaler, layout, vocab, world_size)
     trainer = paddle.DataParallel(model) if world_size > 1 else model
     # How shards become batches, for training and validation alike.
     reading = dict(
@@ -544,7 +544,7 @@ def _restore(
     optimizer: paddle.optimizer.Optimizer,
     scaler: paddle.amp.GradScaler,
     layout: JobLayout,
-    config: ErnieConfig,
+    vocab: Vocab,
     world_size: int,
 ) -> tuple[int, DataPosition]:
     """Resume from the newest complete checkpoint, else warm-start from the model channel."""
@@ -557,6 +557,7 @@ def _restore(
         )
     if checkpoint is not None:
         # Paddle skips parameters of another shape with a warning: refuse such a resume.
+        config = model.config
         saved = checkpoint.meta.get("config", {})
         changed = sorted(k for k, v in asdict(config).items() if saved.get(k) != v)
         if changed:
@@ -572,5 +573,5 @@ def _restore(
         log.info("resumed from %s", checkpoint.path)
         return checkpoint.meta["step"], _own_position(checkpoint, world_size)
     if job_layout.MODEL in layout.channels:
-        warm_start(model, layout.channel(job_layout.MODEL))
+        warm_start(model, layout.channel(job_layout.MODEL), vocab)
     return 0, DataPosition(0, 0, 0)
