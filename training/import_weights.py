@@ -66,7 +66,9 @@ def _convert(folder: Path, model_dir: Path, vocab: str | None, init_missing_head
         )
     if new_heads:
         log.warning("initialised, not imported: %s", ", ".join(new_heads))
-    model.set_state_dict({k: paddle.to_tensor(v) for k, v in checkpoint.state.items()})
+    state = model.state_dict()  # what the checkpoint lacks keeps its fresh initialisation
+    state.update({k: paddle.to_tensor(v) for k, v in checkpoint.state.items()})
+    model.set_state_dict(state)
     export_model(model, checkpoint.config, vocab_path, model_dir)
 
 

@@ -200,24 +200,24 @@ def _config(raw: dict, form: str, source: Path, vocab_len: int) -> ErnieConfig:
     if "init_args" in raw:  # PaddleNLP's legacy model_config.json
         args = raw["init_args"]
         raw = args[0] if isinstance(args, list) and args and isinstance(args[0], dict) else {}
-    where = f"the {form} checkpoint's config in {source}"
+    where = f"of the {form} checkpoint {source}"
     if raw.get("use_task_id"):
         raise ConfigError(
-            f"{where} sets use_task_id: it adds task-type embeddings to every input (ERNIE "
+            f"model config {where} sets use_task_id: it adds task-type embeddings to every input (ERNIE "
             "2.0/3.0), which ERNIE 1.0 does not have; import an ERNIE 1.0 checkpoint"
         )
     for key, (value, what) in FIXED.items():
         if key in raw and raw[key] != value and not _close(raw[key], value):
-            raise ConfigError(f"{where}: {key} is {raw[key]!r}; ERNIE 1.0's {what} is {value!r}")
+            raise ConfigError(f"model config {where}: {key} is {raw[key]!r}; ERNIE 1.0's {what} is {value!r}")
     hidden = raw.get("hidden_size")
     inner = raw.get("intermediate_size")
     if inner is not None and isinstance(hidden, int) and inner != 4 * hidden:
         raise ConfigError(
-            f"{where}: intermediate_size {inner} is not 4 x hidden_size {hidden}, the ERNIE 1.0 "
+            f"model config {where}: intermediate_size {inner} is not 4 x hidden_size {hidden}, the ERNIE 1.0 "
             "feed-forward size"
         )
     if "vocab_size" not in raw:
-        raise ConfigError(f"{where} has no vocab_size")
+        raise ConfigError(f"model config {where} has no vocab_size")
     known = set(ErnieConfig.__dataclass_fields__) | {"sent_type_vocab_size"}
     return config_from_dict({k: v for k, v in raw.items() if k in known}, where, vocab_len)
 

@@ -1,0 +1,263 @@
+"""`ernie-sm import-weights`: released ERNIE 1.0 checkpoints, checked against the
+implementation that owns each form, then used to warm-start a job."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import re
+import shutil
+import string
+import tarfile
+import zipfile
+from pathlib import Path
+
+import boto3
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+from ernie_sm import cli
+from ernie_sm.training import released, train
+from ernie_sm.training.config import load_config
+from ernie_sm.training.errors import ConfigError
+from ernie_sm.training.import_weights import import_weights
+from ernie_sm.training.model import ErnieForPretraining
+from ernie_sm.training.vocab import load_vocab
+from moto import mock_aws
+
+from tests import original_ernie
+from tests.helpers import make_job
+
+CONFIG = {
+    "attention_probs_dropout_prob": 0.1,
+    "hidden_act": "relu",
+    "hidden_dropout_prob": 0.1,
+    "hidden_size": 32,
+    "initializer_range": 0.02,
+    "max_position_embeddings": 24,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "type_vocab_size": 2,
+    "vocab_size": 40,
+}
+VOCAB = ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]", *string.ascii_lowercase, *"123456789"]
+FIXTURES = Path(__file__).parent / "data" / "released"
+TOLERANCE = 1e-5
+
+
+def _inputs(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    src = rng.integers(5, len(VOCAB), (2, 12))
+    src[:, 0] = 1  # [CLS]
+    src[1, -4:] = 0  # [PAD]
+    sent = np.where(np.arange(12) < 6, 0, 1).repeat(2).reshape(12, 2).T
+    return {"src_ids": src, "sent_ids": sent, "pos_ids": np.tile(np.arange(12), (2, 1))}
+
+
+def write_original(folder: Path, params: dict, config: dict = CONFIG) -> Path:
+    """A release in the original layout: params/, ernie_config.json, vocab.txt (token<TAB>id)."""
+    original_ernie.save_params(folder / "params", params)
+    (folder / "ernie_config.json").write_text(json.dumps(config))
+    (folder / "vocab.txt").write_text("".join(f"{t}\t{i}\n" for i, t in enumerate(VOCAB)))
+    return folder
+
+
+def our_outputs(model_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What the imported model computes, from what import-weights wrote."""
+    vocab = load_vocab(model_dir / "vocab.txt")
+    config = load_config(str(model_dir / "ernie_config.json"), model_dir, len(vocab))
+    model = ErnieForPretraining(config, vocab.pad_id)
+    model.set_state_dict(paddle.load(str(model_dir / "model.pdparams")))
+    model.eval()
+    ids = [paddle.to_tensor(inputs[k]) for k in ("src_ids", "sent_ids", "pos_ids")]
+    with paddle.no_grad():
+        sequence, pooled = model.ernie(*ids)
+        mlm = F.log_softmax(model.mlm_logits(sequence), axis=-1)
+        nsp = model.nsp(pooled)
+    inference = paddle.jit.load(str(model_dir / "inference" / "ernie"))
+    inference.eval()
+    exported_mlm, exported_nsp = inference(*ids)
+    return {
+        "sequence_output": sequence.numpy(),
+        "pooled_output": pooled.numpy(),
+        "mlm_log_probs": mlm.numpy(),
+        "nsp_logits": nsp.numpy(),
+        "exported_mlm_log_probs": exported_mlm.numpy(),
+        "exported_nsp_probs": exported_nsp.numpy(),
+    }
+
+
+def assert_matches(ours: dict, expected: dict, src_ids: np.ndarray) -> None:
+    real = src_ids != 0  # padded positions are not compared: implementations differ there
+    for key in ("sequence_output", "mlm_log_probs"):
+        np.testing.assert_allclose(
+            ours[key][real], expected[key][real], rtol=0, atol=TOLERANCE, err_msg=key
+        )
+    for key in ("pooled_output", "nsp_logits"):
+        np.testing.assert_allclose(ours[key], expected[key], rtol=0, atol=TOLERANCE, err_msg=key)
+    np.testing.assert_allclose(
+        ours["exported_mlm_log_probs"][real],
+        expected["mlm_log_probs"][real],
+        rtol=0,
+        atol=TOLERANCE,
+    )
+    nsp = np.exp(expected["nsp_logits"]) / np.exp(expected["nsp_logits"]).sum(-1, keepdims=True)
+    np.testing.assert_allclose(ours["exported_nsp_probs"], nsp, rtol=0, atol=TOLERANCE)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def params() -> dict[str, np.ndarray]:
+    return original_ernie.random_params(CONFIG, seed=0)
+
+
+@pytest.fixture
+def release(tmp_path, params) -> Path:
+    return write_original(tmp_path / "release", params)
+
+
+def test_the_original_release_matches_the_original_graph(tmp_path, release, params):
+    out = import_weights(release, tmp_path / "model")
+    assert {p.name for p in out.iterdir()} == {
+        "model.pdparams",
+        "ernie_config.json",
+        "vocab.txt",
+        "inference",
+    }
+    inputs = _inputs()
+    expected = original_ernie.forward(params, CONFIG, *inputs.values())
+    assert_matches(our_outputs(out, inputs), expected, inputs["src_ids"])
+
+
+def test_an_archive_of_the_release_imports_into_model_tar_gz(tmp_path, release):
+    archive = tmp_path / "ERNIE_1.0_max-len-512.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(release, arcname="ERNIE_1.0_max-len-512")  # one folder wrapping the files
+    out = import_weights(archive, tmp_path / "out" / "model.tar.gz")
+    with tarfile.open(out) as tar:
+        names = set(tar.getnames())
+    # As SageMaker packs SM_MODEL_DIR: the files at the root of the archive.
+    assert {
+        "model.pdparams",
+        "ernie_config.json",
+        "vocab.txt",
+        "inference/ernie.pdiparams",
+    } <= names
+    assert not any(n.startswith(("model/", "ERNIE")) for n in names)
+
+
+def _drop(release: Path, *names: str) -> None:
+    for name in names:
+        (release / "params" / name).unlink()
+
+
+def _add(release: Path, **tensors: np.ndarray) -> None:
+    """Extra variable files, written by Paddle beside the others."""
+    original_ernie.save_params(release / "params", tensors)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda r: _drop(r, "encoder_layer_1_ffn_fc_0.w_0", "sent_embedding"),
+         r"missing: encoder_layer_1_ffn_fc_0.w_0 \(for ernie.encoder.layers.1.linear1.weight\), "
+         r"sent_embedding \(for ernie.sent_emb.weight\)"),
+        (lambda r: _add(r, **{"encoder_layer_2_ffn_fc_0.w_0": np.zeros((32, 128), np.float32)}),
+         r"not part of ERNIE 1.0: encoder_layer_2_ffn_fc_0.w_0"),
+        (lambda r: _add(r, pos_embedding=np.zeros((20, 32), np.float32)),
+         r"pos_embedding is \[20, 32\], needs \[24, 32\]"),
+        (lambda r: _add(r, **{"mask_lm_out_fc.w_0": np.ones((40, 32), np.float32)}),
+         r"tied tensors that differ: mask_lm_out_fc.w_0 \(ERNIE 1.0 ties it to word_embedding\)"),
+        (lambda r: (r / "params" / "notes.txt").write_text("hello"),
+         r"params/notes.txt is not a PaddlePaddle variable file"),
+        (lambda r: (r / "ernie_config.json").write_text(json.dumps({**CONFIG, "use_task_id": True})),
+         r"sets use_task_id: it adds task-type embeddings"),
+        (lambda r: (r / "ernie_config.json").write_text(json.dumps({**CONFIG, "hidden_size": 30})),
+         r"hidden_size 30 is not divisible by num_attention_heads 4"),
+        (lambda r: (r / "ernie_config.json").write_text(json.dumps({**CONFIG, "vocab_size": 30})),
+         r"vocab_size 30 is smaller than the vocab \(40 tokens\)"),
+        (lambda r: (r / "vocab.txt").unlink(), r"has no vocab.txt: give --vocab"),
+        (lambda r: shutil.rmtree(r / "params"), r"is not a released ERNIE checkpoint"),
+    ],
+)  # fmt: skip
+def test_a_release_that_is_not_ernie_1_0_is_refused_naming_what(tmp_path, release, damage, message):
+    damage(release)
+    with pytest.raises(ConfigError, match=message):
+        import_weights(release, tmp_path / "model")
+    assert not (tmp_path / "model").exists()  # nothing half-written
+
+
+def test_tensors_ernie_1_0_does_not_use_are_named_and_left_out(tmp_path, release, caplog):
+    _add(
+        release,
+        task_embedding=np.ones((3, 32), np.float32),
+        word_embedding_moment1_0=np.ones((40, 32), np.float32),
+    )
+    caplog.set_level(logging.WARNING)
+    out = import_weights(release, tmp_path / "model")
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any(w.startswith("task_embedding: task-type embeddings") for w in warnings)
+    assert any(w.startswith("word_embedding_moment1_0: optimizer state") for w in warnings)
+    assert "task_embedding" not in paddle.load(str(out / "model.pdparams"))
+
+
+def test_a_base_model_without_heads_needs_init_missing_heads(tmp_path, release, params, caplog):
+    heads = [n for n in params if n.startswith(("mask_lm", "next_sent", "pooled_fc"))]
+    _drop(release, *heads)
+    with pytest.raises(
+        ConfigError, match=r"no pretraining heads .*nsp.weight.*--init-missing-heads"
+    ):
+        import_weights(release, tmp_path / "model")
+    caplog.set_level(logging.WARNING)
+    out = import_weights(release, tmp_path / "model", init_missing_heads=True)
+    assert any(
+        r.getMessage().startswith("initialised, not imported: mlm_bias") for r in caplog.records
+    )
+    state = paddle.load(str(out / "model.pdparams"))
+    np.testing.assert_array_equal(state["ernie.word_emb.weight"].numpy(), params["word_embedding"])
+    assert (
+        not state["nsp.weight"].numpy().any() is np.False_
+        and state["nsp.weight"].numpy().std() < 0.05
+    )
+
+
+def test_the_output_must_be_new_and_the_source_must_exist(tmp_path, release):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("")
+    with pytest.raises(ConfigError, match="already exists"):
+        import_weights(release, tmp_path / "taken")
+    with pytest.raises(ConfigError, match="does not exist"):
+        import_weights(tmp_path / "absent", tmp_path / "model")
+    (tmp_path / "release.zip").write_bytes(b"PK")
+    with pytest.raises(ConfigError, match="neither a folder nor a .tar"):
+        import_weights(tmp_path / "release.zip", tmp_path / "model")
+
+
+def test_a_vocab_preset_stands_in_for_a_missing_vocab_txt(tmp_path, release):
+    (release / "vocab.txt").unlink()
+    with pytest.raises(
+        ConfigError, match=r"vocab_size 40 is smaller than the vocab \(17964 tokens\)"
+    ):
+        import_weights(release, tmp_path / "model", vocab="ernie-1.0")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n")  # one token a line, as transformers writes it
+    out = import_weights(release, tmp_path / "model", vocab=str(vocab))
+    assert load_vocab(out / "vocab.txt").tokens == tuple(VOCAB)
+
+
+def test_a_torch_file_that_runs_code_is_refused(tmp_path):
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(CONFIG))
+    (folder / "vocab.txt").write_text("\n".join(VOCAB))
+    with zipfile.ZipFile(folder / "pytorch_model.bin", "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps(os.system))
+    with pytest.raises(
+        ConfigError, match=r"refusing to load posix.system: not part of a state dict"
+    ):
+        import_weights(folder, tmp_path / "model")
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({}))  # torch < 1.6's format
+    with pytest.raises(ConfigError, match=r"not a zip-format torch file"):
+        import_weights(folder, tmp_path / "model")
