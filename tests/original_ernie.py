@@ -103,7 +103,9 @@ def forward(
 
     for i in range(config["num_hidden_layers"]):
         name = f"encoder_layer_{i}"
-        q, k, v = (heads(_fc(x, p, f"{name}_multi_head_att_{w}_fc")) for w in ("query", "key", "value"))
+        q, k, v = (
+            heads(_fc(x, p, f"{name}_multi_head_att_{w}_fc")) for w in ("query", "key", "value")
+        )
         scores = (q * d_key**-0.5) @ k.transpose(0, 1, 3, 2) + attn_bias[:, None]
         context = (_softmax(scores) @ v).transpose(0, 2, 1, 3).reshape(b, length, -1)
         attn = _fc(context, p, f"{name}_multi_head_att_output_fc")

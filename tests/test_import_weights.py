@@ -19,8 +19,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
-from ernie_sm import cli
-from ernie_sm.training import released, train
+from ernie_sm.training import layout, released, train
 from ernie_sm.training.config import load_config
 from ernie_sm.training.errors import ConfigError
 from ernie_sm.training.import_weights import import_weights
@@ -28,8 +27,9 @@ from ernie_sm.training.model import ErnieForPretraining
 from ernie_sm.training.vocab import load_vocab
 from moto import mock_aws
 
+from ernie_sm import cli
 from tests import original_ernie
-from tests.helpers import make_job
+from tests.helpers import TINY_CONFIG, TINY_HYPERPARAMETERS
 
 CONFIG = {
     "attention_probs_dropout_prob": 0.1,
@@ -218,7 +218,7 @@ def test_a_base_model_without_heads_needs_init_missing_heads(tmp_path, release, 
     state = paddle.load(str(out / "model.pdparams"))
     np.testing.assert_array_equal(state["ernie.word_emb.weight"].numpy(), params["word_embedding"])
     assert (
-        not state["nsp.weight"].numpy().any() is np.False_
+        state["nsp.weight"].numpy().any() is not np.False_
         and state["nsp.weight"].numpy().std() < 0.05
     )
 
@@ -231,7 +231,7 @@ def test_the_output_must_be_new_and_the_source_must_exist(tmp_path, release):
     with pytest.raises(ConfigError, match="does not exist"):
         import_weights(tmp_path / "absent", tmp_path / "model")
     (tmp_path / "release.zip").write_bytes(b"PK")
-    with pytest.raises(ConfigError, match="neither a folder nor a .tar"):
+    with pytest.raises(ConfigError, match=r"neither a folder nor a \.tar"):
         import_weights(tmp_path / "release.zip", tmp_path / "model")
 
 
@@ -261,3 +261,85 @@ def test_a_torch_file_that_runs_code_is_refused(tmp_path):
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps({}))  # torch < 1.6's format
     with pytest.raises(ConfigError, match=r"not a zip-format torch file"):
         import_weights(folder, tmp_path / "model")
+
+
+def test_the_command_uploads_model_tar_gz_and_prints_the_input(tmp_path, release, aws_env, capsys):
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="ernie-data")
+        argv = ["import-weights", str(release), "--output", str(tmp_path / "model")]
+        assert cli.main([*argv, "--upload", "s3://ernie-data/models/ernie-1.0/"]) == 0
+        out = capsys.readouterr().out
+        assert "uploaded to s3://ernie-data/models/ernie-1.0/model.tar.gz" in out
+        assert '"warm_start_model": "s3://ernie-data/models/ernie-1.0/model.tar.gz"' in out
+        body = s3.get_object(Bucket="ernie-data", Key="models/ernie-1.0/model.tar.gz")["Body"]
+        (tmp_path / "got.tar.gz").write_bytes(body.read())
+        with tarfile.open(tmp_path / "got.tar.gz") as tar:
+            assert "model.pdparams" in tar.getnames()
+
+        argv = ["import-weights", str(release), "--output", str(tmp_path / "again.tar.gz")]
+        assert cli.main([*argv, "--upload", "s3://no-such-bucket/models/x/"]) == 2
+        assert "no-such-bucket" in capsys.readouterr().err
+
+
+def test_the_command_reports_a_bad_source_in_one_line(tmp_path, capsys):
+    assert cli.main(["import-weights", str(tmp_path), "--output", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ernie-sm import-weights: ") and "not a released ERNIE checkpoint" in err
+
+
+LOSS = re.compile(r"\[train\] step=(\d+) .*loss: ([0-9.]+)")
+
+
+def _first_loss(caplog) -> float:
+    return next(float(m.group(2)) for r in caplog.records if (m := LOSS.search(r.getMessage())))
+
+
+def _ernie_job(base: Path, shard: Path, steps: int) -> Path:
+    """A job on real ERNIE 1.0 data (the demo shard, the released vocab) and a tiny model."""
+    train_dir = base / "input" / "data" / "train"
+    train_dir.mkdir(parents=True)
+    (train_dir / "train_filelist").write_text(f"{shard}\t0.5\n")
+    (train_dir / "ernie_config.json").write_text(
+        json.dumps({**TINY_CONFIG, "max_position_embeddings": 128})
+    )
+    hp = {
+        **TINY_HYPERPARAMETERS,
+        "vocab_path": "ernie-1.0",
+        "max_seq_len": "128",
+        "batch_size": "2048",
+        "learning_rate": "0.005",
+        "num_train_steps": str(steps),
+        "save_steps": str(steps),
+    }
+    layout.write_local_job(base, hp, ["train"])
+    return base  # fmt: skip
+
+
+def test_a_job_warm_started_from_an_imported_release_starts_below_scratch(
+    tmp_path, sm_env, caplog, ernie_shard
+):
+    caplog.set_level(logging.INFO)
+    trained = sm_env(_ernie_job(tmp_path / "trained", ernie_shard, steps=30))
+    assert train.main() == 0
+    scratch = _first_loss(caplog)
+    # That model, released in the original form under the original names.
+    model_dir = trained / "model"
+    config = json.loads((model_dir / "ernie_config.json").read_text())
+    names = released.name_map(released.FORMS["original"], config["num_hidden_layers"])
+    state = paddle.load(str(model_dir / "model.pdparams"))
+    release = tmp_path / "release"
+    original_ernie.save_params(
+        release / "params", {names[k][0]: v.numpy() for k, v in state.items()}
+    )
+    shutil.copy(model_dir / "ernie_config.json", release)
+    shutil.copy(model_dir / "vocab.txt", release)
+
+    job = sm_env(_ernie_job(tmp_path / "continued", ernie_shard, steps=1))
+    channel = job / "input" / "data" / "model"
+    assert cli.main(["import-weights", str(release), "-o", str(channel / "model.tar.gz")]) == 0
+    caplog.clear()
+    assert train.main() == 0
+    assert "warm start: weights from" in caplog.text
+    continued = _first_loss(caplog)
+    assert continued < scratch - 1.0, (continued, scratch)

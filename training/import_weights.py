@@ -48,6 +48,7 @@ def _convert(folder: Path, model_dir: Path, vocab: str | None, init_missing_head
     from ernie_sm.training.export import export_model
     from ernie_sm.training.model import ErnieForPretraining
 
+    released.locate(folder)  # a folder that is no checkpoint at all is told so first
     vocab_path = _vocab_path(folder, vocab)
     tokens = load_vocab(vocab_path)
     checkpoint = released.read(folder, len(tokens))

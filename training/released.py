@@ -151,24 +151,35 @@ def name_map(form: Form, layers: int) -> dict[str, tuple[str, bool]]:
 
 def read(source: Path, vocab_len: int) -> Released:
     """Read a released checkpoint folder of any of the three forms."""
-    form, tensors, raw_config = _detect(source)
-    config = _config(raw_config, form, source, vocab_len)
+    form, weights = locate(source)
+    tensors = READERS[weights](source / weights)
+    config_name = CONFIGS[form]
+    if form == "paddlenlp" and not (source / config_name).is_file():
+        config_name = "config.json"  # what PaddleNLP's save_pretrained writes since 2.6
+    config = _config(_json(source / config_name), form, source, vocab_len)
     state, notes = _convert(FORMS[form], tensors, config.num_hidden_layers, source)
     return Released(form, state, config, notes)
 
 
-def _detect(source: Path) -> tuple[str, dict[str, np.ndarray], dict]:
-    if (source / "params").is_dir():
-        return "original", _read_paddle_1x(source / "params"), _json(source / "ernie_config.json")
-    if (source / "model_state.pdparams").is_file():
-        name = "model_config.json" if (source / "model_config.json").is_file() else "config.json"
-        return "paddlenlp", _read_pdparams(source / "model_state.pdparams"), _json(source / name)
-    for weights, reader in (
-        ("model.safetensors", _read_safetensors),
-        ("pytorch_model.bin", _read_torch_zip),
-    ):
-        if (source / weights).is_file():
-            return "huggingface", reader(source / weights), _json(source / "config.json")
+# Which file tells the form: (form, weights file or folder), in the order they are tried.
+WEIGHTS = (
+    ("original", "params"),
+    ("paddlenlp", "model_state.pdparams"),
+    ("huggingface", "model.safetensors"),
+    ("huggingface", "pytorch_model.bin"),
+)
+CONFIGS = {
+    "original": "ernie_config.json",
+    "paddlenlp": "model_config.json",
+    "huggingface": "config.json",
+}
+
+
+def locate(source: Path) -> tuple[str, str]:
+    """(form, weights file) of the checkpoint in `source`."""
+    for form, weights in WEIGHTS:
+        if (source / weights).exists():
+            return form, weights
     raise ConfigError(
         f"{source} is not a released ERNIE checkpoint: expected params/ and ernie_config.json "
         "(the original release), model_state.pdparams (PaddleNLP), or model.safetensors / "
@@ -208,7 +219,9 @@ def _config(raw: dict, form: str, source: Path, vocab_len: int) -> ErnieConfig:
         )
     for key, (value, what) in FIXED.items():
         if key in raw and raw[key] != value and not _close(raw[key], value):
-            raise ConfigError(f"model config {where}: {key} is {raw[key]!r}; ERNIE 1.0's {what} is {value!r}")
+            raise ConfigError(
+                f"model config {where}: {key} is {raw[key]!r}; ERNIE 1.0's {what} is {value!r}"
+            )
     hidden = raw.get("hidden_size")
     inner = raw.get("intermediate_size")
     if inner is not None and isinstance(hidden, int) and inner != 4 * hidden:
@@ -394,3 +407,11 @@ def _rebuild_tensor(
 
 def _rebuild_parameter(data: np.ndarray, *_: object) -> np.ndarray:
     return data
+
+
+READERS: dict[str, Callable[[Path], dict[str, np.ndarray]]] = {
+    "params": _read_paddle_1x,
+    "model_state.pdparams": _read_pdparams,
+    "model.safetensors": _read_safetensors,
+    "pytorch_model.bin": _read_torch_zip,
+}
