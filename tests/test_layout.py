@@ -106,4 +106,4 @@ def test_malformed_sagemaker_config_files_are_named(tmp_path, sm_env, name, cont
     path.write_text(content if isinstance(content, str) else json.dumps(content))
     with pytest.raises(ConfigError) as error:
         layout.from_environment()
-    assert str(error.value).startswith(str(path)) and problem in str(error.value)
+    assert str(path) in str(error.value) and problem in str(error.value)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ernie_sm.training.errors import ConfigError
-from ernie_sm.training.textfile import read_text
+from ernie_sm.training.textfile import read_json_object
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_BASE_DIR = "/opt/ml"
@@ -132,15 +132,9 @@ def _input_data_config(path: Path) -> dict:
 
 
 def _read_json(path: Path, default: dict) -> dict:
-    if not path.is_file():
-        return default
-    try:
-        value = json.loads(read_text(path, "SageMaker config file", ConfigError))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path} must hold a JSON object, not {json.dumps(value)[:80]}")
-    return value
+    return (
+        read_json_object(path, "SageMaker config file", ConfigError) if path.is_file() else default
+    )
 
 
 def output_dir() -> Path:

@@ -15,7 +15,6 @@ anything else unmatched is an error.
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 import re
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from ernie_sm.training.config import ErnieConfig, config_from_dict
 from ernie_sm.training.errors import ConfigError
-from ernie_sm.training.textfile import read_text
+from ernie_sm.training.textfile import read_json_object
 
 # One row per tensor: our name, then the original's, PaddleNLP's and transformers' names.
 # `{i}` is the encoder layer. Linear weights are [in, out] in Paddle, [out, in] in torch.
@@ -105,7 +104,11 @@ FORMS = {
     ),
     "paddlenlp": Form(
         "paddlenlp", 2, (".weight", ".bias"), (".weight", ".bias"), False,
-        tied={"cls.predictions.decoder_weight": "ernie.embeddings.word_embeddings.weight"},
+        tied={  # older releases: decoder_weight; 3.x: a tied Linear, decoder.weight/.bias
+            "cls.predictions.decoder_weight": "ernie.embeddings.word_embeddings.weight",
+            "cls.predictions.decoder.weight": "ernie.embeddings.word_embeddings.weight",
+            "cls.predictions.decoder.bias": "cls.predictions.decoder_bias",
+        },
         unused={r"ernie\.embeddings\.task_type_embeddings\.weight": TASK_EMBEDDINGS},
     ),
     "huggingface": Form(
@@ -190,13 +193,7 @@ def locate(source: Path) -> tuple[str, str]:
 def _json(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path} is missing: the checkpoint's model config")
-    try:
-        raw = json.loads(read_text(path, "model config", ConfigError))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a JSON object of settings")
-    return raw
+    return read_json_object(path, "model config", ConfigError)
 
 
 # Settings beside ERNIE 1.0's that change the architecture, and the value ours has.

@@ -7,6 +7,7 @@ neither. Shared by the trainer (`training/`, all the image holds) and `dataprep/
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -24,3 +25,14 @@ def read_text(path: Path, what: str, error: type[Exception]) -> str:
             f"{what} {path} line {line}: bytes {data[exc.start : exc.end]!r} are not UTF-8 "
             "(convert the file, e.g. iconv -f GB18030 -t UTF-8)"
         ) from None
+
+
+def read_json_object(path: Path, what: str, error: type[Exception]) -> dict:
+    """The JSON object in `path`; anything else (bad JSON, a list) fails naming the file."""
+    try:
+        value = json.loads(read_text(path, what, error))
+    except json.JSONDecodeError as exc:
+        raise error(f"{what} {path} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise error(f"{what} {path} must hold a JSON object, not {json.dumps(value)[:80]}")
+    return value
