@@ -16,7 +16,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 $(BIN)/ernie-sm: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[cpu,prepare,cdk,dev]'
+	$(BIN)/pip install --quiet -e '.[cpu,prepare,cdk,sdk,dev]'
 	touch $@
 
 $(NODE_BIN)/cdk: package.json package-lock.json

@@ -25,6 +25,7 @@ OUTPUTS = (
     "ImageRepository",
     "ImageUri",
     "StateMachineArn",
+    "PrepareFunctionName",
     "ExecutionRoleArn",
     "NotificationTopicArn",
     "DashboardUrl",

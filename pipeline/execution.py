@@ -759,6 +759,18 @@ def _tag_value(text: str) -> str:
 # Lambda
 
 
+def prepare(
+    raw: object, environ: Mapping[str, str], execution: str, attempt: int = 1
+) -> tuple[ExecutionInput, StackEnvironment, dict[str, Any]]:
+    """What the Prepare step makes of an execution input, given the Prepare function's
+    environment variables: the input (the stack's defaults under it), and the request."""
+    env = StackEnvironment.from_environ(environ)
+    if isinstance(raw, dict):  # the stack's defaults (instance type, ...) under the user's input
+        raw = {**json.loads(environ.get("INPUT_DEFAULTS") or "{}"), **raw}
+    inp = parse_input(raw)
+    return inp, env, training_job_request(inp, env, execution, attempt, datetime.now(timezone.utc))
+
+
 def handler(event: dict, context: object) -> dict:
     """The Prepare step: {"input", "execution", "attempt"} -> {"request", "input", "attempt"}.
 
@@ -771,12 +783,7 @@ def handler(event: dict, context: object) -> dict:
     attempt = event.get("attempt", 1)
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise ValueError(f"'attempt' must be an integer >= 1, got {attempt!r}")
-    env = StackEnvironment.from_environ(os.environ)
-    raw = event.get("input")
-    if isinstance(raw, dict):  # the stack's defaults (instance type, ...) under the user's input
-        raw = {**json.loads(os.environ.get("INPUT_DEFAULTS") or "{}"), **raw}
-    inp = parse_input(raw)
-    request = training_job_request(inp, env, execution, attempt, datetime.now(timezone.utc))
+    inp, env, request = prepare(event.get("input"), os.environ, execution, attempt)
     normalised = inp.to_dict()
     normalised["job_name_prefix"] = inp.job_name_prefix or env.name_prefix
     return {"request": request, "input": normalised, "attempt": attempt}

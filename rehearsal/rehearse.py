@@ -43,7 +43,7 @@ def rehearse(
         print(f"[rehearsal] {note}", file=sys.stderr)
     buckets, jobs = workdir / "buckets", workdir / "jobs"
     if dataset_dir is not None:
-        _stage_dataset(dataset_dir, buckets / local.bucket / dataset_prefix)
+        stage_dataset(dataset_dir, buckets / local.bucket / dataset_prefix)
     name = "rehearsal-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     files = {
         "definition.json": local.definition,
@@ -70,7 +70,7 @@ def _synth(cdk_out: Path) -> None:
     subprocess.run(command, cwd=ROOT, env=_env(), check=True)
 
 
-def _stage_dataset(dataset_dir: Path, prefix: Path) -> None:
+def stage_dataset(dataset_dir: Path, prefix: Path) -> None:
     """`ernie-sm upload`, locally: the channels of a prepared dataset into the bucket folder."""
     for channel in ("train", "valid"):
         if (dataset_dir / channel).is_dir():

@@ -109,6 +109,8 @@ class ErnieTrainingStack(Stack):
             "ImageRepository": image.repository.repository_uri,
             "ImageUri": image.image_uri,
             "StateMachineArn": pipeline.state_machine.state_machine_arn,
+            # Its environment holds the settings jobs are built from (the notebook route).
+            "PrepareFunctionName": pipeline.prepare_function.function_name,
             "ExecutionRoleArn": role.role.role_arn,
             "NotificationTopicArn": pipeline.topic.topic_arn,
             "DashboardUrl": (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,13 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+@pytest.fixture(scope="session")
+def cdk_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cloud assembly as `cdk synth` writes it (the rehearsal reads nothing else)."""
+    out = tmp_path_factory.mktemp("cdk.out")
+    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
+    command = [str(ROOT / "node_modules" / ".bin" / "cdk"), "synth", "--quiet", "-o", str(out)]
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+    return out

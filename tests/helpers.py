@@ -54,3 +54,12 @@ TOY_VOCAB = Vocab(
     mask_id=3,
     unk_id=None,
 )
+
+
+def tiny_input(**hyperparameters: str) -> dict:
+    """An execution input for the tiny model on the dataset staged at datasets/demo."""
+    return {
+        "dataset": "datasets/demo",
+        "spot": False,
+        "hyperparameters": {**TINY_HYPERPARAMETERS, **hyperparameters},
+    }

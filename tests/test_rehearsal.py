@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -14,31 +12,13 @@ from ernie_sm.rehearsal import definition, demo
 from ernie_sm.rehearsal.rehearse import ROOT, STACK, rehearse
 from rich.console import Console
 
-from tests.helpers import TINY_HYPERPARAMETERS, make_job
-
-
-@pytest.fixture(scope="module")
-def cdk_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The cloud assembly as `cdk synth` writes it (the rehearsal reads nothing else)."""
-    out = tmp_path_factory.mktemp("cdk.out")
-    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
-    command = [str(ROOT / "node_modules" / ".bin" / "cdk"), "synth", "--quiet", "-o", str(out)]
-    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
-    return out
+from tests.helpers import make_job, tiny_input
 
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
     """A prepared dataset (train and valid channels) of the synthetic corpus."""
     return make_job(tmp_path / "job") / "input" / "data"
-
-
-def tiny_input(**hyperparameters: str) -> dict:
-    return {
-        "dataset": "datasets/demo",
-        "spot": False,
-        "hyperparameters": {**TINY_HYPERPARAMETERS, **hyperparameters},
-    }
 
 
 def _object(workdir: Path, uri: str) -> Path:

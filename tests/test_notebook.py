@@ -1,0 +1,175 @@
+"""The notebook route: SageMaker Python SDK v3's ModelTrainer, set up by
+operations/notebook.py, sends the request the state machine sends, and that request trains.
+
+The SDK really runs: its CreateTrainingJob goes to moto (no network), and the request it
+sent is taken from botocore's own event and played by the rehearsal's local SageMaker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from ernie_sm.operations import notebook
+from ernie_sm.operations.stack import OperationsError
+from ernie_sm.pipeline import sagemaker_api
+from ernie_sm.pipeline.execution import ExecutionInputError
+from ernie_sm.rehearsal import definition
+from ernie_sm.rehearsal.local_sagemaker import run_training_job, s3_path
+from ernie_sm.rehearsal.rehearse import STACK, stage_dataset
+from moto import mock_aws
+
+from tests.helpers import make_job, tiny_input
+
+# The SDK's telemetry would call an AWS address: opted out as its own config allows.
+SDK_CONFIG = {
+    "SchemaVersion": "1.0",
+    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
+}
+
+
+@pytest.fixture
+def settings(cdk_out) -> dict[str, str]:
+    """The Prepare function's environment, as the synthesized stack gives it."""
+    return dict(definition.load(cdk_out / f"{STACK}.template.json").prepare_environment)
+
+
+@pytest.fixture
+def aws(aws_env) -> Iterator[boto3.Session]:
+    with mock_aws():
+        yield boto3.Session(region_name="us-east-1")
+
+
+def sdk_session(boto_session: boto3.Session):
+    from sagemaker.core.helper.session_helper import Session
+
+    return Session(boto_session=boto_session, sagemaker_config=SDK_CONFIG)
+
+
+def sent_by_sdk(boto_session: boto3.Session, trainer_of) -> tuple[dict, list[str]]:
+    """Build a ModelTrainer with `trainer_of(sagemaker_session)` and train(wait=False); the
+    CreateTrainingJob parameters botocore received, and every API call made."""
+    sent: list[dict] = []
+    calls: list[str] = []
+    boto_session.events.register(
+        "provide-client-params.sagemaker.CreateTrainingJob",
+        lambda params, **_: sent.append(json.loads(json.dumps(params))),
+    )
+    boto_session.events.register(
+        "before-call.*.*", lambda event_name, **_: calls.append(event_name)
+    )
+    trainer = trainer_of(sdk_session(boto_session))
+    trainer.train(wait=False, logs=False)
+    assert len(sent) == 1
+    return sent[0], calls
+
+
+INPUTS = {
+    "tiny": tiny_input(),
+    "spot, warm start": {
+        **tiny_input(),
+        "spot": True,
+        "max_runtime_hours": 2,
+        "max_wait_hours": 3,
+        "warm_start_model": "s3://rehearsal-data/models/earlier/output/model.tar.gz",
+    },
+    "p4d, no validation": {
+        "dataset": "datasets/wiki",
+        "instance_type": "ml.p4d.24xlarge",
+        "use_validation": False,
+        "hyperparameters": {"use_fp16": True, "batch_size": 16384},
+    },
+}
+
+
+@pytest.mark.parametrize("name", INPUTS)
+def test_the_sdk_sends_the_request_the_state_machine_sends(aws, settings, name):
+    request = notebook.training_request(INPUTS[name], settings, run_name="nb-1")
+    sent, calls = sent_by_sdk(aws, lambda session: notebook.trainer_for(request, session))
+    assert {k: v for k, v in sent.items() if k != "TrainingJobName"} == {
+        k: v for k, v in request.items() if k != "TrainingJobName"
+    }
+    # Its own fresh name: the state machine's without attempt and time, then the SDK's time.
+    assert sent["TrainingJobName"].startswith(notebook.base_job_name(request["TrainingJobName"]))
+    assert sagemaker_api.check_request(sent) == []
+    # The SDK's IAM smoke test is off (it refuses the stack's least-privilege role).
+    assert not [c for c in calls if ".iam." in c]
+    assert "SAGEMAKER_VALIDATE_ROLE" not in os.environ
+
+
+def test_a_vpc_goes_into_the_sdk_request(aws, settings):
+    settings = {**settings, "SUBNETS": "subnet-0abc,subnet-0def", "SECURITY_GROUPS": "sg-0123"}
+    request = notebook.training_request(tiny_input(), settings, run_name="nb-vpc")
+    sent, _ = sent_by_sdk(aws, lambda session: notebook.trainer_for(request, session))
+    assert sent["VpcConfig"] == {
+        "SecurityGroupIds": ["sg-0123"],
+        "Subnets": ["subnet-0abc", "subnet-0def"],
+    }
+
+
+def test_bad_input_is_refused_by_the_contract_before_the_sdk(settings):
+    with pytest.raises(ExecutionInputError, match=r"instance_count: "):
+        notebook.training_request({**tiny_input(), "instance_count": 99}, settings)
+    with pytest.raises(ExecutionInputError, match=r"hyperparameters\.learning_rate"):
+        notebook.training_request({"hyperparameters": {"learning_rate": "fast"}}, settings)
+
+
+def test_the_sdk_request_trains_in_the_local_sagemaker(aws, settings, tmp_path):
+    request = notebook.training_request(tiny_input(), settings, run_name="nb-train")
+    sent, _ = sent_by_sdk(aws, lambda session: notebook.trainer_for(request, session))
+    buckets = tmp_path / "buckets"
+    stage_dataset(
+        make_job(tmp_path / "job") / "input" / "data",
+        buckets / settings["BUCKET"] / "datasets" / "demo",
+    )
+    lines: list[str] = []
+    answer = run_training_job(sent, buckets, tmp_path / "jobs", lines.append)
+    assert answer["TrainingJobStatus"] == "Completed", answer.get("FailureReason")
+    metrics = {m["MetricName"] for m in answer["FinalMetricDataList"]}
+    assert {"Training-loss", "Validation-loss"} <= metrics
+    archive = s3_path(buckets, answer["ModelArtifacts"]["S3ModelArtifacts"])
+    assert archive.parts[-3:] == (sent["TrainingJobName"], "output", "model.tar.gz")
+    with tarfile.open(archive) as tar:
+        assert {"model.pdparams", "vocab.txt", "ernie_config.json"} <= set(tar.getnames())
+
+
+def _deploy(boto_session: boto3.Session, settings: dict[str, str], outputs: bool = True) -> None:
+    """A stack whose Prepare function holds `settings`, as `cdk deploy` leaves it."""
+    role = boto_session.client("iam").create_role(
+        RoleName="prepare",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )["Role"]["Arn"]
+    boto_session.client("lambda").create_function(
+        FunctionName="ernie-prepare", Runtime="python3.12", Role=role, Handler="index.handler",
+        Code={"ZipFile": b"PK\\x05\\x06" + b"\\0" * 18}, Environment={"Variables": settings},
+    )  # fmt: skip
+    values = {"StateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:x"}
+    if outputs:
+        values["PrepareFunctionName"] = "ernie-prepare"
+    template = {
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {k: {"Value": v} for k, v in values.items()},
+    }
+    boto_session.client("cloudformation").create_stack(
+        StackName=STACK, TemplateBody=json.dumps(template)
+    )
+
+
+def test_model_trainer_reads_the_deployed_stacks_settings(aws, settings):
+    _deploy(aws, {**settings, "NAME_PREFIX": "team"})
+    trainer = notebook.model_trainer(
+        tiny_input(), run_name="nb-2", boto_session=aws, sagemaker_session=sdk_session(aws)
+    )
+    assert trainer.base_job_name.startswith("team-nb-2-")
+    assert trainer.training_image == settings["IMAGE_URI"]
+    assert trainer.compute.instance_type == "ml.g5.2xlarge"  # the stack's INPUT_DEFAULTS
+
+
+def test_a_stack_without_the_prepare_output_says_to_redeploy(aws, settings):
+    _deploy(aws, settings, outputs=False)
+    with pytest.raises(OperationsError, match="no PrepareFunctionName output: deploy this version"):
+        notebook.model_trainer(tiny_input(), boto_session=aws, sagemaker_session=sdk_session(aws))
