@@ -20,8 +20,9 @@ INPUT = ROOT / "examples" / "inputs" / "demo.json"
 def run(folder: Path, corpus: Path, entities: Path) -> int:
     dataset = folder / "dataset"
     execution_input = json.loads(INPUT.read_text())
-    if not (dataset / "train" / "train_filelist").is_file():
-        _prepare(corpus, entities, dataset, int(execution_input["hyperparameters"]["max_seq_len"]))
+    prepare_dataset(
+        corpus, entities, dataset, int(execution_input["hyperparameters"]["max_seq_len"])
+    )
     print(f"[demo] rehearsing one execution with {INPUT.relative_to(ROOT)}", file=sys.stderr)
     result = rehearse(execution_input, folder / "rehearsal", dataset_dir=dataset)
     status = report(result)
@@ -33,9 +34,12 @@ def run(folder: Path, corpus: Path, entities: Path) -> int:
     return status
 
 
-def _prepare(corpus: Path, entities: Path, dataset: Path, max_seq_len: int) -> None:
+def prepare_dataset(corpus: Path, entities: Path, dataset: Path, max_seq_len: int) -> None:
+    """The demo corpus as a dataset in `dataset`, unless it is there already."""
     from ernie_sm.dataprep.prepare import PrepareOptions, prepare
 
+    if (dataset / "train" / "train_filelist").is_file():
+        return
     print(f"[demo] preparing the demo corpus {corpus} into {dataset}", file=sys.stderr, flush=True)
     options = PrepareOptions(
         inputs=[corpus],

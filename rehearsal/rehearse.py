@@ -37,7 +37,7 @@ def rehearse(
     """Run one execution; returns {"output": ...} or {"error": ..., "cause": ...}."""
     template = cdk_out / f"{STACK}.template.json"
     if not template.is_file():
-        _synth(cdk_out)
+        synth(cdk_out)
     local = definition.load(template)
     for note in local.notes:
         print(f"[rehearsal] {note}", file=sys.stderr)
@@ -64,7 +64,7 @@ def rehearse(
     return _run(run_dir)
 
 
-def _synth(cdk_out: Path) -> None:
+def synth(cdk_out: Path) -> None:
     print("[rehearsal] synthesizing the stack (cdk synth)", file=sys.stderr, flush=True)
     command = [str(NODE_BIN / "cdk"), "synth", "--quiet", "-o", str(cdk_out)]
     subprocess.run(command, cwd=ROOT, env=_env(), check=True)

@@ -1,16 +1,21 @@
 """The notebook route: SageMaker Python SDK v3's ModelTrainer, set up by
 operations/notebook.py, sends the request the state machine sends, and that request trains.
 
-The SDK really runs: its CreateTrainingJob goes to moto (no network), and the request it
-sent is taken from botocore's own event and played by the rehearsal's local SageMaker.
+The SDK really runs: its CreateTrainingJob goes to moto (no network) and the request it
+sent is taken from botocore's own event; or it goes to the rehearsal's local SageMaker
+(rehearsal/sdk.py), which trains it. examples/notebook.ipynb runs top to bottom.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -19,17 +24,12 @@ from ernie_sm.operations.stack import OperationsError
 from ernie_sm.pipeline import sagemaker_api
 from ernie_sm.pipeline.execution import ExecutionInputError
 from ernie_sm.rehearsal import definition
-from ernie_sm.rehearsal.local_sagemaker import run_training_job, s3_path
-from ernie_sm.rehearsal.rehearse import STACK, stage_dataset
+from ernie_sm.rehearsal.local_sagemaker import s3_path
+from ernie_sm.rehearsal.rehearse import ROOT, STACK
+from ernie_sm.rehearsal.sdk import SDK_CONFIG, rehearsal_trainer
 from moto import mock_aws
 
 from tests.helpers import make_job, tiny_input
-
-# The SDK's telemetry would call an AWS address: opted out as its own config allows.
-SDK_CONFIG = {
-    "SchemaVersion": "1.0",
-    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
-}
 
 
 @pytest.fixture
@@ -118,23 +118,69 @@ def test_bad_input_is_refused_by_the_contract_before_the_sdk(settings):
         notebook.training_request({"hyperparameters": {"learning_rate": "fast"}}, settings)
 
 
-def test_the_sdk_request_trains_in_the_local_sagemaker(aws, settings, tmp_path):
-    request = notebook.training_request(tiny_input(), settings, run_name="nb-train")
-    sent, _ = sent_by_sdk(aws, lambda session: notebook.trainer_for(request, session))
-    buckets = tmp_path / "buckets"
-    stage_dataset(
-        make_job(tmp_path / "job") / "input" / "data",
-        buckets / settings["BUCKET"] / "datasets" / "demo",
-    )
-    lines: list[str] = []
-    answer = run_training_job(sent, buckets, tmp_path / "jobs", lines.append)
-    assert answer["TrainingJobStatus"] == "Completed", answer.get("FailureReason")
-    metrics = {m["MetricName"] for m in answer["FinalMetricDataList"]}
-    assert {"Training-loss", "Validation-loss"} <= metrics
-    archive = s3_path(buckets, answer["ModelArtifacts"]["S3ModelArtifacts"])
-    assert archive.parts[-3:] == (sent["TrainingJobName"], "output", "model.tar.gz")
+def _rehearsal(tmp_path: Path, cdk_out: Path, **hyperparameters: str):
+    dataset = make_job(tmp_path / "job") / "input" / "data"
+    return rehearsal_trainer(
+        tiny_input(**hyperparameters), tmp_path / "r", "nb-train", dataset, cdk_out=cdk_out,
+        on_line=lambda line: None,
+    )  # fmt: skip
+
+
+def test_the_sdk_trains_in_the_local_sagemaker_and_reads_the_job_back(tmp_path, cdk_out):
+    trainer = _rehearsal(tmp_path, cdk_out)
+    trainer.train(wait=True, logs=False)
+    job = trainer._latest_training_job  # sagemaker-core's TrainingJob, as the SDK documents
+    job.refresh()
+    assert job.training_job_status == "Completed"
+    assert {"Training-loss", "Validation-loss"} <= {
+        m.metric_name for m in job.final_metric_data_list
+    }
+    archive = s3_path(tmp_path / "r" / "buckets", job.model_artifacts.s3_model_artifacts)
+    assert archive.parts[-3:] == (job.training_job_name, "output", "model.tar.gz")
     with tarfile.open(archive) as tar:
         assert {"model.pdparams", "vocab.txt", "ernie_config.json"} <= set(tar.getnames())
+
+
+def test_a_failed_job_fails_the_sdks_wait_with_its_reason(tmp_path, cdk_out):
+    trainer = _rehearsal(tmp_path, cdk_out, ernie_config_path="missing.json")
+    with pytest.raises(Exception, match=r"missing\.json"):
+        trainer.train(wait=True, logs=False)
+    assert trainer._latest_training_job.training_job_status == "Failed"
+
+
+def test_what_sagemaker_refuses_is_the_sdks_client_error(tmp_path, cdk_out):
+    from botocore.exceptions import ClientError
+
+    trainer = _rehearsal(tmp_path, cdk_out)
+    trainer.hyperparameters["notes"] = "x" * 2501  # past HyperParameters' value length
+    with pytest.raises(ClientError, match=r"ValidationException.*hyperParameters"):
+        trainer.train(wait=False, logs=False)
+
+
+def test_the_example_notebook_runs_top_to_bottom_without_credentials(
+    tmp_path, aws_env, monkeypatch
+):
+    notebook_file = ROOT / "examples" / "notebook.ipynb"
+    cells = json.loads(notebook_file.read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)  # stripped
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    source = "\n\n".join("".join(c["source"]) for c in code)
+    env = {**os.environ, "SAGEMAKER_USER_CONFIG_OVERRIDE": str(tmp_path / "sdk.yaml")}
+    (tmp_path / "sdk.yaml").write_text(json.dumps(SDK_CONFIG))
+    # `python -c`, as a kernel runs cells: no main file for prepare's spawned workers to rerun.
+    done = subprocess.run(
+        [sys.executable, "-c", source],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rehearsing locally" in done.stdout
+    assert re.search(r"^Training-loss +\d", done.stdout, re.MULTILINE), done.stdout
 
 
 def _deploy(boto_session: boto3.Session, settings: dict[str, str], outputs: bool = True) -> None:
