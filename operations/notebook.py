@@ -15,7 +15,7 @@ drift apart: tests/test_notebook.py sends both and compares them field by field.
 
 ModelTrainer has every setting the request needs, metric definitions and the checkpoint
 location through `with_metric_definitions` and `with_checkpoint_config`; nothing falls
-back to sagemaker-core. It makes the job name itself (`<prefix>-<run>-<timestamp>`).
+back to sagemaker-core. It makes the job name itself (`<prefix>-<run>-<hash>-<timestamp>`).
 """
 
 from __future__ import annotations
@@ -86,9 +86,14 @@ def training_request(
 
 def trainer_for(request: Mapping[str, Any], sagemaker_session: Any) -> ModelTrainer:
     """A ModelTrainer whose CreateTrainingJob request is `request`, but for the job name."""
-    from sagemaker.core import shapes
-    from sagemaker.train import ModelTrainer
-    from sagemaker.train.configs import Compute, Networking
+    try:
+        from sagemaker.core import shapes
+        from sagemaker.train import ModelTrainer
+        from sagemaker.train.configs import Compute, Networking
+    except ImportError as exc:
+        raise OperationsError(
+            f"the SageMaker Python SDK v3 is not installed ({exc}): pip install 'ernie-sm[sdk]'"
+        ) from None
 
     algorithm = request["AlgorithmSpecification"]
     resources = request["ResourceConfig"]

@@ -219,3 +219,10 @@ def test_a_stack_without_the_prepare_output_says_to_redeploy(aws, settings):
     _deploy(aws, settings, outputs=False)
     with pytest.raises(OperationsError, match="no PrepareFunctionName output: deploy this version"):
         notebook.model_trainer(tiny_input(), boto_session=aws, sagemaker_session=sdk_session(aws))
+
+
+def test_without_the_sdk_installed_the_error_says_how_to_get_it(settings, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sagemaker.train", None)  # import fails as if absent
+    request = notebook.training_request(tiny_input(), settings)
+    with pytest.raises(OperationsError, match=r"pip install 'ernie-sm\[sdk\]'"):
+        notebook.trainer_for(request, sagemaker_session=None)
