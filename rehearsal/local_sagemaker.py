@@ -15,7 +15,10 @@ and does what SageMaker does with it, on this machine, against folders:
 - The container's /opt/ml is `<jobs>/<TrainingJobName>/opt/ml`: the config JSONs and the
   channels are laid out there exactly as SageMaker would, and the image's entrypoint
   (`python -m ernie_sm.cli train`, the local training package rather than the image)
-  runs with SAGEMAKER_BASE_DIR pointing at it.
+  runs with SAGEMAKER_BASE_DIR pointing at it. As SageMaker runs `docker run IMAGE
+  train`, the argument is `train`, or AlgorithmSpecification.ContainerArguments when the
+  request has them (`["evaluate"]`, say); a ContainerEntrypoint other than the image's
+  own (`ernie-sm`) is not played.
 - Its output is streamed line by line to a callback, metrics are read from it with the
   request's MetricDefinitions, `model/` is packed into `model.tar.gz` where SageMaker
   puts it, and the answer has DescribeTrainingJob's field names.
@@ -52,6 +55,7 @@ DEFAULT_MAX_RUNTIME = 86400  # StoppingCondition.MaxRuntimeInSeconds' default
 STOP_GRACE_SECONDS = 120  # SageMaker sends SIGKILL this long after SIGTERM
 FAILURE_REASON_MAX = 1024  # DescribeTrainingJob's FailureReason is at most this long
 HOST = "algo-1"
+ENTRYPOINT = ("ernie-sm",)  # the image's (container/Dockerfile), played by ernie_sm.cli
 GROUP = "homogeneousCluster"
 # Optional in SageMaker's model (serverless jobs go without), needed to play a job here.
 PLAYED = ("AlgorithmSpecification", "ResourceConfig", "StoppingCondition")
@@ -133,6 +137,12 @@ def _local_problems(request: dict) -> list[str]:
     missing = [field for field in PLAYED if field not in request]
     if missing:
         problems.append(f"the local SageMaker plays only requests with {', '.join(missing)}")
+    entrypoint = request.get("AlgorithmSpecification", {}).get("ContainerEntrypoint")
+    if entrypoint not in (None, list(ENTRYPOINT)):
+        problems.append(
+            f"ContainerEntrypoint {entrypoint}: the local SageMaker plays only the image's "
+            f"own entrypoint, {list(ENTRYPOINT)}"
+        )
     channels = request.get("InputDataConfig", [])
     names = [c["ChannelName"] for c in channels]
     if len(set(names)) != len(names):  # SageMaker's rule, beyond its API model
@@ -414,13 +424,15 @@ class _Container:
 
     def run(self) -> tuple[str, str, str | None]:
         """(TrainingJobStatus, SecondaryStatus, FailureReason) once the container has ended."""
-        image = self.request["AlgorithmSpecification"].get("TrainingImage", "")
+        algorithm = self.request["AlgorithmSpecification"]
+        arguments = algorithm.get("ContainerArguments") or ["train"]  # `docker run IMAGE train`
         self.on_line(
-            f"{NOTE} {self.request['TrainingJobName']}: image {image or '-'} played by "
-            f"`python -m ernie_sm.cli train` in {self.base}"
+            f"{NOTE} {self.request['TrainingJobName']}: image "
+            f"{algorithm.get('TrainingImage') or '-'} played by "
+            f"`python -m ernie_sm.cli {' '.join(arguments)}` in {self.base}"
         )
         process = subprocess.Popen(
-            [sys.executable, "-m", "ernie_sm.cli", "train"],
+            [sys.executable, "-m", "ernie_sm.cli", *arguments],
             env=self._environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -266,6 +266,10 @@ def test_what_the_old_player_took_and_sagemaker_refuses(tmp_path, buckets, chang
             lambda req: req["InputDataConfig"][1].update(ChannelName="train"),
             "Channel names must be unique",
         ),
+        (
+            lambda req: req["AlgorithmSpecification"].update(ContainerEntrypoint=["python3"]),
+            "plays only the image's own entrypoint, ['ernie-sm']",
+        ),
     ],
 )
 def test_what_sagemaker_takes_but_the_local_player_cannot_play(tmp_path, buckets, change, message):
@@ -297,3 +301,13 @@ def test_channels_hold_what_the_s3_uri_selects(tmp_path):
     assert local_sagemaker.s3_path(tmp_path, "s3://data/a/b") == tmp_path / "data" / "a" / "b"
     with pytest.raises(ValueError):
         local_sagemaker.s3_path(tmp_path, "s3://data/../etc")
+
+
+def test_container_arguments_replace_train_as_sagemaker_passes_them(tmp_path, buckets):
+    req = request()
+    req["AlgorithmSpecification"]["ContainerArguments"] = ["hyperparameters"]
+    lines = Lines()
+    job = run(req, buckets, tmp_path, lines)
+    assert job["TrainingJobStatus"] == "Completed"  # `ernie-sm hyperparameters` ran, not train
+    assert any("played by `python -m ernie_sm.cli hyperparameters`" in line for line in lines)
+    assert any(line.startswith("learning_rate ") for line in lines) and not lines.losses()
