@@ -199,6 +199,22 @@ def test_baseline_can_be_skipped(tmp_path, sm_env):
     assert result["pretrained"]["steps_run"] == 3
 
 
+def test_sigterm_stops_with_143_and_no_result(tmp_path, sm_env, monkeypatch):
+    from ernie_sm.training import evaluate
+
+    class Stopping:  # SIGTERM arrived before the first step
+        requested = True
+
+        def __init__(self, action: str) -> None:
+            pass
+
+    monkeypatch.setattr(evaluate, "StopSignal", Stopping)
+    base = sm_env(_job(tmp_path, num_train_steps="3"))
+    assert cli.main(["evaluate"]) == 143
+    assert not (base / "model" / "evaluation.json").exists()
+    assert not (base / "output" / "failure").exists()
+
+
 @pytest.mark.parametrize(
     ("channels", "overrides", "reason"),
     [

@@ -247,7 +247,8 @@ def finetune(
             log.info(metrics.dev_line(name, step, accuracy))
             if accuracy > best_accuracy:
                 best_accuracy, best_step, without_better = accuracy, step, 0
-                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+                with paddle.no_grad():  # a copy in memory, not part of any graph
+                    best_state = {k: v.clone() for k, v in model.state_dict().items()}
             else:
                 without_better += 1
                 if hp.patience and without_better >= hp.patience:
