@@ -187,8 +187,46 @@ def test_finetunes_scores_and_stops_early(tmp_path, sm_env, logs):
     assert found["baseline_f1"] == [pytest.approx(baseline["test_f1"], abs=1e-6)]
     assert len(found["eval_dev_accuracy"]) == pretrained["steps_run"] // 10
     assert max(found["eval_dev_accuracy"]) == pytest.approx(pretrained["best_dev_accuracy"])
-    assert any(line.startswith("[finetune] model=baseline step=10 loss=") for line in lines)
+    first = {
+        name: next(line for line in lines if line.startswith(f"[finetune] model={name} step=10 "))
+        for name in ("pretrained", "baseline")
+    }
+    # Two models: the channel's weights, and the random init of its config.
+    assert first["pretrained"].split()[-1] != first["baseline"].split()[-1]
     assert not any(re.search(r"loss: ", line) for line in lines)  # pretraining's Training-loss
+
+
+def test_baseline_channel_is_fine_tuned_as_the_baseline(tmp_path, sm_env, logs):
+    base = sm_env(_job(tmp_path, ("model", "eval", "baseline"), num_train_steps="3"))
+    _export_tiny(base / "input" / "data" / "baseline", seed=2)
+    assert cli.main(["evaluate"]) == 0
+    archive = base / "input" / "data" / "baseline" / "model.tar.gz"
+    assert any(f"baseline model ({archive})" in r.getMessage() for r in logs.records)
+    assert json.loads((base / "model" / "evaluation.json").read_text())["baseline"]
+
+
+def test_pairs_are_encoded_with_the_models_vocab_and_token_types(tmp_path):
+    from ernie_sm.dataprep.encoder import SentenceEncoder
+    from ernie_sm.training.labelled import encode_split
+
+    _write_tsv(
+        tmp_path / "train.tsv", ["label\ttext_a\ttext_b", "a\t甲乙丙丁戊\t子丑", "b\t一\t二"]
+    )
+    for name in ("dev.tsv", "test.tsv"):
+        _write_tsv(tmp_path / name, ["a\t天\t地"])
+    data = read_labelled_set(tmp_path)
+    assert data.fields == 3
+    vocab_path = tmp_path / "vocab.txt"
+    vocab_path.write_text("".join(f"{t}\t{i}\n" for i, t in enumerate(VOCAB)), encoding="utf-8")
+    vocab = load_vocab(vocab_path)
+    encoded = encode_split(data.splits["train"], data.labels, SentenceEncoder(vocab_path), vocab, 8)
+    ids = {t: i for i, t in enumerate(VOCAB)}
+    cls, sep = ids["[CLS]"], ids["[SEP]"]
+    # 8 tokens: [CLS], 3 of text_a (cut longest-first), [SEP], both of text_b, [SEP].
+    assert encoded.ids[0] == [cls, ids["甲"], ids["乙"], ids["丙"], sep, ids["子"], ids["丑"], sep]
+    assert encoded.types[0] == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert encoded.ids[1] == [cls, ids["一"], sep, ids["二"], sep]
+    assert list(encoded.labels) == [0, 1]
 
 
 def test_baseline_can_be_skipped(tmp_path, sm_env):
