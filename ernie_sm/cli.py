@@ -14,6 +14,7 @@ from ernie_sm.training import hyperparams
 TOOL_MODULES = (
     "ernie_sm.dataprep.prepare",
     "ernie_sm.dataprep.upload",
+    "ernie_sm.dataprep.topics",
     "ernie_sm.training.import_weights",
     "ernie_sm.rehearsal.rehearse",
     "ernie_sm.operations.commands",
@@ -26,6 +27,12 @@ def _train(args: argparse.Namespace) -> int:
     return main()
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from ernie_sm.training.evaluate import main
+
+    return main()
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ernie_sm.rehearsal.demo import run
 
@@ -33,7 +40,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _hyperparameters(args: argparse.Namespace) -> int:
-    for name, spec in hyperparams.SPECS.items():
+    specs = hyperparams.EVAL_SPECS if args.evaluate else hyperparams.SPECS
+    for name, spec in specs.items():
         print(f"{name:28} {spec.default!r:24} {spec.help}")
     return 0
 
@@ -66,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run ERNIE pretraining under SageMaker's container contract "
         "(the training image's entrypoint; SAGEMAKER_BASE_DIR relocates /opt/ml)",
     ).set_defaults(run=_train)
+    commands.add_parser(
+        "evaluate",
+        help="fine-tune the model channel's model and a baseline on the eval channel's "
+        "labelled set and score both, under the same container contract",
+    ).set_defaults(run=_evaluate)
     demo = commands.add_parser(
         "demo", help="prepare the demo corpus and rehearse one execution of the stack on the CPU"
     )
@@ -74,9 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--entities", default="demo/entities.txt", help="entity dictionary")
     demo.set_defaults(run=_demo)
     _add_tool_commands(commands)
-    commands.add_parser(
+    listing = commands.add_parser(
         "hyperparameters", help="list the training hyperparameters with defaults and help"
-    ).set_defaults(run=_hyperparameters)
+    )
+    listing.add_argument(
+        "--evaluate", action="store_true", help="list those of `ernie-sm evaluate` instead"
+    )
+    listing.set_defaults(run=_hyperparameters)
     args = parser.parse_args(argv)
     return args.run(args)
 

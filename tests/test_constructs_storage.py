@@ -377,9 +377,16 @@ def test_image_asset_builds_the_dockerfile_for_amd64_from_the_repository_root(sy
         "README.md",
         "ernie_sm",
         "training",
+        "dataprep",
         "container",
     }
     assert {p.name for p in (staged / "container").iterdir()} == {"Dockerfile"}
+    # Of dataprep/, the tokenizer `ernie-sm evaluate` uses, not prepare's or upload's modules.
+    assert {p.name for p in (staged / "dataprep").iterdir()} == {
+        "__init__.py",
+        "documents.py",
+        "encoder.py",
+    }
     assert not list(staged.rglob("__pycache__"))
 
 

@@ -9,6 +9,7 @@ and install on the base image's Python.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -100,10 +101,24 @@ def test_entrypoint_is_exec_form_and_runs_ernie_sm_train(dockerfile) -> None:
     assert not any(keyword == "USER" for keyword, _ in final)  # SageMaker needs root
 
 
-def test_image_installs_the_package_without_extras_and_checks_for_gpu_paddle(dockerfile) -> None:
+def test_image_installs_the_package_with_the_tokenizer_only_and_checks_for_gpu_paddle(
+    dockerfile,
+) -> None:
     runs = " ".join(arguments for keyword, arguments in dockerfile if keyword == "RUN")
-    assert re.search(r"pip install --no-cache-dir /opt/ernie-sm(\s|$)", runs), runs
+    assert re.search(r'pip install --no-cache-dir "/opt/ernie-sm\[tokenize\]"(\s|$)', runs), runs
     assert "paddle.is_compiled_with_cuda()" in runs
+    # The build fails, not the first job, when the trainer or the evaluation cannot import.
+    assert "import ernie_sm.training.train, ernie_sm.training.evaluate" in runs
+
+
+def test_the_image_extra_is_the_tokenizer_and_the_prepare_extra_builds_on_it(project) -> None:
+    extras = project["optional-dependencies"]
+    assert [Requirement(spec).name for spec in extras["tokenize"]] == ["rjieba", "tokenizers"]
+    assert "ernie-sm[tokenize]" in extras["prepare"]
+    for spec in extras["tokenize"] + extras["prepare"]:
+        requirement = Requirement(spec)
+        if requirement.name != "ernie-sm":  # every other pin exact, as everywhere
+            assert [s.operator for s in requirement.specifier] == ["=="], spec
 
 
 def dockerignore_excludes(patterns: list[str], path: str) -> bool:
@@ -212,7 +227,8 @@ def test_base_dependencies_do_not_pull_paddle(project) -> None:
 
 
 def test_base_dependencies_install_on_the_image_python(project) -> None:
-    """Each pin that applies on the image's Python admits that Python.
+    """Each pin that applies on the image's Python admits that Python (the base
+    dependencies and the tokenize extra, what the image installs).
 
     Checked from the metadata of the pinned version where it is installed here
     (pins not installed in this environment cannot be checked offline).
@@ -221,7 +237,8 @@ def test_base_dependencies_install_on_the_image_python(project) -> None:
     assert python in Requirement(f"x{project['requires-python']}").specifier
     env = {"python_version": IMAGE_PYTHON, "python_full_version": f"{IMAGE_PYTHON}.0"}
     refused = []
-    for spec in project["dependencies"]:
+    # The image installs the tokenize extra too.
+    for spec in project["dependencies"] + project["optional-dependencies"]["tokenize"]:
         requirement = Requirement(spec)
         if requirement.marker and not requirement.marker.evaluate(env):
             continue
@@ -254,7 +271,8 @@ def test_the_package_carries_its_presets_into_the_image() -> None:
 
 
 def test_the_image_installs_the_trainer_and_nothing_more(tmp_path, ignore_patterns) -> None:
-    """What .dockerignore lets in builds a wheel of ernie_sm and ernie_sm.training alone."""
+    """What .dockerignore lets in builds a wheel of ernie_sm, ernie_sm.training and the
+    tokenizer of ernie_sm.dataprep alone, and the evaluation imports from it."""
     import zipfile
 
     context = tmp_path / "context"
@@ -278,8 +296,31 @@ def test_the_image_installs_the_trainer_and_nothing_more(tmp_path, ignore_patter
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     packages = {n.rsplit("/", 1)[0] for n in names if n.endswith("/__init__.py")}
-    assert packages == {"ernie_sm", "ernie_sm/training", "ernie_sm/training/data"}
+    assert packages == {
+        "ernie_sm",
+        "ernie_sm/training",
+        "ernie_sm/training/data",
+        "ernie_sm/dataprep",
+    }
+    dataprep = {n.rsplit("/", 1)[-1] for n in names if n.startswith("ernie_sm/dataprep/")}
+    assert dataprep == {"__init__.py", "documents.py", "encoder.py"}
     assert "ernie_sm/training/vocabs/ernie-1.0.txt" in names
     assert "ernie_sm/training/configs/ernie-1.0-base.json" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ernie-sm = ernie_sm.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    # What the image's build-time check imports, from the wheel's files alone (the
+    # project's own folders are kept off the path, so nothing outside the image helps).
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(wheel).extractall(unpacked)
+    check = (
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+        "import ernie_sm, ernie_sm.training.train, ernie_sm.training.evaluate; "
+        f"assert ernie_sm.__file__.startswith({str(unpacked)!r}), ernie_sm.__file__"
+    )
+    subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(unpacked)},
+        check=True,
+        capture_output=True,
+    )

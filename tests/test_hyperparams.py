@@ -131,3 +131,18 @@ def test_paddle_seed_takes_the_largest_seed_and_refuses_the_next():
     with pytest.raises(TypeError):
         paddle.seed(hyperparams.MAX_SEED + 1)
     paddle.seed(0)
+
+
+def test_evaluate_has_its_own_spec_table_on_the_same_machinery():
+    assert [f.name for f in fields(hyperparams.EvalHyperparameters)] == list(hyperparams.EVAL_SPECS)
+    default = hyperparams.parse_eval({})
+    assert (default.learning_rate, default.num_train_steps, default.batch_size) == (5e-5, 1000, 32)
+    assert (default.max_seq_len, default.eval_steps, default.patience) == (128, 100, 5)
+    assert (default.weight_decay, default.random_seed) == (0.01, 0)
+    assert default.use_cuda is True and default.run_baseline is True
+    assert hyperparams.parse_eval(hyperparams.defaults(hyperparams.EVAL_SPECS)) == default
+    with pytest.raises(HyperparameterError, match=r"batch_size: bad value '0'"):
+        hyperparams.parse_eval({"batch_size": "0"})
+    with pytest.raises(HyperparameterError, match=r"epoch: unknown hyperparameter"):
+        hyperparams.parse_eval({"epoch": "3"})  # a pretraining name, not an evaluation one
+    assert hyperparams.parse_eval({"sagemaker_program": "x"}) == default

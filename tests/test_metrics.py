@@ -47,3 +47,38 @@ def test_each_regex_matches_its_own_line_with_its_own_value_and_no_other_line():
 
 def test_perplexity_does_not_overflow():
     assert metrics.perplexity(1e6) > 1e300
+
+
+FINETUNE = metrics.finetune_line(metrics.PRETRAINED, 20, 0.4375)
+FINETUNE_BASELINE = metrics.finetune_line(metrics.BASELINE, 20, 0.5)
+DEV = metrics.dev_line(metrics.PRETRAINED, 20, 0.8125)
+DEV_BASELINE = metrics.dev_line(metrics.BASELINE, 20, 0.625)
+EVAL = metrics.eval_line(metrics.PRETRAINED, 0.875, 0.8)
+EVAL_BASELINE = metrics.eval_line(metrics.BASELINE, 0.75, 0.7)
+EVAL_EXPECTED = {
+    "eval_accuracy": (EVAL, 0.875),
+    "eval_f1": (EVAL, 0.8),
+    "baseline_accuracy": (EVAL_BASELINE, 0.75),
+    "baseline_f1": (EVAL_BASELINE, 0.7),
+    "eval_dev_accuracy": (DEV, 0.8125),
+}
+EVAL_LINES = [FINETUNE, FINETUNE_BASELINE, DEV, DEV_BASELINE, EVAL, EVAL_BASELINE]
+
+
+def test_each_eval_regex_matches_its_own_line_with_its_own_value_and_no_other_line():
+    assert {d["Name"] for d in metrics.EVAL_METRIC_DEFINITIONS} == set(EVAL_EXPECTED)
+    for definition in metrics.EVAL_METRIC_DEFINITIONS:
+        own_line, value = EVAL_EXPECTED[definition["Name"]]
+        pattern = re.compile(definition["Regex"])
+        matches = pattern.findall(own_line)
+        assert len(matches) == 1, definition
+        assert abs(float(matches[0]) - value) < 1e-6
+        for line in [*EVAL_LINES, TRAIN, VALID, *OTHER_LINES]:
+            if line is not own_line:
+                assert not pattern.search(line), (definition["Name"], line)
+
+
+def test_pretraining_regexes_match_no_evaluation_line():
+    for definition in metrics.METRIC_DEFINITIONS:
+        pattern = re.compile(definition["Regex"])
+        assert not [line for line in EVAL_LINES if pattern.search(line)], definition["Name"]

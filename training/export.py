@@ -10,10 +10,12 @@ SM_MODEL_DIR (packed by SageMaker into model.tar.gz) holds:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,44 +44,66 @@ def export_model(
     shutil.copyfile(vocab_path, model_dir / "vocab.txt")
 
 
+@contextlib.contextmanager
+def exported_model(channel: Path, what: str = "the model channel") -> Iterator[tuple[Path, str]]:
+    """The folder holding model.pdparams (with ernie_config.json and vocab.txt beside it) in a
+    channel of a job's model.tar.gz or its unpacked contents, and the source to name in
+    messages. An archive is unpacked into a temporary folder that lasts as long as the block."""
+    archives = sorted(channel.rglob("model.tar.gz"))
+    with contextlib.ExitStack() as stack:
+        folder, source = channel, str(channel)
+        if archives:
+            folder, source = (
+                Path(stack.enter_context(tempfile.TemporaryDirectory())),
+                str(archives[0]),
+            )
+            with tarfile.open(archives[0]) as tar:
+                tar.extractall(folder, filter="data")
+        found = sorted(folder.rglob(WEIGHTS))
+        if not found:
+            raise ConfigError(f"{what} ({source}) holds no {WEIGHTS} from a previous job")
+        for name in ("ernie_config.json", "vocab.txt"):
+            if not (found[0].parent / name).is_file():
+                raise ConfigError(f"{what} ({source}): {name} is missing beside {WEIGHTS}")
+        yield found[0].parent, source
+
+
+def read_exported(folder: Path, source: str) -> tuple[ErnieConfig, Vocab, dict]:
+    """The config, vocab and weights of a folder that exported_model() found."""
+    vocab = load_vocab(folder / "vocab.txt")
+    config = load_config(str(folder / "ernie_config.json"), folder, len(vocab))
+    return config, vocab, paddle.load(str(folder / WEIGHTS))
+
+
 def warm_start(model: ErnieForPretraining, channel: Path, vocab: Vocab) -> None:
     """Initialise weights from a previous job's (or an import's) model.tar.gz or its unpacked
     contents, which must be of the same config and vocab as this job's."""
-    archives = sorted(channel.rglob("model.tar.gz"))
-    if archives:
-        with tempfile.TemporaryDirectory() as tmp:
-            with tarfile.open(archives[0]) as tar:
-                tar.extractall(tmp, filter="data")
-            _load_weights(model, vocab, Path(tmp), source=str(archives[0]))
-    else:
-        _load_weights(model, vocab, channel, source=str(channel))
+    with exported_model(channel) as (folder, source):
+        _check_same_model(model.config, vocab, folder, source)
+        set_weights(model, paddle.load(str(folder / WEIGHTS)), f"warm start from {source}")
+    log.info("warm start: weights from %s", source)
 
 
-def _load_weights(model: ErnieForPretraining, vocab: Vocab, folder: Path, source: str) -> None:
-    found = sorted(folder.rglob(WEIGHTS))
-    if not found:
-        raise ConfigError(f"the model channel ({source}) holds no {WEIGHTS} from a previous job")
-    _check_same_model(model.config, vocab, found[0].parent, source)
-    state = paddle.load(str(found[0]))
-    own = model.state_dict()
+def set_weights(layer: paddle.nn.Layer, state: dict, what: str, prefix: str = "") -> None:
+    """Load `state` into `layer`, whose parameter `name` is `prefix + name` there (e.g.
+    "ernie." for the encoder of a pretraining model); a missing or mis-shaped parameter is
+    an error, as Paddle would only warn and leave it as initialised."""
+    own = layer.state_dict()
     for name, value in own.items():
-        if name not in state:
-            raise ConfigError(f"warm start from {source}: parameter {name} is missing")
-        if list(state[name].shape) != list(value.shape):
+        theirs = state.get(prefix + name)
+        if theirs is None:
+            raise ConfigError(f"{what}: parameter {prefix + name} is missing")
+        if list(theirs.shape) != list(value.shape):
             raise ConfigError(
-                f"warm start from {source}: parameter {name} has shape {list(state[name].shape)}, "
+                f"{what}: parameter {prefix + name} has shape {list(theirs.shape)}, "
                 f"the model needs {list(value.shape)} (is ernie_config the same?)"
             )
-    model.set_state_dict(state)
-    log.info("warm start: weights from %s", source)
+    layer.set_state_dict({name: state[prefix + name] for name in own})
 
 
 def _check_same_model(config: ErnieConfig, vocab: Vocab, folder: Path, source: str) -> None:
     """Token ids mean what they meant to the model, and the architecture is the same: a
     different vocab or config would load without error and train on nonsense."""
-    for name in ("ernie_config.json", "vocab.txt"):
-        if not (folder / name).is_file():
-            raise ConfigError(f"warm start from {source}: {name} is missing beside {WEIGHTS}")
     theirs = load_vocab(folder / "vocab.txt")
     if theirs.tokens != vocab.tokens:
         raise ConfigError(

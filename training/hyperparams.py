@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ernie_sm.training.errors import HyperparameterError
 
@@ -21,6 +21,7 @@ RESERVED_PREFIX = "sagemaker_"
 # paddle.seed takes an unsigned 64-bit integer and raises TypeError past it (numpy's
 # SeedSequence takes any size). Paddle 3.3's CPU generator uses the seed modulo 2**32.
 MAX_SEED = 2**64 - 1
+T = TypeVar("T")
 
 
 def _bool(text: str) -> bool:
@@ -251,15 +252,69 @@ class Hyperparameters:
     validation_steps: int
 
 
-def validate(raw: Mapping[str, Any]) -> dict[str, str]:
-    """Check names and values; return the problems as {name: message}, empty when all is well."""
+# `ernie-sm evaluate`: fine-tune the pretrained model and a baseline on a labelled set
+# (the eval channel) and score both. Checked by the same validate() as SPECS.
+EVAL_SPECS: dict[str, Spec] = {
+    "learning_rate": Spec(_positive_float, "5e-5", "Peak fine-tuning learning rate."),
+    "num_train_steps": Spec(
+        _positive_int,
+        "1000",
+        "Fine-tuning steps at most (shuffled epochs over train.tsv); warm-up over the first "
+        "10%, then linear decay to 0.",
+    ),
+    "batch_size": Spec(_positive_int, "32", "Examples per fine-tuning batch."),
+    "max_seq_len": Spec(
+        _positive_int, "128", "Tokens per example with [CLS] and [SEP]; longer texts are cut."
+    ),
+    "eval_steps": Spec(_positive_int, "100", "Score dev accuracy every this many steps."),
+    "patience": Spec(
+        _non_negative_int,
+        "5",
+        "Stop after this many dev evaluations without a better accuracy; 0 never stops early.",
+    ),
+    "weight_decay": Spec(
+        _non_negative_float, "0.01", "Decoupled weight decay (not on LayerNorm or biases)."
+    ),
+    "random_seed": Spec(
+        _seed, "0", "Seed of data order, dropout and the baseline's init: 0 to 2**64 - 1."
+    ),
+    "use_cuda": Spec(
+        _bool, "true", "Fine-tune on the GPU when there is one; false forces the CPU."
+    ),
+    "run_baseline": Spec(
+        _bool,
+        "true",
+        "Also fine-tune and score the baseline (the baseline channel, else the same "
+        "architecture randomly initialised).",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class EvalHyperparameters:
+    learning_rate: float
+    num_train_steps: int
+    batch_size: int
+    max_seq_len: int
+    eval_steps: int
+    patience: int
+    weight_decay: float
+    random_seed: int
+    use_cuda: bool
+    run_baseline: bool
+
+
+def validate(raw: Mapping[str, Any], specs: Mapping[str, Spec] | None = None) -> dict[str, str]:
+    """Check names and values against `specs` (the training job's SPECS unless given, e.g.
+    EVAL_SPECS); return the problems as {name: message}, empty when all is well."""
+    specs = SPECS if specs is None else specs
     problems: dict[str, str] = {}
     for name, value in raw.items():
         if name.startswith(RESERVED_PREFIX):
             continue
-        spec = SPECS.get(name)
+        spec = specs.get(name)
         if spec is None:
-            problems[name] = "unknown hyperparameter" + _did_you_mean(name)
+            problems[name] = "unknown hyperparameter" + _did_you_mean(name, specs)
             continue
         if not isinstance(value, str):
             problems[name] = f"value {value!r} must be a string, as SageMaker passes it"
@@ -273,19 +328,28 @@ def validate(raw: Mapping[str, Any]) -> dict[str, str]:
 
 def parse(raw: Mapping[str, Any]) -> Hyperparameters:
     """Turn SageMaker's string-to-string map into typed hyperparameters, failing on the first problem."""
-    problems = validate(raw)
+    return _parse(raw, SPECS, Hyperparameters)
+
+
+def parse_eval(raw: Mapping[str, Any]) -> EvalHyperparameters:
+    """The same for `ernie-sm evaluate`, against EVAL_SPECS."""
+    return _parse(raw, EVAL_SPECS, EvalHyperparameters)
+
+
+def _parse(raw: Mapping[str, Any], specs: Mapping[str, Spec], into: type[T]) -> T:
+    problems = validate(raw, specs)
     if problems:
         details = "; ".join(f"{name}: {message}" for name, message in sorted(problems.items()))
         raise HyperparameterError(f"invalid hyperparameters: {details}")
     values = {
-        name: spec.parse(_unquote(raw.get(name, spec.default))) for name, spec in SPECS.items()
+        name: spec.parse(_unquote(raw.get(name, spec.default))) for name, spec in specs.items()
     }
-    return Hyperparameters(**values)
+    return into(**values)
 
 
-def defaults() -> dict[str, str]:
-    """Every hyperparameter with its default, as strings."""
-    return {name: spec.default for name, spec in SPECS.items()}
+def defaults(specs: Mapping[str, Spec] | None = None) -> dict[str, str]:
+    """Every hyperparameter (of SPECS unless given) with its default, as strings."""
+    return {name: spec.default for name, spec in (SPECS if specs is None else specs).items()}
 
 
 def _unquote(value: str) -> str:
@@ -299,8 +363,8 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _did_you_mean(name: str) -> str:
+def _did_you_mean(name: str, specs: Mapping[str, Spec]) -> str:
     import difflib
 
-    close = difflib.get_close_matches(name, SPECS, n=1)
+    close = difflib.get_close_matches(name, specs, n=1)
     return f" (did you mean {close[0]}?)" if close else ""

@@ -4,6 +4,9 @@ The stack hands `METRIC_DEFINITIONS` to CreateTrainingJob; the trainer prints wi
 `train_line` and `valid_line`. `Training-loss` keeps the regex users know,
 `loss: ([0-9\\.]+)`, so no other line may contain the text "loss: ": every other
 figure is printed as `name=value`.
+
+`ernie-sm evaluate` prints `finetune_line`, `dev_line` and `eval_line`, read by the
+separate `EVAL_METRIC_DEFINITIONS` (its jobs print none of the pretraining lines).
 """
 
 from __future__ import annotations
@@ -66,4 +69,34 @@ METRIC_DEFINITIONS: tuple[dict[str, str], ...] = (
     {"Name": "Validation-mlm-loss", "Regex": rf"\[valid\].* valid_mlm_loss={NUMBER}"},
     {"Name": "Validation-perplexity", "Regex": rf"\[valid\].* valid_ppl={NUMBER}"},
     {"Name": "Validation-nsp-accuracy", "Regex": rf"\[valid\].* valid_nsp_acc={NUMBER}"},
+)
+
+
+# `ernie-sm evaluate`: `model` is "pretrained" (the model channel) or "baseline".
+PRETRAINED, BASELINE = "pretrained", "baseline"
+
+
+def finetune_line(model: str, step: int, loss: float) -> str:
+    return f"[finetune] model={model} step={step} loss={loss:.6f}"
+
+
+def dev_line(model: str, step: int, accuracy: float) -> str:
+    return f"[dev] model={model} step={step} dev_accuracy={accuracy:.6f}"
+
+
+def eval_line(model: str, accuracy: float, f1: float) -> str:
+    """The test scores of one model: eval_* for the pretrained model, baseline_* for the baseline."""
+    prefix = "eval" if model == PRETRAINED else "baseline"
+    return f"[eval] model={model} {prefix}_accuracy={accuracy:.6f} {prefix}_f1={f1:.6f}"
+
+
+EVAL_METRIC_DEFINITIONS: tuple[dict[str, str], ...] = (
+    {"Name": "eval_accuracy", "Regex": rf"\[eval\] model=pretrained .*eval_accuracy={NUMBER}"},
+    {"Name": "eval_f1", "Regex": rf"\[eval\] model=pretrained .*eval_f1={NUMBER}"},
+    {
+        "Name": "baseline_accuracy",
+        "Regex": rf"\[eval\] model=baseline .*baseline_accuracy={NUMBER}",
+    },
+    {"Name": "baseline_f1", "Regex": rf"\[eval\] model=baseline .*baseline_f1={NUMBER}"},
+    {"Name": "eval_dev_accuracy", "Regex": rf"\[dev\] model=pretrained .*dev_accuracy={NUMBER}"},
 )

@@ -100,6 +100,23 @@ class ErnieForPretraining(nn.Layer):
         return self.mlm_logits(masked), self.nsp(pooled)
 
 
+class ErnieClassifier(nn.Layer):
+    """ERNIE for classification, as ERNIE's fine-tuning tasks build it: the encoder's pooled
+    [CLS] output, dropout, and a linear layer to one logit per label."""
+
+    def __init__(self, ernie: ErnieModel, config: ErnieConfig, num_labels: int) -> None:
+        super().__init__()
+        self.ernie = ernie
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, num_labels, weight_attr=_weight(config))
+
+    def forward(
+        self, src_ids: paddle.Tensor, sent_ids: paddle.Tensor, pos_ids: paddle.Tensor
+    ) -> paddle.Tensor:
+        _, pooled = self.ernie(src_ids, sent_ids, pos_ids)
+        return self.classifier(self.dropout(pooled))
+
+
 def pretraining_loss(
     mlm_logits: paddle.Tensor,
     nsp_logits: paddle.Tensor,

@@ -58,12 +58,13 @@ class Stopped(Exception):
 class StopSignal:
     """Turns SIGTERM into a flag the loop checks between steps, so a checkpoint can be saved."""
 
-    def __init__(self) -> None:
+    def __init__(self, action: str = "saving a checkpoint and stopping") -> None:
         self.requested = False
+        self.action = action
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum: int, frame: object) -> None:
-        log.warning("SIGTERM received: saving a checkpoint and stopping")
+        log.warning("SIGTERM received: %s", self.action)
         self.requested = True
 
 

@@ -1,0 +1,134 @@
+"""`ernie-sm prepare-topics`: a folder of per-topic text files to a labelled set for `ernie-sm evaluate`.
+
+    CORPUS_DIR/<topic>.txt   one file per topic; documents are blank-line-separated blocks
+    OUTPUT/train.tsv, dev.tsv, test.tsv   `label<TAB>text_a`, with that header line
+
+The label is the file's stem; each text is a chunk of a document: whole sentences
+(dataprep/sentences.py) joined up to about CHUNK_CHARS characters (a longer sentence is a
+chunk of its own). The split is by document, never a document's chunks in two splits:
+each topic's documents are shuffled with the seed, and DEV_FRACTION and TEST_FRACTION of
+them (at least one each, while the topic keeps at least one for train) go to dev and
+test, so that every split holds every topic that has three documents or more. A topic
+without a document fails, as it could not be learnt. The output is the same for a seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from ernie_sm.dataprep.documents import CorpusError, check_regular_file, read_documents
+from ernie_sm.dataprep.sentences import split_sentences
+
+SPLITS = ("train", "dev", "test")
+CHUNK_CHARS = 120
+DEV_FRACTION = TEST_FRACTION = 0.15
+HEADER = "label\ttext_a"
+
+
+def chunks(text: str, limit: int = CHUNK_CHARS) -> list[str]:
+    """Consecutive whole sentences of `text`, joined while they fit `limit` characters."""
+    out: list[str] = []
+    current = ""
+    for sentence in split_sentences(_one_line(text)):
+        joined = f"{current}{_gap(current, sentence)}{sentence}" if current else sentence
+        if current and len(joined) > limit:
+            out.append(current)
+            current = sentence
+        else:
+            current = joined
+    if current:
+        out.append(current)
+    return out
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.replace("\t", " ").split())
+
+
+def _gap(before: str, after: str) -> str:
+    """Latin sentences keep a space between them; Chinese ones run on."""
+    return " " if before[-1:].isascii() and after[:1].isascii() else ""
+
+
+def topic_splits(corpus_dir: Path, seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """(label, text) of each split, topics in file-name order, documents in file order."""
+    if not corpus_dir.is_dir():
+        raise CorpusError(f"corpus folder {corpus_dir} does not exist")
+    files = sorted(corpus_dir.glob("*.txt"))
+    if len(files) < 2:
+        raise CorpusError(
+            f"{corpus_dir} holds {len(files)} topic file(s) (*.txt): a labelled set needs two or more"
+        )
+    rng = np.random.default_rng(seed)
+    splits: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
+    for path in files:
+        check_regular_file(path, "topic file")
+        documents = [d.text for d in read_documents([path])]
+        if not documents:
+            raise CorpusError(
+                f"topic file {path} holds no document, so topic {path.stem!r} would not be in "
+                "train (documents are blank-line-separated blocks)"
+            )
+        order = rng.permutation(len(documents))
+        n_dev, n_test = _held_out(len(documents))
+        assigned = {
+            "dev": order[:n_dev],
+            "test": order[n_dev : n_dev + n_test],
+            "train": order[n_dev + n_test :],
+        }
+        for split, indices in assigned.items():
+            for i in sorted(indices):
+                splits[split] += [(path.stem, chunk) for chunk in chunks(documents[i])]
+    return splits
+
+
+def _held_out(n: int) -> tuple[int, int]:
+    """Documents of a topic for dev and test: their fractions, at least one each while
+    train keeps one; test before dev when there are too few for both."""
+    n_test = max(1, round(n * TEST_FRACTION)) if n >= 2 else 0
+    n_dev = max(1, round(n * DEV_FRACTION)) if n - n_test >= 2 else 0
+    return n_dev, n_test
+
+
+def write_topic_set(corpus_dir: Path, output: Path, seed: int = 0) -> dict[str, Counter]:
+    """Write OUTPUT/{train,dev,test}.tsv; returns the examples per label of each split."""
+    splits = topic_splits(corpus_dir, seed)
+    output.mkdir(parents=True, exist_ok=True)
+    for split, examples in splits.items():
+        lines = [HEADER, *(f"{label}\t{text}" for label, text in examples)]
+        (output / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {split: Counter(label for label, _ in examples) for split, examples in splits.items()}
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "prepare-topics",
+        help="turn a folder of per-topic text files into the eval channel of `ernie-sm evaluate`",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("corpus_dir", type=Path, help="folder of <topic>.txt files")
+    p.add_argument("--output", "-o", type=Path, required=True, help="folder for the three .tsv")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split by document")
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    try:
+        counts = write_topic_set(args.corpus_dir, args.output, args.seed)
+    except CorpusError as exc:
+        console.print(f"[red]prepare-topics failed:[/red] {exc}", highlight=False)
+        return 2
+    labels = sorted(counts["train"])
+    for split in SPLITS:
+        console.print(
+            f"{split}.tsv: {sum(counts[split].values())} examples, "
+            f"{len(counts[split])} of {len(labels)} labels",
+            highlight=False,
+        )
+    return 0

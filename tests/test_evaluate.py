@@ -1,0 +1,324 @@
+"""`ernie-sm evaluate` and `ernie-sm prepare-topics`: the labelled set's format, a fine-tuning
+run of a tiny model through the real command, its failures, and the demo topic set."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+from ernie_sm.dataprep.topics import chunks, topic_splits, write_topic_set
+from ernie_sm.training import hyperparams, layout, metrics
+from ernie_sm.training.config import config_from_dict
+from ernie_sm.training.errors import ConfigError, DataError
+from ernie_sm.training.export import export_model
+from ernie_sm.training.labelled import read_labelled_set, scores, truncate
+from ernie_sm.training.model import ErnieForPretraining
+from ernie_sm.training.vocab import load_vocab
+
+from ernie_sm import cli
+from tests.helpers import TINY_CONFIG
+
+ROOT = Path(__file__).resolve().parents[1]
+# Two groups of characters decide the label; the others are noise in both.
+GROUP_A, GROUP_B = "甲乙丙丁戊己", "子丑寅卯辰巳"
+NEUTRAL = "一二三四五六七八九十天地人山水火"
+VOCAB = ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]", *GROUP_A, *GROUP_B, *NEUTRAL]
+EVAL_HYPERPARAMETERS = {
+    "learning_rate": "0.003",
+    "num_train_steps": "300",
+    "batch_size": "16",
+    "max_seq_len": "24",
+    "eval_steps": "10",
+    "patience": "5",
+    "use_cuda": "false",
+}
+
+
+@pytest.fixture
+def logs(caplog):
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+def _write_tsv(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
+def _toy_lines(n: int, seed: int) -> list[str]:
+    """`label<TAB>text`: "a" when the text holds characters of GROUP_A, "b" of GROUP_B."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(n):
+        label, group = ("a", GROUP_A) if i % 2 == 0 else ("b", GROUP_B)
+        chars = [*rng.choice(list(NEUTRAL), 5), *rng.choice(list(group), 2)]
+        lines.append(f"{label}\t{''.join(rng.permutation(chars))}")
+    return lines
+
+
+def _eval_channel(folder: Path) -> Path:
+    _write_tsv(folder / "train.tsv", ["label\ttext_a", *_toy_lines(160, 0)])
+    _write_tsv(folder / "dev.tsv", _toy_lines(40, 1))
+    _write_tsv(folder / "test.tsv", _toy_lines(60, 2))
+    return folder
+
+
+def _export_tiny(folder: Path, seed: int = 1) -> Path:
+    """A tiny pretraining model as `ernie-sm train` exports it, packed as model.tar.gz."""
+    vocab_path = folder.parent / f"{folder.name}-vocab.txt"
+    vocab_path.parent.mkdir(parents=True, exist_ok=True)
+    vocab_path.write_text("".join(f"{t}\t{i}\n" for i, t in enumerate(VOCAB)), encoding="utf-8")
+    config = config_from_dict(dict(TINY_CONFIG), "tiny", len(VOCAB))
+    paddle.seed(seed)
+    model = ErnieForPretraining(config, load_vocab(vocab_path).pad_id)
+    export_model(model, config, vocab_path, folder / "export")
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(folder / "model.tar.gz", "w:gz") as tar:
+        for path in (folder / "export").iterdir():
+            tar.add(path, arcname=path.name)
+    for path in sorted((folder / "export").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    (folder / "export").rmdir()
+    return folder
+
+
+def _job(base: Path, channels: tuple[str, ...] = ("model", "eval"), **overrides: str) -> Path:
+    data = base / "input" / "data"
+    if "model" in channels:
+        _export_tiny(data / "model")
+    if "eval" in channels:
+        _eval_channel(data / "eval")
+    layout.write_local_job(base, {**EVAL_HYPERPARAMETERS, **overrides}, list(channels))
+    return base
+
+
+# The labelled set's format
+
+
+def test_header_is_skipped_and_labels_come_sorted_from_train(tmp_path):
+    _write_tsv(tmp_path / "train.tsv", ["label\ttext_a", "pos\t好", "neg\t坏", "pos\t妙"])
+    _write_tsv(tmp_path / "dev.tsv", ["neg\t差", "", "pos\t行"])
+    _write_tsv(tmp_path / "test.tsv", ["label\ttext_a", "pos\t棒"])
+    data = read_labelled_set(tmp_path)
+    assert data.labels == ("neg", "pos") and data.fields == 2
+    assert [e.texts for e in data.splits["train"]] == [("好",), ("坏",), ("妙",)]
+    assert [e.line for e in data.splits["dev"]] == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("file", "lines", "message"),
+    [
+        (
+            "train.tsv",
+            ["a\tx", "b\tx\ty"],
+            r"train.tsv line 2: 3 fields where the lines before have 2",
+        ),
+        ("train.tsv", ["a\tx", "b"], r"train.tsv line 2: 1 tab-separated field\(s\)"),
+        ("train.tsv", ["a\tx", "\ty"], r"train.tsv line 2: the label is empty"),
+        ("train.tsv", ["label\ttext_a", "a\t  "], r"train.tsv line 2: text is empty"),
+        ("dev.tsv", ["a\tx", "c\tx"], r"dev.tsv line 2: label 'c' never appears in train.tsv"),
+        ("test.tsv", ["label\ttext_a", "zz\tx"], r"test.tsv line 2: label 'zz' never appears"),
+        ("test.tsv", ["label\ttext_a", ""], r"test.tsv holds no examples"),
+        ("dev.tsv", ["a\tx\ty"], r"different numbers of fields a line \(train.tsv 2, dev.tsv 3"),
+    ],
+)
+def test_format_errors_name_file_and_line(tmp_path, file, lines, message):
+    for name in ("train.tsv", "dev.tsv", "test.tsv"):
+        _write_tsv(tmp_path / name, ["a\tx", "b\ty"])
+    _write_tsv(tmp_path / file, lines)
+    with pytest.raises(DataError, match=message):
+        read_labelled_set(tmp_path)
+
+
+def test_missing_file_is_named(tmp_path):
+    _write_tsv(tmp_path / "train.tsv", ["a\tx"])
+    with pytest.raises(ConfigError, match=r"has no dev\.tsv"):
+        read_labelled_set(tmp_path)
+
+
+def test_pairs_are_cut_longest_first_and_scores_define_absent_labels():
+    assert [len(s) for s in truncate([list(range(10)), list(range(4))], 12)] == [5, 4]
+    assert [len(s) for s in truncate([list(range(6)), list(range(6))], 8)] == [3, 2]
+    accuracy, f1 = scores(np.array([0, 0, 1]), np.array([0, 0, 1]), 3)
+    assert accuracy == 1.0 and f1 == 1.0  # label 2: no gold, no prediction -> 1.0
+    accuracy, f1 = scores(np.array([0, 1]), np.array([0, 0]), 2)
+    assert accuracy == 0.5 and f1 == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_eval_hyperparameters_are_checked_by_name():
+    assert hyperparams.parse_eval({}).num_train_steps == 1000
+    assert hyperparams.defaults(hyperparams.EVAL_SPECS)["learning_rate"] == "5e-5"
+    problems = hyperparams.validate({"patience": "-1", "epochs": "3"}, hyperparams.EVAL_SPECS)
+    assert set(problems) == {"patience", "epochs"}
+    assert "unknown hyperparameter" in problems["epochs"]
+
+
+# The command end to end
+
+
+def test_finetunes_scores_and_stops_early(tmp_path, sm_env, logs):
+    base = sm_env(_job(tmp_path))
+    assert cli.main(["evaluate"]) == 0
+    assert not (base / "output" / "failure").exists()
+    result = json.loads((base / "model" / "evaluation.json").read_text())
+    assert result["labels"] == ["a", "b"] and result["test_examples"] == 60
+    pretrained, baseline = result["pretrained"], result["baseline"]
+    assert pretrained["test_accuracy"] >= 0.9 and pretrained["test_f1"] >= 0.9
+    keys = {"test_accuracy", "test_f1", "best_dev_accuracy", "best_step", "steps_run"}
+    assert set(pretrained) == set(baseline) == keys
+    # Early stop: 5 scorings, 10 steps apart, without a better dev accuracy.
+    assert pretrained["steps_run"] == pretrained["best_step"] + 50 < 300
+    assert 0 < baseline["steps_run"] <= 300 and 0 <= baseline["test_accuracy"] <= 1
+    lines = [r.getMessage() for r in logs.records]
+    found = {}
+    for definition in metrics.EVAL_METRIC_DEFINITIONS:
+        pattern = re.compile(definition["Regex"])
+        values = [float(m.group(1)) for m in map(pattern.search, lines) if m]
+        found[definition["Name"]] = values
+    assert found["eval_accuracy"] == [pytest.approx(pretrained["test_accuracy"], abs=1e-6)]
+    assert found["eval_f1"] == [pytest.approx(pretrained["test_f1"], abs=1e-6)]
+    assert found["baseline_accuracy"] == [pytest.approx(baseline["test_accuracy"], abs=1e-6)]
+    assert found["baseline_f1"] == [pytest.approx(baseline["test_f1"], abs=1e-6)]
+    assert len(found["eval_dev_accuracy"]) == pretrained["steps_run"] // 10
+    assert max(found["eval_dev_accuracy"]) == pytest.approx(pretrained["best_dev_accuracy"])
+    first = {
+        name: next(line for line in lines if line.startswith(f"[finetune] model={name} step=10 "))
+        for name in ("pretrained", "baseline")
+    }
+    # Two models: the channel's weights, and the random init of its config.
+    assert first["pretrained"].split()[-1] != first["baseline"].split()[-1]
+    assert not any(re.search(r"loss: ", line) for line in lines)  # pretraining's Training-loss
+
+
+def test_baseline_channel_is_fine_tuned_as_the_baseline(tmp_path, sm_env, logs):
+    base = sm_env(_job(tmp_path, ("model", "eval", "baseline"), num_train_steps="3"))
+    _export_tiny(base / "input" / "data" / "baseline", seed=2)
+    assert cli.main(["evaluate"]) == 0
+    archive = base / "input" / "data" / "baseline" / "model.tar.gz"
+    assert any(f"baseline model ({archive})" in r.getMessage() for r in logs.records)
+    assert json.loads((base / "model" / "evaluation.json").read_text())["baseline"]
+
+
+def test_pairs_are_encoded_with_the_models_vocab_and_token_types(tmp_path):
+    from ernie_sm.dataprep.encoder import SentenceEncoder
+    from ernie_sm.training.labelled import encode_split
+
+    _write_tsv(
+        tmp_path / "train.tsv", ["label\ttext_a\ttext_b", "a\t甲乙丙丁戊\t子丑", "b\t一\t二"]
+    )
+    for name in ("dev.tsv", "test.tsv"):
+        _write_tsv(tmp_path / name, ["a\t天\t地"])
+    data = read_labelled_set(tmp_path)
+    assert data.fields == 3
+    vocab_path = tmp_path / "vocab.txt"
+    vocab_path.write_text("".join(f"{t}\t{i}\n" for i, t in enumerate(VOCAB)), encoding="utf-8")
+    vocab = load_vocab(vocab_path)
+    encoded = encode_split(data.splits["train"], data.labels, SentenceEncoder(vocab_path), vocab, 8)
+    ids = {t: i for i, t in enumerate(VOCAB)}
+    cls, sep = ids["[CLS]"], ids["[SEP]"]
+    # 8 tokens: [CLS], 3 of text_a (cut longest-first), [SEP], both of text_b, [SEP].
+    assert encoded.ids[0] == [cls, ids["甲"], ids["乙"], ids["丙"], sep, ids["子"], ids["丑"], sep]
+    assert encoded.types[0] == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert encoded.ids[1] == [cls, ids["一"], sep, ids["二"], sep]
+    assert list(encoded.labels) == [0, 1]
+
+
+def test_baseline_can_be_skipped(tmp_path, sm_env):
+    base = sm_env(_job(tmp_path, run_baseline="false", num_train_steps="3", eval_steps="2"))
+    assert cli.main(["evaluate"]) == 0
+    result = json.loads((base / "model" / "evaluation.json").read_text())
+    assert result["baseline"] is None
+    assert result["pretrained"]["steps_run"] == 3
+
+
+def test_sigterm_stops_with_143_and_no_result(tmp_path, sm_env, monkeypatch):
+    from ernie_sm.training import evaluate
+
+    class Stopping:  # SIGTERM arrived before the first step
+        requested = True
+
+        def __init__(self, action: str) -> None:
+            pass
+
+    monkeypatch.setattr(evaluate, "StopSignal", Stopping)
+    base = sm_env(_job(tmp_path, num_train_steps="3"))
+    assert cli.main(["evaluate"]) == 143
+    assert not (base / "model" / "evaluation.json").exists()
+    assert not (base / "output" / "failure").exists()
+
+
+@pytest.mark.parametrize(
+    ("channels", "overrides", "reason"),
+    [
+        (("model",), {}, "the 'eval' channel is missing"),
+        (("eval",), {}, "the 'model' channel is missing"),
+        (("model", "eval"), {"patience": "-1"}, "patience: bad value '-1'"),
+        (("model", "eval"), {"num_epochs": "3"}, "num_epochs: unknown hyperparameter"),
+        (("model", "eval"), {"max_seq_len": "65"}, "max_seq_len 65 exceeds"),
+        (("model", "eval"), {"learning_rate": "1e30"}, "diverged: the loss is"),
+    ],
+)
+def test_failure_is_written_and_exits_1(tmp_path, sm_env, channels, overrides, reason):
+    base = sm_env(_job(tmp_path, channels, **{"num_train_steps": "3", **overrides}))
+    assert cli.main(["evaluate"]) == 1
+    assert reason in (base / "output" / "failure").read_text()
+    assert not (base / "model" / "evaluation.json").exists()
+
+
+def test_a_model_of_another_architecture_is_refused(tmp_path, sm_env):
+    base = sm_env(_job(tmp_path, ("eval",), num_train_steps="3"))
+    model = base / "input" / "data" / "model"
+    _export_tiny(model)
+    with tarfile.open(model / "model.tar.gz") as tar:
+        tar.extractall(model / "unpacked", filter="data")
+    (model / "model.tar.gz").unlink()
+    state = paddle.load(str(model / "unpacked" / "model.pdparams"))
+    del state["ernie.pooler.weight"]
+    paddle.save(state, str(model / "unpacked" / "model.pdparams"))
+    layout.write_local_job(base, {**EVAL_HYPERPARAMETERS}, ["model", "eval"])
+    assert cli.main(["evaluate"]) == 1
+    assert "parameter ernie.pooler.weight is missing" in (base / "output" / "failure").read_text()
+
+
+# The demo labelled set
+
+
+def test_prepare_topics_splits_by_document_with_every_topic(tmp_path):
+    corpus = ROOT / "demo" / "corpus"
+    assert cli.main(["prepare-topics", str(corpus), "--output", str(tmp_path / "a")]) == 0
+    written = {s: (tmp_path / "a" / f"{s}.tsv").read_text() for s in ("train", "dev", "test")}
+    data = read_labelled_set(tmp_path / "a")  # what `ernie-sm evaluate` accepts
+    topics = sorted(p.stem for p in corpus.glob("*.txt"))
+    assert list(data.labels) == topics
+    for split in ("dev", "test"):
+        assert {e.label for e in data.splits[split]} == set(topics)
+    texts = {s: {e.texts[0] for e in data.splits[s]} for s in data.splits}
+    assert all(len(t) <= 200 for ts in texts.values() for t in ts)
+    # No document in two splits: each document's first chunk tells where it went.
+    from ernie_sm.dataprep.documents import read_documents
+
+    homes = []
+    for path in sorted(corpus.glob("*.txt")):
+        for document in read_documents([path]):
+            parts = chunks(document.text)
+            where = {s for s in texts for part in parts if part in texts[s]}
+            assert len(where) == 1, document.source
+            homes.append(where.pop())
+    assert homes.count("train") > homes.count("dev") >= 8
+    # The same for a seed, another split for another seed.
+    write_topic_set(corpus, tmp_path / "b")
+    assert {s: (tmp_path / "b" / f"{s}.tsv").read_text() for s in written} == written
+    assert topic_splits(corpus, seed=1)["dev"] != topic_splits(corpus, seed=0)["dev"]
+
+
+def test_prepare_topics_refuses_a_topic_without_documents(tmp_path):
+    (tmp_path / "one.txt").write_text("第一句。第二句。\n")
+    (tmp_path / "two.txt").write_text("\n\n")
+    with pytest.raises(Exception, match=r"two.txt holds no document"):
+        topic_splits(tmp_path)

@@ -1,0 +1,175 @@
+"""The labelled set of `ernie-sm evaluate`: train.tsv, dev.tsv and test.tsv of the eval channel.
+
+The format of ERNIE's fine-tuning tasks (ChnSentiCorp, LCQMC, XNLI): `label<TAB>text` a
+line, or `label<TAB>text_a<TAB>text_b` for sentence pairs; a first line whose first field
+is literally `label` is a header and skipped, blank lines are skipped. Every line of the
+three files has the same number of fields. The labels are the distinct labels of
+train.tsv, sorted; a dev or test label not among them is an error, as is an empty split.
+
+Texts are tokenised with the model's own vocab by `ernie-sm prepare`'s tokenizer
+(dataprep/encoder.py), into `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` (token types 0
+then 1), cut to max_seq_len longest-first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ernie_sm.training.errors import ConfigError, DataError
+from ernie_sm.training.textfile import read_text
+from ernie_sm.training.vocab import Vocab
+
+SPLITS = ("train", "dev", "test")
+HEADER = "label"
+
+
+@dataclass(frozen=True)
+class Example:
+    label: str
+    texts: tuple[str, ...]  # one text, or a pair
+    line: int  # in its file, for messages
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    labels: tuple[str, ...]
+    splits: dict[str, list[Example]]  # train, dev, test
+    fields: int  # 2 (label, text) or 3 (label, text_a, text_b)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One split as token ids: each example's ids and token types, and its label index."""
+
+    ids: list[list[int]]
+    types: list[list[int]]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_labelled_set(channel: Path) -> LabelledSet:
+    """Read and check the three files of the eval channel."""
+    splits: dict[str, list[Example]] = {}
+    fields: dict[str, int] = {}
+    for split in SPLITS:
+        path = channel / f"{split}.tsv"
+        if not path.is_file():
+            raise ConfigError(
+                f"the eval channel ({channel}) has no {split}.tsv: it needs train.tsv, dev.tsv "
+                "and test.tsv (label<TAB>text or label<TAB>text_a<TAB>text_b a line)"
+            )
+        splits[split], fields[split] = _read_split(path)
+    if len(set(fields.values())) > 1:
+        counts = ", ".join(f"{split}.tsv {n}" for split, n in fields.items())
+        raise DataError(
+            f"the eval channel's files have different numbers of fields a line ({counts}): "
+            "all single texts or all sentence pairs"
+        )
+    labels = tuple(sorted({e.label for e in splits["train"]}))
+    for split in ("dev", "test"):
+        path = channel / f"{split}.tsv"
+        for example in splits[split]:
+            if example.label not in labels:
+                raise DataError(
+                    f"{path} line {example.line}: label {example.label!r} never appears in train.tsv "
+                    f"(its labels: {', '.join(labels)})"
+                )
+    return LabelledSet(labels, splits, fields["train"])
+
+
+def _read_split(path: Path) -> tuple[list[Example], int]:
+    examples: list[Example] = []
+    fields = 0
+    first = True
+    for number, line in enumerate(read_text(path, "eval file", DataError).splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if first and parts[0].strip() == HEADER:
+            first = False  # the header: only the first line may be one
+            continue
+        first = False
+        if len(parts) not in (2, 3):
+            raise DataError(
+                f"{path} line {number}: {len(parts)} tab-separated field(s), expected "
+                "label<TAB>text or label<TAB>text_a<TAB>text_b"
+            )
+        if fields and len(parts) != fields:
+            raise DataError(
+                f"{path} line {number}: {len(parts)} fields where the lines before have {fields}"
+            )
+        fields = len(parts)
+        label, *texts = (p.strip() for p in parts)
+        if not label:
+            raise DataError(f"{path} line {number}: the label is empty")
+        for i, text in enumerate(texts):
+            if not text:
+                which = "text" if len(texts) == 1 else ("text_a", "text_b")[i]
+                raise DataError(f"{path} line {number}: {which} is empty")
+        examples.append(Example(label, tuple(texts), number))
+    if not examples:
+        raise DataError(f"{path} holds no examples (label<TAB>text lines)")
+    return examples, fields
+
+
+def encode_split(
+    examples: list[Example], labels: tuple[str, ...], encoder, vocab: Vocab, max_seq_len: int
+) -> Encoded:
+    """Token ids and types of each example with `encoder` (a dataprep SentenceEncoder)."""
+    index = {label: i for i, label in enumerate(labels)}
+    texts = sorted({t for e in examples for t in e.texts})
+    tokens = dict(zip(texts, (ids for ids, _ in encoder.encode(texts)), strict=True))
+    ids, types = [], []
+    for example in examples:
+        segments = truncate([list(tokens[t]) for t in example.texts], max_seq_len)
+        sequence, kinds = [vocab.cls_id], [0]
+        for kind, segment in enumerate(segments):
+            sequence += [*segment, vocab.sep_id]
+            kinds += [kind] * (len(segment) + 1)
+        ids.append(sequence)
+        types.append(kinds)
+    return Encoded(ids, types, np.asarray([index[e.label] for e in examples], dtype=np.int64))
+
+
+def truncate(segments: list[list[int]], max_seq_len: int) -> list[list[int]]:
+    """Cut the segments to fit max_seq_len with [CLS] and a [SEP] each, longest first (the
+    later one on a tie, as ERNIE's readers do)."""
+    budget = max_seq_len - 1 - len(segments)
+    segments = [list(s) for s in segments]
+    while sum(len(s) for s in segments) > max(budget, 0):
+        longest = max(range(len(segments)), key=lambda i: (len(segments[i]), i))
+        segments[longest].pop()
+    return segments
+
+
+def padded(encoded: Encoded, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray, ...]:
+    """(src_ids, sent_ids, pos_ids, labels) of the examples `rows`, padded to the longest."""
+    length = max(len(encoded.ids[r]) for r in rows)
+    src = np.full((len(rows), length), pad_id, dtype=np.int64)
+    sent = np.zeros((len(rows), length), dtype=np.int64)
+    pos = np.zeros((len(rows), length), dtype=np.int64)
+    for i, r in enumerate(rows):
+        n = len(encoded.ids[r])
+        src[i, :n] = encoded.ids[r]
+        sent[i, :n] = encoded.types[r]
+        pos[i, :n] = np.arange(n)
+    return src, sent, pos, encoded.labels[rows]
+
+
+def scores(gold: np.ndarray, predicted: np.ndarray, num_labels: int) -> tuple[float, float]:
+    """(accuracy, macro-F1). Macro-F1 is the mean over every label of the label set of
+    2·TP / (2·TP + FP + FN); a label with neither gold examples nor predictions in the set
+    scored counts 1.0 (nothing to find and nothing wrongly found), so that a perfect
+    classifier scores 1.0 on a test set that lacks a label."""
+    accuracy = float(np.mean(gold == predicted))
+    f1s = []
+    for label in range(num_labels):
+        tp = int(np.sum((predicted == label) & (gold == label)))
+        fp = int(np.sum((predicted == label) & (gold != label)))
+        fn = int(np.sum((predicted != label) & (gold == label)))
+        f1s.append(1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn))
+    return accuracy, float(np.mean(f1s))
