@@ -62,6 +62,22 @@ Fields:
       Start of the training-job names: 1..30 letters, digits and hyphens, beginning
       and ending with a letter or digit. It must be the stack's name prefix or begin with
       it and a hyphen ("ernie-exp1"), the only names the state machine may create.
+  evaluation         object or null, default null (no evaluation)
+      After the training job succeeds, a second SageMaker job runs `ernie-sm evaluate`
+      on its model: it fine-tunes the model (and a baseline) on a labelled set and
+      scores both on its test split. Problems are named `evaluation.<field>`. Fields:
+        dataset            string, required: a key prefix under datasets/ (as dataset)
+            holding train.tsv, dev.tsv and test.tsv; the job's eval channel.
+        hyperparameters    object, default {}: overrides of the evaluation
+            hyperparameters (hyperparams.EVAL_SPECS; `ernie-sm evaluate` in the README),
+            written as the training ones are (`evaluation.hyperparameters.batch_size`).
+        baseline_model     string or null, default null: s3://<bucket>/models/.../
+            model.tar.gz (as warm_start_model), the baseline channel; without it the
+            baseline is the same architecture randomly initialised.
+        instance_type      string, default the training's instance_type.
+        max_runtime_hours  number > 0, at most 672, default 4.
+      The evaluation job runs on one host, on demand (no spot, no checkpoints), with
+      the training's volume_size_gb, under the name `<prefix>-eval-<execution>-...`.
 
 Each attempt of an execution gets a fresh job name
 `<prefix>-<execution name>-<hash>-a<attempt>-<UTC yyyymmddHHMMSS>`; all attempts of one
@@ -94,7 +110,7 @@ from typing import Any
 from ernie_sm.pipeline import sagemaker_api
 from ernie_sm.training import hyperparams
 from ernie_sm.training.errors import TrainingError
-from ernie_sm.training.metrics import METRIC_DEFINITIONS
+from ernie_sm.training.metrics import EVAL_METRIC_DEFINITIONS, METRIC_DEFINITIONS
 
 # Channel names; the same as training.layout's (not importable here: not in the bundle).
 TRAIN_CHANNEL, VALID_CHANNEL, MODEL_CHANNEL = "train", "valid", "model"
@@ -115,6 +131,9 @@ EXECUTION_TAGS = ("ExecutionName", "Attempt", "Dataset")  # added to the stack's
 DEFAULT_DATASET = "datasets/demo"
 DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
 DEFAULT_RUNTIME_HOURS = 24
+DEFAULT_EVAL_RUNTIME_HOURS = 4
+EVAL_CHANNEL, BASELINE_CHANNEL = "eval", "baseline"  # evaluate's channels, with MODEL_CHANNEL
+EVAL_JOB_MARK = "eval"  # evaluation jobs are `<prefix>-eval-...`
 
 
 class ExecutionInputError(TrainingError):
@@ -145,6 +164,24 @@ class ContractGapError(Exception):
 
 
 @dataclass(frozen=True)
+class EvaluationInput:
+    """The validated `evaluation` field, defaults filled in."""
+
+    dataset: str
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+    baseline_model: str | None = None
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    max_runtime_hours: float = DEFAULT_EVAL_RUNTIME_HOURS
+
+    @property
+    def max_runtime_seconds(self) -> int:
+        return _seconds(self.max_runtime_hours)
+
+
+EVALUATION_FIELDS: tuple[str, ...] = tuple(EvaluationInput.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
 class ExecutionInput:
     """A validated execution input, defaults filled in (job_name_prefix None: the stack's)."""
 
@@ -159,6 +196,7 @@ class ExecutionInput:
     max_wait_hours: float | None = 2 * DEFAULT_RUNTIME_HOURS
     warm_start_model: str | None = None
     job_name_prefix: str | None = None
+    evaluation: EvaluationInput | None = None
 
     @property
     def max_runtime_seconds(self) -> int:
@@ -322,6 +360,12 @@ def parse_input(raw: object) -> ExecutionInput:
     check("max_wait_hours", lambda v: None if v is None else _hours(v))
     check("warm_start_model", _model_uri)
     check("job_name_prefix", _job_name_prefix)
+    if raw.get("evaluation") is not None:
+        default_type = values.get("instance_type", DEFAULT_INSTANCE_TYPE)
+        evaluation, eval_problems = _evaluation(raw["evaluation"], default_type)
+        problems.update(eval_problems)
+        if evaluation is not None:
+            values["evaluation"] = evaluation
     for name in raw:
         if name not in FIELDS:
             problems[str(name)] = _unknown_field(str(name))
@@ -351,21 +395,24 @@ class _Problem(ValueError):
     pass
 
 
-def _hyperparameters(value: object) -> tuple[dict[str, str], dict[str, str]]:
+def _hyperparameters(
+    value: object, specs: Mapping[str, Any] = hyperparams.SPECS, where: str = "hyperparameters"
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Training hyperparameters, or with `specs` and `where` the evaluation's."""
     if value is None:
         return {}, {}
     if not isinstance(value, Mapping):
-        return {}, {"hyperparameters": f"expected a JSON object, got {_describe(value)}"}
+        return {}, {where: f"expected a JSON object, got {_describe(value)}"}
     problems: dict[str, str] = {}
     normalised: dict[str, str] = {}
     for name, item in value.items():
         try:
             normalised[str(name)] = _hyperparameter(str(name), item)
         except _Problem as exc:
-            problems[f"hyperparameters.{name}"] = str(exc)
-    for name, problem in hyperparams.validate(normalised).items():
-        problems[f"hyperparameters.{name}"] = problem
-    checkpoints = normalised.get("checkpoints", "").strip()
+            problems[f"{where}.{name}"] = str(exc)
+    for name, problem in hyperparams.validate(normalised, specs).items():
+        problems[f"{where}.{name}"] = problem
+    checkpoints = normalised.get("checkpoints", "").strip() if specs is hyperparams.SPECS else ""
     if (
         checkpoints
         and posixpath.normpath(
@@ -379,8 +426,50 @@ def _hyperparameters(value: object) -> tuple[dict[str, str], dict[str, str]]:
         )
     limit = sagemaker_api.member_shape("HyperParameters")["max"]
     if len(normalised) > limit:
-        problems["hyperparameters"] = f"more than {limit} entries, which SageMaker refuses"
+        problems[where] = f"more than {limit} entries, which SageMaker refuses"
     return normalised, dict(sorted(problems.items()))
+
+
+def _evaluation(
+    value: object, default_instance_type: str
+) -> tuple[EvaluationInput | None, dict[str, str]]:
+    """The `evaluation` field: the input and {"evaluation.<field>": problem}."""
+    if not isinstance(value, Mapping):
+        return None, {"evaluation": f"expected a JSON object or null, got {_describe(value)}"}
+    problems: dict[str, str] = {}
+    values: dict[str, Any] = {"instance_type": default_instance_type}
+    parsers = {
+        "dataset": _dataset,
+        "baseline_model": _model_uri,
+        "instance_type": _instance_type,
+        "max_runtime_hours": _hours,
+    }
+    if "dataset" not in value:
+        problems["evaluation.dataset"] = "required: the key prefix of a labelled set"
+    for name, parse in parsers.items():
+        if name in value:
+            try:
+                values[name] = parse(value[name])
+            except _Problem as exc:
+                problems[f"evaluation.{name}"] = str(exc)
+    if "hyperparameters" in value:
+        hp, hp_problems = _hyperparameters(
+            value["hyperparameters"], hyperparams.EVAL_SPECS, "evaluation.hyperparameters"
+        )
+        problems.update(hp_problems)
+        values["hyperparameters"] = hp
+    for name in value:
+        if name not in EVALUATION_FIELDS:
+            close = difflib.get_close_matches(str(name), EVALUATION_FIELDS, n=1)
+            hint = (
+                f"did you mean {close[0]}?"
+                if close
+                else f"the fields are {', '.join(EVALUATION_FIELDS)}"
+            )
+            problems[f"evaluation.{name}"] = f"unknown field ({hint})"
+    if problems:
+        return None, problems
+    return EvaluationInput(**values), {}
 
 
 def _hyperparameter(name: str, value: object) -> str:
@@ -554,8 +643,11 @@ def _split(text: str) -> tuple[str, ...]:
 # Names
 
 
-def job_name(prefix: str, execution_name: str, attempt: int, now: datetime) -> str:
+def job_name(prefix: str, execution_name: str, attempt: int, now: datetime, mark: str = "") -> str:
     """`<prefix>-<execution>-<hash>-a<attempt>-<yyyymmddHHMMSS>`: fresh per attempt, <= 63 chars.
+
+    A `mark` ("eval") follows the prefix: `<prefix>-eval-<execution>-...`, still a name the
+    state machine may create (`<name prefix>-*`).
 
     The execution part is the execution name with every run of other characters than
     letters and digits made a hyphen, shortened to fit; the hash (of the whole name) keeps
@@ -569,9 +661,10 @@ def job_name(prefix: str, execution_name: str, attempt: int, now: datetime) -> s
         now = now.astimezone(timezone.utc)
     tail = [_digest(execution_name), f"a{attempt}", now.strftime("%Y%m%d%H%M%S")]
     limit = sagemaker_api.member_shape("TrainingJobName")["max"]
-    room = limit - len("-".join([prefix, *tail])) - 1
+    head = [prefix, *([mark] if mark else [])]
+    room = limit - len("-".join([*head, *tail])) - 1
     slug = _slug(execution_name)[: max(room, 0)].rstrip("-")
-    name = "-".join([prefix, *([slug] if slug else []), *tail])
+    name = "-".join([*head, *([slug] if slug else []), *tail])
     if _refusal("TrainingJobName", name):
         raise ValueError(f"cannot make a job name of <= {limit} characters from {name!r}")
     return name
@@ -640,18 +733,31 @@ def check_against_stack(inp: ExecutionInput, env: StackEnvironment) -> dict[str,
             f"must be under {env.dataset_prefix}/ (where the training role may read), "
             f"got {inp.dataset!r}"
         )
-    if inp.warm_start_model is not None:
-        match = S3_URI_PATTERN.fullmatch(inp.warm_start_model)
-        if (
-            match is None
-            or match.group(1) != env.bucket
-            or not match.group(2).startswith(f"{env.output_prefix}/")
-        ):
-            problems["warm_start_model"] = (
+    models = {"warm_start_model": inp.warm_start_model}
+    evaluation = inp.evaluation
+    if evaluation is not None:
+        models["evaluation.baseline_model"] = evaluation.baseline_model
+        if not evaluation.dataset.startswith(f"{env.dataset_prefix}/"):
+            problems["evaluation.dataset"] = (
+                f"must be under {env.dataset_prefix}/ (where the training role may read), "
+                f"got {evaluation.dataset!r}"
+            )
+    for name, uri in models.items():
+        if uri is not None and not _stack_model(uri, env):
+            problems[name] = (
                 f"must be under s3://{env.bucket}/{env.output_prefix}/ (where the training "
-                f"role may read models), got {inp.warm_start_model!r}"
+                f"role may read models), got {uri!r}"
             )
     return problems
+
+
+def _stack_model(uri: str, env: StackEnvironment) -> bool:
+    match = S3_URI_PATTERN.fullmatch(uri)
+    return (
+        match is not None
+        and match.group(1) == env.bucket
+        and match.group(2).startswith(f"{env.output_prefix}/")
+    )
 
 
 def training_job_request(
@@ -667,59 +773,134 @@ def training_job_request(
     if inp.use_validation:
         channels.append(_s3_channel(VALID_CHANNEL, f"{data}/{VALID_CHANNEL}/"))
     if inp.warm_start_model is not None:
-        # An S3Prefix of the object's whole key: the channel holds exactly that archive.
-        model = _s3_channel(MODEL_CHANNEL, inp.warm_start_model)
-        model["ContentType"] = "application/x-sagemaker-model"
-        channels.append(model)
-
-    output: dict[str, Any] = {"S3OutputPath": f"s3://{env.bucket}/{env.output_prefix}/"}
-    resources: dict[str, Any] = {
-        "InstanceType": inp.instance_type,
-        "InstanceCount": inp.instance_count,
-        "VolumeSizeInGB": inp.volume_size_gb,
-    }
-    if env.kms_key_arn:
-        output["KmsKeyId"] = env.kms_key_arn
-        if not has_local_storage(inp.instance_type):
-            resources["VolumeKmsKeyId"] = env.kms_key_arn
+        channels.append(_model_channel(MODEL_CHANNEL, inp.warm_start_model))
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": inp.max_runtime_seconds}
     if inp.spot:
         wait = inp.max_wait_seconds
         stopping["MaxWaitTimeInSeconds"] = max(
             wait if wait is not None else 2 * inp.max_runtime_seconds, inp.max_runtime_seconds
         )
+    request = _job_request(
+        env,
+        name=name,
+        algorithm={"MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS]},
+        hyperparameters=inp.hyperparameters,
+        channels=channels,
+        resources=(inp.instance_type, inp.instance_count, inp.volume_size_gb),
+        stopping=stopping,
+        tags=_tags(env, execution_name, attempt, inp.dataset),
+    )
+    request["EnableManagedSpotTraining"] = inp.spot
+    request["CheckpointConfig"] = {
+        "S3Uri": checkpoint_uri(env, execution_name),
+        "LocalPath": CHECKPOINT_LOCAL_PATH,
+    }
+    return _checked(request)
 
+
+def evaluation_job_request(
+    inp: ExecutionInput,
+    env: StackEnvironment,
+    execution_name: str,
+    attempt: int,
+    now: datetime,
+    model_uri: str,
+) -> dict[str, Any]:
+    """CreateTrainingJob parameters of the evaluation of `model_uri` (the trained
+    model.tar.gz): `ernie-sm evaluate` (ContainerArguments) with the channels model,
+    eval and, when the input names one, baseline."""
+    evaluation = inp.evaluation
+    if evaluation is None:
+        raise ExecutionInputError({"evaluation": "the execution input asks for no evaluation"})
+    problems = check_against_stack(inp, env)
+    if problems:
+        raise ExecutionInputError(problems)
+    prefix = inp.job_name_prefix or env.name_prefix
+    name = job_name(prefix, execution_name, attempt, now, mark=EVAL_JOB_MARK)
+    channels = [
+        _model_channel(MODEL_CHANNEL, model_uri),
+        _s3_channel(EVAL_CHANNEL, f"s3://{env.bucket}/{evaluation.dataset}/"),
+    ]
+    if evaluation.baseline_model is not None:
+        channels.append(_model_channel(BASELINE_CHANNEL, evaluation.baseline_model))
+    request = _job_request(
+        env,
+        name=name,
+        algorithm={
+            "MetricDefinitions": [dict(d) for d in EVAL_METRIC_DEFINITIONS],
+            "ContainerArguments": ["evaluate"],
+        },
+        hyperparameters=evaluation.hyperparameters,
+        channels=channels,
+        resources=(evaluation.instance_type, 1, inp.volume_size_gb),
+        stopping={"MaxRuntimeInSeconds": evaluation.max_runtime_seconds},
+        tags=_tags(env, execution_name, attempt, evaluation.dataset),
+    )
+    request["EnableManagedSpotTraining"] = False
+    return _checked(request)
+
+
+def _job_request(
+    env: StackEnvironment,
+    *,
+    name: str,
+    algorithm: dict[str, Any],
+    hyperparameters: Mapping[str, str],
+    channels: list[dict[str, Any]],
+    resources: tuple[str, int, int],
+    stopping: dict[str, int],
+    tags: list[dict[str, str]],
+) -> dict[str, Any]:
+    """What every job of the stack's requests has: the image, role, output, encryption,
+    isolation, tags and VPC; `resources` is (instance type, count, volume GB)."""
+    instance_type, count, volume = resources
+    output: dict[str, Any] = {"S3OutputPath": f"s3://{env.bucket}/{env.output_prefix}/"}
+    resource_config: dict[str, Any] = {
+        "InstanceType": instance_type,
+        "InstanceCount": count,
+        "VolumeSizeInGB": volume,
+    }
+    if env.kms_key_arn:
+        output["KmsKeyId"] = env.kms_key_arn
+        if not has_local_storage(instance_type):
+            resource_config["VolumeKmsKeyId"] = env.kms_key_arn
     request: dict[str, Any] = {
         "TrainingJobName": name,
         "AlgorithmSpecification": {
             "TrainingImage": env.image_uri,
             "TrainingInputMode": "File",
-            "MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS],
+            **algorithm,
         },
         "RoleArn": env.role_arn,
-        "HyperParameters": dict(inp.hyperparameters),
+        "HyperParameters": dict(hyperparameters),
         "InputDataConfig": channels,
         "OutputDataConfig": output,
-        "ResourceConfig": resources,
+        "ResourceConfig": resource_config,
         "StoppingCondition": stopping,
-        "EnableManagedSpotTraining": inp.spot,
-        "CheckpointConfig": {
-            "S3Uri": checkpoint_uri(env, execution_name),
-            "LocalPath": CHECKPOINT_LOCAL_PATH,
-        },
         "EnableNetworkIsolation": True,
         "EnableInterContainerTrafficEncryption": True,
-        "Tags": _tags(env, execution_name, attempt, inp),
+        "Tags": tags,
     }
     if env.subnets:
         request["VpcConfig"] = {
             "SecurityGroupIds": list(env.security_groups),
             "Subnets": list(env.subnets),
         }
+    return request
+
+
+def _checked(request: dict[str, Any]) -> dict[str, Any]:
     violations = sagemaker_api.check_request(request)
     if violations:
         raise ContractGapError(violations)
     return request
+
+
+def _model_channel(name: str, uri: str) -> dict[str, Any]:
+    # An S3Prefix of the object's whole key: the channel holds exactly that archive.
+    channel = _s3_channel(name, uri)
+    channel["ContentType"] = "application/x-sagemaker-model"
+    return channel
 
 
 def _s3_channel(name: str, uri: str) -> dict[str, Any]:
@@ -736,10 +917,10 @@ def _s3_channel(name: str, uri: str) -> dict[str, Any]:
 
 
 def _tags(
-    env: StackEnvironment, execution_name: str, attempt: int, inp: ExecutionInput
+    env: StackEnvironment, execution_name: str, attempt: int, dataset: str
 ) -> list[dict[str, str]]:
     tags = {tag["Key"]: tag["Value"] for tag in _stack_tags(env)}
-    values = (_tag_value(execution_name), str(attempt), _tag_value(inp.dataset))
+    values = (_tag_value(execution_name), str(attempt), _tag_value(dataset))
     tags.update(zip(EXECUTION_TAGS, values, strict=True))
     return [{"Key": key, "Value": value} for key, value in tags.items()]
 
@@ -760,22 +941,32 @@ def _tag_value(text: str) -> str:
 
 
 def prepare(
-    raw: object, environ: Mapping[str, str], execution: str, attempt: int = 1
+    raw: object,
+    environ: Mapping[str, str],
+    execution: str,
+    attempt: int = 1,
+    model: str | None = None,
 ) -> tuple[ExecutionInput, StackEnvironment, dict[str, Any]]:
     """What the Prepare step makes of an execution input, given the Prepare function's
-    environment variables: the input (the stack's defaults under it), and the request."""
+    environment variables: the input (the stack's defaults under it), and the request:
+    the training job's, or with `model` (the trained model.tar.gz) the evaluation's."""
     env = StackEnvironment.from_environ(environ)
     if isinstance(raw, dict):  # the stack's defaults (instance type, ...) under the user's input
         raw = {**json.loads(environ.get("INPUT_DEFAULTS") or "{}"), **raw}
     inp = parse_input(raw)
-    return inp, env, training_job_request(inp, env, execution, attempt, datetime.now(timezone.utc))
+    now = datetime.now(timezone.utc)
+    if model is None:
+        return inp, env, training_job_request(inp, env, execution, attempt, now)
+    return inp, env, evaluation_job_request(inp, env, execution, attempt, now, model)
 
 
 def handler(event: dict, context: object) -> dict:
     """The Prepare step: {"input", "execution", "attempt"} -> {"request", "input", "attempt"}.
 
-    Bad input raises ExecutionInputError, which Step Functions sees as that error type
-    with the message naming the fields.
+    With "model" (the S3 URI of the trained model.tar.gz) in the event, the request is the
+    evaluation job's (the state machine's "Prepare evaluation"); without it, the training
+    job's. Bad input raises ExecutionInputError, which Step Functions sees as that error
+    type with the message naming the fields.
     """
     execution = event.get("execution")
     if not isinstance(execution, str) or not execution:
@@ -783,7 +974,10 @@ def handler(event: dict, context: object) -> dict:
     attempt = event.get("attempt", 1)
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise ValueError(f"'attempt' must be an integer >= 1, got {attempt!r}")
-    inp, env, request = prepare(event.get("input"), os.environ, execution, attempt)
+    model = event.get("model")
+    if model is not None and not (isinstance(model, str) and S3_URI_PATTERN.fullmatch(model)):
+        raise ValueError(f"'model' must be the S3 URI of a model.tar.gz, got {model!r}")
+    inp, env, request = prepare(event.get("input"), os.environ, execution, attempt, model)
     normalised = inp.to_dict()
     normalised["job_name_prefix"] = inp.job_name_prefix or env.name_prefix
     return {"request": request, "input": normalised, "attempt": attempt}

@@ -107,6 +107,7 @@ def test_none_is_the_empty_input_and_defaults_match_the_dataclass():
         "max_wait_hours",
         "warm_start_model",
         "job_name_prefix",
+        "evaluation",
     )
 
 
