@@ -110,7 +110,14 @@ def _stopped(request: dict) -> dict:
     raise job_ended(_described(request, "Stopped", "MaxRuntimeExceeded", None))
 
 
+def _none(request: dict) -> dict:
+    """No fault: the job runs as asked (to play a fault on a later job of the execution,
+    e.g. ["none", "capacity"] for its evaluation)."""
+    return request
+
+
 FAULTS: dict[str, Callable[[dict], dict]] = {
+    "none": _none,
     "capacity": _capacity,
     "resource-limit": _resource_limit,
     "throttled": _throttled,

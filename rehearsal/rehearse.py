@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,8 +33,14 @@ def rehearse(
     dataset_dir: Path | None = None,
     dataset_prefix: str = "datasets/demo",
     fault_names: Sequence[str] = (),
+    folders: Mapping[str, Path] | None = None,
 ) -> dict:
-    """Run one execution; returns {"output": ...} or {"error": ..., "cause": ...}."""
+    """Run one execution; returns {"output": ...} or {"error": ..., "cause": ...}.
+
+    `dataset_dir` is a prepared dataset, staged at `dataset_prefix` as `ernie-sm upload`
+    would; `folders` maps more key prefixes to folders put into the bucket as they are
+    (e.g. {"datasets/demo-topics": <a labelled set>} for an evaluation).
+    """
     template = cdk_out / f"{STACK}.template.json"
     if not template.is_file():
         synth(cdk_out)
@@ -44,6 +50,8 @@ def rehearse(
     buckets, jobs = workdir / "buckets", workdir / "jobs"
     if dataset_dir is not None:
         stage_dataset(dataset_dir, buckets / local.bucket / dataset_prefix)
+    for prefix, folder in (folders or {}).items():
+        stage_folder(folder, buckets / local.bucket / prefix.strip("/"))
     name = "rehearsal-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     files = {
         "definition.json": local.definition,
@@ -76,6 +84,12 @@ def stage_dataset(dataset_dir: Path, prefix: Path) -> None:
         if (dataset_dir / channel).is_dir():
             shutil.rmtree(prefix / channel, ignore_errors=True)
             shutil.copytree(dataset_dir / channel, prefix / channel)
+
+
+def stage_folder(folder: Path, prefix: Path) -> None:
+    """`aws s3 sync FOLDER s3://bucket/PREFIX`, locally, replacing what was there."""
+    shutil.rmtree(prefix, ignore_errors=True)
+    shutil.copytree(folder, prefix)
 
 
 def _context(name: str) -> dict:
@@ -138,6 +152,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", type=Path, help="a prepared dataset to put in the local bucket")
     p.add_argument("--dataset-prefix", default="datasets/demo", help="where it goes in the bucket")
     p.add_argument(
+        "--stage",
+        dest="folders",
+        action="append",
+        default=[],
+        metavar="PREFIX=FOLDER",
+        help="also put FOLDER into the local bucket at PREFIX, as it is (repeatable; e.g. "
+        "datasets/demo-topics=build/demo/topics, the labelled set of an evaluation)",
+    )
+    p.add_argument(
         "--fault",
         dest="faults",
         action="append",
@@ -152,6 +175,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     try:
         execution_input = json.loads(args.input.read_text()) if args.input else {}
+        folders = {}
+        for item in args.folders:
+            prefix, sep, folder = item.partition("=")
+            if not sep or not prefix or not folder:
+                raise OSError(f"--stage takes PREFIX=FOLDER, got {item!r}")
+            folders[prefix] = Path(folder)
         result = rehearse(
             execution_input,
             args.dir,
@@ -159,6 +188,7 @@ def _main(args: argparse.Namespace) -> int:
             args.dataset,
             args.dataset_prefix,
             args.faults,
+            folders,
         )
     except (
         OSError,

@@ -58,7 +58,7 @@ def _lambda_error(exc: Exception) -> str:
 def create_training_job(request: dict, config: dict) -> dict:
     """createTrainingJob.sync: run the job to its end, failing as the integration fails."""
     fault = _next_fault(config)
-    if fault:
+    if fault and fault != "none":
         _say(f"[rehearsal] {request['TrainingJobName']}: playing the fault {fault!r}")
         request = faults.bend(fault, request)
     try:

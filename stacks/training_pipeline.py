@@ -1,7 +1,13 @@
 """The state machine that turns an execution input into a SageMaker training job and reports the outcome.
 
     Start -> Prepare (Lambda: validate the input, name the job, build the request)
-          -> Train (createTrainingJob.sync) -> Succeeded (publish the model URI)
+          -> Train (createTrainingJob.sync) -> Model -> Evaluate? -> Succeeded (publish the
+          model URI)
+    With `evaluation` in the input: Model -> Prepare evaluation (the same Lambda, given
+          the model URI) -> Evaluate (createTrainingJob.sync running `ernie-sm evaluate`)
+          -> Evaluation (the model URI and the evaluation job's metrics and report) ->
+          Succeeded; Evaluate fails, backs off and tries again as Train does, in states
+          of its own (their ids end in " (evaluation)"), its attempts counted from 1
     Prepare refuses the input -> Notify -> Fail (the error names the field)
     Train cannot start for lack of quota (ResourceLimitExceeded), is throttled, or the
           job finds no capacity (FailureReason "CapacityError...") -> back off, Prepare
@@ -20,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
@@ -77,6 +84,40 @@ REQUEST_FIELDS = (
     "EnableInterContainerTrafficEncryption",
     "Tags",
 )
+# The evaluation's request: no checkpoints (its job has nothing to resume).
+EVALUATION_REQUEST_FIELDS = tuple(f for f in REQUEST_FIELDS if f != "CheckpointConfig")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One SageMaker job of an execution and the states around it (Prepare, the job,
+    back-off, failure reading). The training's states keep their plain ids."""
+
+    task_id: str  # the createTrainingJob.sync state
+    prepare_id: str
+    suffix: str = ""  # appended to the ids of the states each phase has its own of
+    result_path: str = "$.training"  # where the job's DescribeTrainingJob lands
+    request_fields: tuple[str, ...] = REQUEST_FIELDS  # passed on, with VpcConfig in a VPC
+    payload: Mapping[str, str] = field(default_factory=dict)  # more for the Prepare event
+    carry: Mapping[str, str] = field(default_factory=dict)  # kept through the back-off
+
+    def id(self, name: str) -> str:
+        return f"{name}{self.suffix}"
+
+
+TRAINING = Phase("Train", "Prepare job")
+# The trained model's output ($.trained) rides along; the event's "model" makes Prepare
+# build the evaluation request.
+EVALUATION = Phase(
+    "Evaluate",
+    "Prepare evaluation",
+    suffix=" (evaluation)",
+    result_path="$.evaluation",
+    request_fields=EVALUATION_REQUEST_FIELDS,
+    payload={"model.$": "$.trained.model"},
+    carry={"trained.$": "$.trained"},
+)
+EVALUATION_INPUT = "$$.Execution.Input.evaluation"
 
 
 @dataclass(frozen=True)
@@ -163,17 +204,7 @@ class TrainingPipeline(Construct):
         # A notice that cannot be sent must not hide the failure it was about.
         fail_notice.add_catch(failed, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
         fail_notice.next(failed)
-        prepare = self._prepare_state(fail_notice)
-        again = self._another_attempt(prepare, fail_notice)
-        train = self._train_state()
-        train.add_catch(again, errors=[RESOURCE_LIMIT], result_path="$.error")
-        throttled = sfn.Choice(self, "Throttled?")
-        throttled.when(sfn.Condition.string_matches("$.error.Cause", THROTTLED_CAUSE), again)
-        train.add_catch(throttled.otherwise(fail_notice), errors=[API_ERROR], result_path="$.error")
-        train.add_catch(
-            self._job_end(again, fail_notice), errors=["States.TaskFailed"], result_path="$.error"
-        )
-        train.add_catch(fail_notice, errors=["States.ALL"], result_path="$.error")
+        prepare, train = self._job_states(TRAINING, fail_notice)
         succeeded = sfn.Pass(
             self,
             "Model",
@@ -184,13 +215,13 @@ class TrainingPipeline(Construct):
             },
         )
         success_notice = self._notify("NotifySuccess", "succeeded", "$")
+        success_notice.next(sfn.Succeed(self, "Done", output_path="$"))
         definition = (
             sfn.Pass(self, "Start", parameters={"attempt": 1})
             .next(prepare)
             .next(train)
             .next(succeeded)
-            .next(success_notice)
-            .next(sfn.Succeed(self, "Done", output_path="$"))
+            .next(self._evaluation(fail_notice, success_notice))
         )
         log_group = logs.LogGroup(
             self,
@@ -218,22 +249,76 @@ class TrainingPipeline(Construct):
         return [first * 2**n for n in range(self.props.max_attempts - 1)]
 
     def execution_timeout(self) -> Duration:
-        """Long enough for every attempt to run as long as SageMaker lets a job run (spot
-        waiting included), plus the back-offs and an hour for the steps around them, so
-        the timeout never cuts off an attempt that SageMaker would have let finish."""
-        attempts = self.props.max_attempts * MAX_HOURS * 3600
-        return Duration.seconds(attempts + sum(self.backoff_seconds()) + 3600)
+        """Long enough for every attempt of the training and of the evaluation to run as
+        long as SageMaker lets a job run (spot waiting included), plus their back-offs and
+        an hour for the steps around them, so the timeout never cuts off an attempt that
+        SageMaker would have let finish."""
+        phases = (TRAINING, EVALUATION)
+        attempts = len(phases) * self.props.max_attempts * MAX_HOURS * 3600
+        return Duration.seconds(attempts + len(phases) * sum(self.backoff_seconds()) + 3600)
 
-    def _prepare_state(self, fail_notice: sfn.IChainable) -> tasks.LambdaInvoke:
+    def _job_states(
+        self, phase: Phase, fail_notice: sfn.IChainable
+    ) -> tuple[tasks.LambdaInvoke, sfn.CustomState]:
+        """Prepare and the job of a phase, with the job's retries and failure routing:
+        a used-up quota, throttling or no capacity back off and Prepare a fresh job name;
+        a job that ended Failed/Stopped fails with its reason; anything else fails too."""
+        prepare = self._prepare_state(fail_notice, phase)
+        again = self._another_attempt(prepare, fail_notice, phase)
+        job = self._train_state(phase)
+        job.add_catch(again, errors=[RESOURCE_LIMIT], result_path="$.error")
+        throttled = sfn.Choice(self, phase.id("Throttled?"))
+        throttled.when(sfn.Condition.string_matches("$.error.Cause", THROTTLED_CAUSE), again)
+        job.add_catch(throttled.otherwise(fail_notice), errors=[API_ERROR], result_path="$.error")
+        job.add_catch(
+            self._job_end(again, fail_notice, phase),
+            errors=["States.TaskFailed"],
+            result_path="$.error",
+        )
+        job.add_catch(fail_notice, errors=["States.ALL"], result_path="$.error")
+        return prepare, job
+
+    def _evaluation(
+        self, fail_notice: sfn.IChainable, success_notice: sfn.IChainable
+    ) -> sfn.Choice:
+        """After Model: without `evaluation` in the input (absent or null) straight to the
+        success notice; with it, the evaluation job, then the output with its results."""
+        start = sfn.Pass(self, "Start evaluation", parameters={"attempt": 1, "trained.$": "$"})
+        prepare, evaluate = self._job_states(EVALUATION, fail_notice)
+        result = EVALUATION.result_path
+        output = sfn.Pass(
+            self,
+            "Evaluation",
+            parameters={
+                "model.$": "$.trained.model",
+                "training_job.$": "$.trained.training_job",
+                "attempts.$": "$.trained.attempts",
+                "evaluation": {
+                    "training_job.$": f"{result}.TrainingJobName",
+                    "attempts.$": "$.job.attempt",
+                    "metrics.$": f"{result}.FinalMetricDataList",
+                    "report.$": f"{result}.ModelArtifacts.S3ModelArtifacts",
+                },
+            },
+        )
+        start.next(prepare).next(evaluate).next(output).next(success_notice)
+        # Rules in order: IsNull on an absent field would be an error, not false.
+        choice = sfn.Choice(self, "Evaluate?")
+        choice.when(sfn.Condition.is_not_present(EVALUATION_INPUT), success_notice)
+        choice.when(sfn.Condition.is_null(EVALUATION_INPUT), success_notice)
+        return choice.otherwise(start)
+
+    def _prepare_state(self, fail_notice: sfn.IChainable, phase: Phase) -> tasks.LambdaInvoke:
         prepare = tasks.LambdaInvoke(
             self,
-            "Prepare job",
+            phase.prepare_id,
             lambda_function=self.prepare_function,
             payload=sfn.TaskInput.from_object(
                 {
                     "input.$": "$$.Execution.Input",
                     "execution.$": "$$.Execution.Name",
                     "attempt.$": "$.attempt",
+                    **phase.payload,
                 }
             ),
             result_selector={"request.$": "$.Payload.request", "attempt.$": "$.Payload.attempt"},
@@ -244,17 +329,17 @@ class TrainingPipeline(Construct):
         # message. Anything else (a Lambda service error) goes out as it came.
         read = sfn.Pass(
             self,
-            "Read Prepare error",
+            phase.id("Read Prepare error"),
             parameters={"Lambda.$": "States.StringToJson($.error.Cause)"},
             result_path="$.failure",
         )
         message = sfn.Pass(
             self,
-            "Prepare error",
+            phase.id("Prepare error"),
             parameters={"Error.$": "$.error.Error", "Cause.$": "$.failure.Lambda.errorMessage"},
             result_path="$.error",
         )
-        function_error = sfn.Choice(self, "Function error?")
+        function_error = sfn.Choice(self, phase.id("Function error?"))
         function_error.when(
             sfn.Condition.string_matches("$.error.Cause", LAMBDA_CAUSE),
             read.next(message).next(fail_notice),
@@ -262,59 +347,68 @@ class TrainingPipeline(Construct):
         prepare.add_catch(function_error, errors=["States.ALL"], result_path="$.error")
         return prepare
 
-    def _another_attempt(self, prepare: sfn.IChainable, fail_notice: sfn.IChainable) -> sfn.Choice:
+    def _another_attempt(
+        self, prepare: sfn.IChainable, fail_notice: sfn.IChainable, phase: Phase
+    ) -> sfn.Choice:
         """Back off, then Prepare names the next attempt's job afresh; or give up."""
         waits = ", ".join(str(seconds) for seconds in [0, *self.backoff_seconds()])
         count = sfn.Pass(
             self,
-            "Count attempt",
+            phase.id("Count attempt"),
             parameters={
                 "attempt.$": "States.MathAdd($.job.attempt, 1)",
                 "backoff.$": f"States.ArrayGetItem(States.Array({waits}), $.job.attempt)",
+                **phase.carry,
             },
         )
-        wait = sfn.Wait(self, "Back off", time=sfn.WaitTime.seconds_path("$.backoff"))
-        again = sfn.Choice(self, "Another attempt?")
+        wait = sfn.Wait(self, phase.id("Back off"), time=sfn.WaitTime.seconds_path("$.backoff"))
+        again = sfn.Choice(self, phase.id("Another attempt?"))
         again.when(
             sfn.Condition.number_less_than("$.job.attempt", self.props.max_attempts),
             count.next(wait).next(prepare),
         ).otherwise(fail_notice)
         return again
 
-    def _train_state(self) -> sfn.CustomState:
-        fields = (*REQUEST_FIELDS, "VpcConfig") if self.props.subnet_ids else REQUEST_FIELDS
-        parameters = {f"{name}.$": f"$.job.request.{name}" for name in fields}
+    def _train_state(self, phase: Phase) -> sfn.CustomState:
+        """The job: every field of the request Prepare built (the evaluation's carries
+        ContainerArguments inside AlgorithmSpecification)."""
+        fields = phase.request_fields
+        if self.props.subnet_ids:
+            fields = (*fields, "VpcConfig")
+        parameters: dict[str, Any] = {f"{name}.$": f"$.job.request.{name}" for name in fields}
         return sfn.CustomState(
             self,
-            "Train",
+            phase.task_id,
             state_json={
                 "Type": "Task",
                 "Resource": f"arn:{Stack.of(self).partition}:states:::sagemaker:createTrainingJob.sync",
                 "Parameters": parameters,
-                "ResultPath": "$.training",
+                "ResultPath": phase.result_path,
             },
         )
 
-    def _job_end(self, again: sfn.IChainable, fail_notice: sfn.IChainable) -> sfn.Choice:
+    def _job_end(
+        self, again: sfn.IChainable, fail_notice: sfn.IChainable, phase: Phase
+    ) -> sfn.Choice:
         """States.TaskFailed: a job that ended Failed or Stopped (its DescribeTrainingJob
         JSON as Cause) becomes TrainingJobFailed/TrainingJobStopped with its FailureReason,
         or its status when it has none; a capacity shortage tries again."""
         read = sfn.Pass(
             self,
-            "Read job",
+            phase.id("Read job"),
             parameters={"Job.$": "States.StringToJson($.error.Cause)"},
             result_path="$.failure",
         )
         error = "States.Format('TrainingJob{}', $.failure.Job.TrainingJobStatus)"
         reason = sfn.Pass(
             self,
-            "Failure reason",
+            phase.id("Failure reason"),
             parameters={"Error.$": error, "Cause.$": "$.failure.Job.FailureReason"},
             result_path="$.error",
         )
         status = sfn.Pass(
             self,
-            "Job status",
+            phase.id("Job status"),
             parameters={
                 "Error.$": error,
                 "Cause.$": "States.Format('The training job {} ended {} ({}) without a "
@@ -323,14 +417,14 @@ class TrainingPipeline(Construct):
             },
             result_path="$.error",
         )
-        capacity = sfn.Choice(self, "Out of capacity?")
+        capacity = sfn.Choice(self, phase.id("Out of capacity?"))
         capacity.when(sfn.Condition.string_matches("$.error.Cause", CAPACITY_REASON), again)
-        has_reason = sfn.Choice(self, "Has a reason?")
+        has_reason = sfn.Choice(self, phase.id("Has a reason?"))
         has_reason.when(
             sfn.Condition.is_present("$.failure.Job.FailureReason"),
             reason.next(capacity.otherwise(fail_notice)),
         ).otherwise(status.next(fail_notice))
-        ended = sfn.Choice(self, "Job ended?")
+        ended = sfn.Choice(self, phase.id("Job ended?"))
         ended.when(
             sfn.Condition.string_matches("$.error.Cause", JOB_CAUSE), read.next(has_reason)
         ).otherwise(fail_notice)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from ernie_sm.training import layout
 from ernie_sm.training.vocab import Vocab
 
@@ -63,3 +64,32 @@ def tiny_input(**hyperparameters: str) -> dict:
         "spot": False,
         "hyperparameters": {**TINY_HYPERPARAMETERS, **hyperparameters},
     }
+
+
+# `ernie-sm evaluate` on the tiny model, on the CPU, in seconds.
+TINY_EVAL_HYPERPARAMETERS = {
+    "learning_rate": "0.003",
+    "num_train_steps": "20",
+    "batch_size": "16",
+    "max_seq_len": "16",
+    "eval_steps": "10",
+    "patience": "0",
+    "use_cuda": "false",
+}
+
+
+def write_labelled_set(folder: Path, seed: int = 0) -> Path:
+    """train.tsv, dev.tsv, test.tsv in the synthetic dataset's characters: label "a" when
+    a text holds characters of one group, "b" of another (the eval channel's format)."""
+    rng = np.random.default_rng(seed)
+    chars = [t for t in synthetic.vocab_tokens() if not t.startswith("[")]
+    group_a, group_b, neutral = chars[:10], chars[10:20], chars[20:]
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 120), ("dev", 30), ("test", 30)):
+        lines = ["label\ttext_a"]
+        for i in range(n):
+            label, group = ("a", group_a) if i % 2 == 0 else ("b", group_b)
+            text = [*rng.choice(neutral, 5), *rng.choice(group, 2)]
+            lines.append(f"{label}\t{''.join(rng.permutation(text))}")
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import tarfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from ernie_sm.rehearsal import definition, demo
 from ernie_sm.rehearsal.rehearse import ROOT, STACK, rehearse
 from rich.console import Console
 
-from tests.helpers import make_job, tiny_input
+from tests.helpers import TINY_EVAL_HYPERPARAMETERS, make_job, tiny_input, write_labelled_set
 
 
 @pytest.fixture
@@ -86,6 +87,88 @@ def test_a_failing_job_ends_in_fail_with_its_failure_reason(cdk_out, dataset, tm
     result = rehearse(tiny_input(), tmp_path / "r", cdk_out, dataset)
     assert result["error"] == "TrainingJobFailed"
     assert "part-00000.gz line 2" in result["cause"]
+
+
+def _evaluated_input(**evaluation: object) -> dict:
+    """tiny_input() with an evaluation on the labelled set staged at datasets/labelled."""
+    return {
+        **tiny_input(),
+        "evaluation": {
+            "dataset": "datasets/labelled",
+            "hyperparameters": TINY_EVAL_HYPERPARAMETERS,
+            **evaluation,
+        },
+    }
+
+
+@pytest.fixture
+def labelled(tmp_path: Path) -> dict[str, Path]:
+    """A labelled set in the synthetic dataset's characters, staged at datasets/labelled."""
+    return {"datasets/labelled": write_labelled_set(tmp_path / "labelled")}
+
+
+def test_without_evaluation_the_output_is_the_trained_model_alone(cdk_out, dataset, tmp_path):
+    result = rehearse({**tiny_input(), "evaluation": None}, tmp_path / "r", cdk_out, dataset)
+    output = result["output"]
+    assert set(output) == {"model", "training_job", "attempts"}
+    assert _jobs(tmp_path / "r") == [output["training_job"]]
+
+
+def test_an_evaluation_runs_after_training_and_its_results_join_the_output(
+    cdk_out, dataset, labelled, tmp_path, capfd
+):
+    result = rehearse(_evaluated_input(), tmp_path / "r", cdk_out, dataset, folders=labelled)
+    output = result["output"]
+    assert output["attempts"] == 1 and output["training_job"].startswith("ernie-")
+    evaluation = output["evaluation"]
+    assert evaluation["training_job"].startswith("ernie-eval-") and evaluation["attempts"] == 1
+    metrics = {m["MetricName"]: m["Value"] for m in evaluation["metrics"]}
+    assert {"eval_accuracy", "eval_f1", "baseline_accuracy", "baseline_f1"} <= set(metrics)
+    assert all(0 <= metrics[name] <= 1 for name in ("eval_accuracy", "baseline_accuracy"))
+    with tarfile.open(_object(tmp_path / "r", evaluation["report"])) as tar:
+        report = json.load(tar.extractfile("evaluation.json"))
+    assert report  # what `ernie-sm evaluate` wrote, in the evaluation job's model archive
+    # The evaluation job was given the trained model, and the notice carries the output.
+    assert _jobs(tmp_path / "r") == sorted([output["training_job"], evaluation["training_job"]])
+    err = capfd.readouterr().err
+    notice = next(line for line in err.splitlines() if line.startswith("[sns] "))
+    assert "ernie pretraining succeeded" in notice and "eval_accuracy" in notice
+
+
+def test_a_capacity_shortage_of_the_evaluation_is_retried_with_the_same_model(
+    cdk_out, dataset, labelled, tmp_path
+):
+    result = rehearse(
+        _evaluated_input(),
+        tmp_path / "r",
+        cdk_out,
+        dataset,
+        fault_names=["none", "capacity"],
+        folders=labelled,
+    )
+    output = result["output"]
+    assert output["attempts"] == 1 and "-a1-" in output["training_job"]
+    assert output["evaluation"]["attempts"] == 2 and "-a2-" in output["evaluation"]["training_job"]
+    assert output["model"].endswith(f"/{output['training_job']}/output/model.tar.gz")
+
+
+def test_a_failing_evaluation_ends_in_fail_with_its_failure_reason(
+    cdk_out, dataset, labelled, tmp_path, capfd
+):
+    train_tsv = labelled["datasets/labelled"] / "train.tsv"
+    train_tsv.write_text(train_tsv.read_text() + "a\tx\ty\n")  # three fields, not two
+    result = rehearse(_evaluated_input(), tmp_path / "r", cdk_out, dataset, folders=labelled)
+    assert result["error"] == "TrainingJobFailed"
+    assert "train.tsv line" in result["cause"]
+    assert "[sns] ernie pretraining failed" in capfd.readouterr().err
+
+
+def test_a_bad_evaluation_field_fails_before_any_job(cdk_out, dataset, tmp_path):
+    bad = {**tiny_input(), "evaluation": {"dataset": "elsewhere/x", "max_runtime_hours": 0}}
+    result = rehearse(bad, tmp_path / "r", cdk_out, dataset)
+    assert result["error"] == "ExecutionInputError"
+    assert "evaluation.max_runtime_hours: " in result["cause"]
+    assert not (tmp_path / "r" / "jobs").exists()
 
 
 def _jobs(workdir: Path) -> list[str]:

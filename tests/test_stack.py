@@ -152,9 +152,10 @@ def test_attempts_back_off_doubling_and_the_timeout_outlasts_them_all(synth):
         "States.ArrayGetItem(States.Array(0, 300, 600), $.job.attempt)"
     )
     assert states["Back off"]["SecondsPath"] == "$.backoff"
-    # Three attempts of SageMaker's longest job (28 days, spot waiting included), the
-    # back-offs and an hour: the execution never times out while an attempt may still run.
-    assert definition["TimeoutSeconds"] == 3 * MAX_HOURS * 3600 + 300 + 600 + 3600
+    # Three attempts of SageMaker's longest job (28 days, spot waiting included) for the
+    # training and for the evaluation, their back-offs and an hour: the execution never
+    # times out while an attempt may still run.
+    assert definition["TimeoutSeconds"] == 2 * (3 * MAX_HOURS * 3600 + 300 + 600) + 3600
     assert definition["TimeoutSeconds"] <= 365 * 86400  # a standard workflow's longest
 
 
