@@ -107,8 +107,11 @@ def labelled(tmp_path: Path) -> dict[str, Path]:
     return {"datasets/labelled": write_labelled_set(tmp_path / "labelled")}
 
 
-def test_without_evaluation_the_output_is_the_trained_model_alone(cdk_out, dataset, tmp_path):
-    result = rehearse({**tiny_input(), "evaluation": None}, tmp_path / "r", cdk_out, dataset)
+@pytest.mark.parametrize("evaluation", [{}, {"evaluation": None}], ids=["absent", "null"])
+def test_without_evaluation_the_output_is_the_trained_model_alone(
+    cdk_out, dataset, tmp_path, evaluation
+):
+    result = rehearse({**tiny_input(), **evaluation}, tmp_path / "r", cdk_out, dataset)
     output = result["output"]
     assert set(output) == {"model", "training_job", "attempts"}
     assert _jobs(tmp_path / "r") == [output["training_job"]]

@@ -29,6 +29,7 @@ from ernie_sm.stacks.network import MAX_SECURITY_GROUPS, MAX_SUBNETS, check_vpc
 from ernie_sm.stacks.training_image import TrainingImage
 from ernie_sm.stacks.training_pipeline import (
     API_ERROR,
+    EVALUATION_REQUEST_FIELDS,
     LAMBDA_DATA,
     LAMBDA_MODULES,
     REQUEST_FIELDS,
@@ -504,3 +505,100 @@ def test_a_vpc_sagemaker_would_refuse_fails_the_synth(subnets, groups, message):
 def test_no_vpc_or_one_within_the_limits_passes():
     check_vpc((), ())
     check_vpc(tuple(f"subnet-{i}" for i in range(16)), tuple(f"sg-{i}" for i in range(5)))
+
+
+def test_evaluation_runs_after_the_model_only_when_the_input_asks_for_it(synth):
+    states = _definition(synth.template)["States"]
+    assert states["Model"]["Next"] == "Evaluate?"
+    choice = states["Evaluate?"]
+    # Absent or null: today's path (IsNull on an absent field would be an error).
+    assert choice["Choices"] == [
+        {
+            "Not": {"Variable": "$$.Execution.Input.evaluation", "IsPresent": True},
+            "Next": "NotifySuccess",
+        },
+        {"Variable": "$$.Execution.Input.evaluation", "IsNull": True, "Next": "NotifySuccess"},
+    ]
+    assert choice["Default"] == "Start evaluation"
+    start = states["Start evaluation"]
+    assert start["Parameters"] == {"attempt": 1, "trained.$": "$"}
+    assert start["Next"] == "Prepare evaluation"
+    prepare = states["Prepare evaluation"]
+    assert prepare["Parameters"]["Payload"]["model.$"] == "$.trained.model"
+    assert prepare["Next"] == "Evaluate"
+    evaluate = states["Evaluate"]
+    assert evaluate["Resource"] == states["Train"]["Resource"]
+    assert evaluate["Parameters"] == {
+        f"{f}.$": f"$.job.request.{f}" for f in EVALUATION_REQUEST_FIELDS
+    }
+    assert evaluate["ResultPath"] == "$.evaluation" and evaluate["Next"] == "Evaluation"
+    vpc = _definition(synth.vpc)["States"]["Evaluate"]["Parameters"]
+    assert vpc["VpcConfig.$"] == "$.job.request.VpcConfig"
+    output = states["Evaluation"]["Parameters"]
+    assert output == {
+        "model.$": "$.trained.model",
+        "training_job.$": "$.trained.training_job",
+        "attempts.$": "$.trained.attempts",
+        "evaluation": {
+            "training_job.$": "$.evaluation.TrainingJobName",
+            "attempts.$": "$.job.attempt",
+            "metrics.$": "$.evaluation.FinalMetricDataList",
+            "report.$": "$.evaluation.ModelArtifacts.S3ModelArtifacts",
+        },
+    }
+    assert states["Evaluation"]["Next"] == "NotifySuccess"
+
+
+def test_evaluate_is_retried_and_fails_as_train_is_in_states_of_its_own(synth):
+    states = _definition(synth.template)["States"]
+    suffix = " (evaluation)"
+
+    def own(name: str) -> str:
+        return name if name in ("NotifyFailure", "Prepare evaluation") else f"{name}{suffix}"
+
+    def routes(task: str, rename=lambda name: name) -> list:
+        return [
+            (c["ErrorEquals"], rename(c["Next"]), c["ResultPath"]) for c in states[task]["Catch"]
+        ]
+
+    assert routes("Evaluate") == routes("Train", own)
+    # Every state of the training's loop has its evaluation twin, wired the same way.
+    training = [
+        "Another attempt?",
+        "Count attempt",
+        "Back off",
+        "Throttled?",
+        "Job ended?",
+        "Read job",
+        "Has a reason?",
+        "Failure reason",
+        "Job status",
+        "Out of capacity?",
+        "Function error?",
+        "Read Prepare error",
+        "Prepare error",
+    ]
+    for name in training:
+        twin = states[own(name)]
+        assert twin["Type"] == states[name]["Type"], name
+        if "Next" in states[name]:
+            expected = (
+                "Prepare evaluation"
+                if states[name]["Next"] == "Prepare job"
+                else own(states[name]["Next"])
+            )
+            assert twin["Next"] == expected, name
+    count = states[f"Count attempt{suffix}"]["Parameters"]
+    # The model URI survives the back-off; the attempts count from 1 again.
+    assert count["trained.$"] == "$.trained"
+    assert count["attempt.$"] == states["Count attempt"]["Parameters"]["attempt.$"]
+    assert states["Prepare evaluation"]["Catch"][0]["Next"] == f"Function error?{suffix}"
+    assert states[f"Another attempt?{suffix}"]["Default"] == "NotifyFailure"
+
+
+def test_evaluation_jobs_fall_under_the_state_machines_grant(synth):
+    statements = _statements(synth.template, "StateMachineRole")
+    (sagemaker,) = [s for s in statements if "sagemaker:CreateTrainingJob" in s["Action"]]
+    # `<prefix>-eval-...` matches `training-job/<prefix>-*`: no other grant is needed.
+    assert json.dumps(sagemaker["Resource"]).count("training-job/ernie-*") == 1
+    assert "-eval-" not in json.dumps(statements)
