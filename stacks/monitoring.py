@@ -4,7 +4,8 @@ Metrics that the metric definitions extract from the training log land in
 `/aws/sagemaker/TrainingJobs` per TrainingJobName, instance metrics (GPU use) per Host
 `<job>/algo-N`. A new job is a new dimension value, so the dashboard finds this stack's
 jobs (`<name_prefix>-...`) with SEARCH expressions; alarms, which cannot use SEARCH, watch
-the state machine instead.
+the state machine instead. Evaluation jobs (`<name_prefix>-eval-...`) report their test
+scores once, at their end (EVAL_METRIC_DEFINITIONS): one point per job.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
-from ernie_sm.training.metrics import METRIC_DEFINITIONS
+from ernie_sm.training.metrics import EVAL_METRIC_DEFINITIONS, METRIC_DEFINITIONS
 
 NAMESPACE = "/aws/sagemaker/TrainingJobs"
 PERIOD = Duration.minutes(1)
@@ -60,6 +61,9 @@ class Monitoring(Construct):
         super().__init__(scope, construct_id)
         names = [d["Name"] for d in METRIC_DEFINITIONS]
         validation = [n for n in names if n.startswith("Validation-")]
+        scores = [d["Name"] for d in EVAL_METRIC_DEFINITIONS]
+        accuracy = [n for n in scores if n in ("eval_accuracy", "baseline_accuracy")]
+        f1 = [n for n in scores if n in ("eval_f1", "baseline_f1")]
         machine = props.state_machine
         prefix = props.name_prefix
         self.dashboard = cloudwatch.Dashboard(
@@ -80,6 +84,10 @@ class Monitoring(Construct):
                     _graph(
                         "GPU memory utilisation per host", ["GPUMemoryUtilization"], prefix, "Host"
                     ),
+                ],
+                [
+                    _graph("Evaluation: test accuracy, pretrained vs baseline", accuracy, prefix),
+                    _graph("Evaluation: test macro-F1, pretrained vs baseline", f1, prefix),
                 ],
                 [
                     cloudwatch.GraphWidget(

@@ -311,6 +311,10 @@ def test_dashboard_searches_this_stacks_jobs_and_alarms_watch_executions(synth):
             "Training-tokens-per-second",
             "GPUUtilization",
             "GPUMemoryUtilization",
+            "eval_accuracy",
+            "baseline_accuracy",
+            "eval_f1",
+            "baseline_f1",
         }
     alarms = synth.template.find_resources("AWS::CloudWatch::Alarm")
     assert {a["Properties"]["MetricName"] for a in alarms.values()} == {
