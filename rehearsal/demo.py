@@ -1,8 +1,10 @@
 """`ernie-sm demo`: the whole product on the CPU in about a minute.
 
-Prepares the demo corpus into a dataset (once), synthesizes the stack, and rehearses one
-execution of its state machine with examples/inputs/demo.json: validation, job naming,
-a tiny ERNIE trained by the image's entrypoint, the model URI in the output.
+Prepares the demo corpus into a dataset and a labelled topic set (once), synthesizes the
+stack, and rehearses one execution of its state machine with examples/inputs/demo.json:
+validation, job naming, a tiny ERNIE trained by the image's entrypoint, then its
+evaluation (`ernie-sm evaluate`: the model and a randomly initialised baseline fine-tuned
+on the topics), the model URI and both test scores in the output.
 """
 
 from __future__ import annotations
@@ -23,15 +25,57 @@ def run(folder: Path, corpus: Path, entities: Path) -> int:
     prepare_dataset(
         corpus, entities, dataset, int(execution_input["hyperparameters"]["max_seq_len"])
     )
+    folders = {}
+    evaluation = execution_input.get("evaluation")
+    if evaluation:
+        topics = folder / "topics"
+        prepare_topics(corpus, topics)
+        folders[evaluation["dataset"]] = topics
     print(f"[demo] rehearsing one execution with {INPUT.relative_to(ROOT)}", file=sys.stderr)
-    result = rehearse(execution_input, folder / "rehearsal", dataset_dir=dataset)
+    result = rehearse(execution_input, folder / "rehearsal", dataset_dir=dataset, folders=folders)
     status = report(result)
     if status == 0:
-        model = result["output"]["model"]
+        output = result["output"]
         print(
-            f"[demo] done: the model is {model} (S3 is the folder {folder / 'rehearsal' / 'buckets'})"
+            f"[demo] done: the model is {output['model']} "
+            f"(S3 is the folder {folder / 'rehearsal' / 'buckets'})"
         )
+        if "evaluation" in output:
+            for line in scores(output["evaluation"]):
+                print(f"[demo] {line}")
     return status
+
+
+def scores(evaluation: dict) -> list[str]:
+    """The evaluation's test scores as they came, pretrained vs baseline, and what the
+    difference is; nothing is rounded up or explained away."""
+    metrics = {m["MetricName"]: m["Value"] for m in evaluation.get("metrics", [])}
+    lines = []
+    for model, prefix in (("pretrained", "eval"), ("baseline", "baseline")):
+        accuracy, f1 = metrics.get(f"{prefix}_accuracy"), metrics.get(f"{prefix}_f1")
+        if accuracy is None:
+            lines.append(f"{model:>10}: no test scores reported")
+        else:
+            f1_text = "n/a" if f1 is None else f"{f1:.3f}"
+            lines.append(f"{model:>10}: test accuracy {accuracy:.3f}, macro-F1 {f1_text}")
+    if "eval_accuracy" in metrics and "baseline_accuracy" in metrics:
+        gain = metrics["eval_accuracy"] - metrics["baseline_accuracy"]
+        lines.append(
+            f"pretraining changed test accuracy by {gain:+.3f} on a tiny test set "
+            f"(the report: {evaluation.get('report')})"
+        )
+    return lines
+
+
+def prepare_topics(corpus: Path, topics: Path) -> None:
+    """The demo corpus's topics as a labelled set (`ernie-sm prepare-topics`), unless it
+    is there already: one <topic>.txt per label."""
+    from ernie_sm.dataprep.topics import SPLITS, write_topic_set
+
+    if all((topics / f"{split}.tsv").is_file() for split in SPLITS):
+        return
+    print(f"[demo] preparing the labelled topic set into {topics}", file=sys.stderr, flush=True)
+    write_topic_set(corpus, topics)
 
 
 def prepare_dataset(corpus: Path, entities: Path, dataset: Path, max_seq_len: int) -> None:

@@ -243,3 +243,22 @@ def test_the_definition_is_the_synthesized_one_made_local(cdk_out):
     assert "TimeoutSeconds" not in local.definition and local.notes
     # No timeout on AWS, not the interpreter's 60 s: the demo's job takes longer than that.
     assert train["TimeoutSeconds"] == definition.MAX_TIMER_SECONDS
+
+
+def test_the_demo_prints_both_test_scores_as_they_came():
+    evaluation = {
+        "metrics": [
+            {"MetricName": "eval_accuracy", "Value": 0.111111},
+            {"MetricName": "eval_f1", "Value": 0.05},
+            {"MetricName": "baseline_accuracy", "Value": 0.166667},
+        ],
+        "report": "s3://b/models/ernie-eval-x/output/model.tar.gz",
+    }
+    lines = demo.scores(evaluation)
+    assert lines[0] == "pretrained: test accuracy 0.111, macro-F1 0.050"
+    assert lines[1] == "  baseline: test accuracy 0.167, macro-F1 n/a"
+    assert lines[2].startswith("pretraining changed test accuracy by -0.056")  # not hidden
+    assert demo.scores({"metrics": []}) == [
+        "pretrained: no test scores reported",
+        "  baseline: no test scores reported",
+    ]
