@@ -1,4 +1,4 @@
-"""`ernie-sm demo`: the whole product on the CPU in about a minute.
+"""`ernie-sm demo`: the whole product on the CPU in about two minutes.
 
 Prepares the demo corpus into a dataset and a labelled topic set (once), synthesizes the
 stack, and rehearses one execution of its state machine with examples/inputs/demo.json:
