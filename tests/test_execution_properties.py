@@ -1,7 +1,8 @@
 """Any execution input gives ExecutionInputError or a request SageMaker's model accepts.
 
-Hypothesis feeds parse_input + training_job_request arbitrary JSON: as the whole input,
-under each field and under "hyperparameters". A ContractGapError (the request breaks a
+Hypothesis feeds parse_input + training_job_request (and evaluation_job_request when the
+input asks for an evaluation) arbitrary JSON: as the whole input, under each field,
+under "hyperparameters" and under each field of "evaluation". A ContractGapError (the request breaks a
 constraint the contract should have caught) or any other exception fails the test.
 """
 
@@ -15,9 +16,11 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from ernie_sm.pipeline import sagemaker_api  # noqa: E402
 from ernie_sm.pipeline.execution import (  # noqa: E402
+    EVALUATION_FIELDS,
     FIELDS,
     ExecutionInputError,
     StackEnvironment,
+    evaluation_job_request,
     parse_input,
     training_job_request,
 )
@@ -69,15 +72,21 @@ JSON = st.recursive(
     max_leaves=8,
 )
 HYPERPARAMETER_NAMES = st.sampled_from(sorted(hyperparams.SPECS)) | TEXT
+EVAL_HYPERPARAMETER_NAMES = st.sampled_from(sorted(hyperparams.EVAL_SPECS)) | TEXT
+TRAINED = f"s3://{BUCKET}/models/ernie-run-1-1a2b3c4d-a1-20260301123045/output/model.tar.gz"
 
 
 def assert_refused_or_accepted(raw: object, execution_name: str = "run-1") -> None:
     try:
-        request = training_job_request(parse_input(raw), ENV, execution_name, 1, NOW)
+        inp = parse_input(raw)
+        requests = [training_job_request(inp, ENV, execution_name, 1, NOW)]
     except ExecutionInputError:
         return
-    assert sagemaker_api.check_request(request) == []
-    json.dumps(request, allow_nan=False)  # the Lambda's answer is JSON
+    if inp.evaluation is not None:  # what the same input gives Prepare evaluation
+        requests.append(evaluation_job_request(inp, ENV, execution_name, 3, NOW, TRAINED))
+    for request in requests:
+        assert sagemaker_api.check_request(request) == []
+        json.dumps(request, allow_nan=False)  # the Lambda's answer is JSON
 
 
 @FAST
@@ -102,3 +111,19 @@ def test_any_json_under_hyperparameters(hyperparameters):
 @given(st.text(min_size=1, max_size=80), st.dictionaries(st.sampled_from(FIELDS), SCALAR))
 def test_any_execution_name(execution_name, raw):
     assert_refused_or_accepted(raw, execution_name)
+
+
+@FAST
+@given(
+    st.fixed_dictionaries({"dataset": st.just("datasets/topics") | TEXT})
+    | st.dictionaries(st.sampled_from(EVALUATION_FIELDS) | TEXT, JSON, max_size=4)
+)
+def test_any_json_in_each_evaluation_field(evaluation):
+    assert_refused_or_accepted({"evaluation": evaluation})
+
+
+@FAST
+@given(st.dictionaries(EVAL_HYPERPARAMETER_NAMES, SCALAR | JSON, max_size=6))
+def test_any_json_under_evaluation_hyperparameters(hyperparameters):
+    evaluation = {"dataset": "datasets/topics", "hyperparameters": hyperparameters}
+    assert_refused_or_accepted({"evaluation": evaluation})
