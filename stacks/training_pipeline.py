@@ -301,7 +301,22 @@ class TrainingPipeline(Construct):
                 },
             },
         )
-        start.next(prepare).next(evaluate).next(output).next(success_notice)
+        output.next(success_notice)
+        # A job that completed without its [eval] lines scored nothing: a failure, not an
+        # output without results (and a Pass reading a missing path would fail uncaught).
+        no_metrics = sfn.Pass(
+            self,
+            "No evaluation metrics",
+            parameters={
+                "Error": "EvaluationWithoutMetrics",
+                "Cause.$": f"States.Format('The evaluation job {{}} completed without the "
+                f"metric lines it prints', {result}.TrainingJobName)",
+            },
+            result_path="$.error",
+        )
+        scored = sfn.Choice(self, "Scored?")
+        scored.when(sfn.Condition.is_present(f"{result}.FinalMetricDataList[0]"), output)
+        start.next(prepare).next(evaluate).next(scored.otherwise(no_metrics.next(fail_notice)))
         # Rules in order: IsNull on an absent field would be an error, not false. Not
         # IsPresent rather than IsPresent false, which means the same on AWS but which the
         # rehearsal's interpreter (aws-local-stepfunctions) never finds true.

@@ -535,7 +535,19 @@ def test_evaluation_runs_after_the_model_only_when_the_input_asks_for_it(synth):
     assert evaluate["Parameters"] == {
         f"{f}.$": f"$.job.request.{f}" for f in EVALUATION_REQUEST_FIELDS
     }
-    assert evaluate["ResultPath"] == "$.evaluation" and evaluate["Next"] == "Evaluation"
+    assert evaluate["ResultPath"] == "$.evaluation" and evaluate["Next"] == "Scored?"
+    # A completed job without its metric lines scored nothing: it fails with a notice.
+    scored = states["Scored?"]
+    assert scored["Choices"] == [
+        {
+            "Variable": "$.evaluation.FinalMetricDataList[0]",
+            "IsPresent": True,
+            "Next": "Evaluation",
+        }
+    ]
+    unscored = states[scored["Default"]]
+    assert unscored["Parameters"]["Error"] == "EvaluationWithoutMetrics"
+    assert unscored["ResultPath"] == "$.error" and unscored["Next"] == "NotifyFailure"
     vpc = _definition(synth.vpc)["States"]["Evaluate"]["Parameters"]
     assert vpc["VpcConfig.$"] == "$.job.request.VpcConfig"
     output = states["Evaluation"]["Parameters"]
