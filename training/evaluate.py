@@ -50,7 +50,7 @@ from ernie_sm.training.labelled import (
 )
 from ernie_sm.training.layout import JobLayout
 from ernie_sm.training.model import ErnieClassifier, ErnieModel, no_decay
-from ernie_sm.training.train import EXIT_STOPPED, Stopped, StopSignal, _log_to_stdout
+from ernie_sm.training.train import EXIT_STOPPED, Stopped, StopSignal, log_to_stdout
 from ernie_sm.training.vocab import Vocab
 
 log = logging.getLogger("ernie")
@@ -76,7 +76,7 @@ class Candidate:
 
 
 def main() -> int:
-    _log_to_stdout()
+    log_to_stdout()
     stop = StopSignal("stopping the evaluation")
     output_dir = job_layout.output_dir()
     try:

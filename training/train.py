@@ -69,7 +69,7 @@ class StopSignal:
 
 
 def main() -> int:
-    _log_to_stdout()
+    log_to_stdout()
     stop = StopSignal()
     output_dir = job_layout.output_dir()
     try:
@@ -96,7 +96,8 @@ def main() -> int:
     return 0
 
 
-def _log_to_stdout() -> None:
+def log_to_stdout() -> None:
+    """Log lines to stdout (SageMaker reads metrics there), each naming its trainer."""
     root = logging.getLogger()
     for handler in list(root.handlers):  # importing paddle pointed the root logger at stderr
         if type(handler) is logging.StreamHandler and handler.stream is sys.stderr:
