@@ -53,6 +53,7 @@ LAMBDA_MODULES = (
     "ernie_sm.training.errors",
     "ernie_sm.training.hyperparams",
     "ernie_sm.training.metrics",
+    "ernie_sm.training.tasks",
 )
 LAMBDA_DATA = ("ernie_sm.pipeline/sagemaker_api.json",)
 # How createTrainingJob.sync fails. A SageMaker API error is named "SageMaker." + the

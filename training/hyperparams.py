@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ernie_sm.training import tasks
 from ernie_sm.training.errors import HyperparameterError
 
 # Keys that SageMaker's SDK and toolkit add on their own (sagemaker_program, ...).
@@ -146,6 +147,20 @@ SPECS: dict[str, Spec] = {
         "ernie-1.0-base, ernie-tiny.",
     ),
     "weight_sharing": Spec(_bool, "true", "Tie the MLM output projection to the word embeddings."),
+    # ERNIE 2.0 (training/tasks.py)
+    "tasks": Spec(
+        tasks.parse_weights,
+        "",
+        "New. ERNIE 2.0 multi-task training: `task:weight,...`, each micro-batch drawing its "
+        "task by weight (knowledge_masking, sentence_reordering, sentence_distance, "
+        "token_document_relation). Empty trains ERNIE 1.0 (knowledge masking and NSP, no "
+        "task embedding).",
+    ),
+    "task_loss_weights": Spec(
+        tasks.parse_weights,
+        "",
+        "New. `task:weight,...` multiplying each task's loss (1 where not named).",
+    ),
     # Optimisation
     "learning_rate": Spec(_positive_float, "0.0001", "Peak learning rate."),
     "weight_decay": Spec(
@@ -226,6 +241,8 @@ class Hyperparameters:
     random_seed: int
     ernie_config_path: str
     weight_sharing: bool
+    tasks: dict[str, float]
+    task_loss_weights: dict[str, float]
     learning_rate: float
     weight_decay: float
     warmup_steps: int
