@@ -33,7 +33,7 @@ def make_shard(rng: np.random.Generator, lengths: list[int]) -> ParsedShard:
         pos=np.concatenate([np.arange(n) for n in lengths]),
         seg=np.concatenate(seg),
         offsets=offsets,
-        nsp=np.array(nsp),
+        label=np.array(nsp),
         skipped=0,
     )
 
@@ -72,7 +72,7 @@ def test_batch_rows_are_the_padded_samples_with_flat_mask_positions():
     rows = np.array([2, 0, 3])
     batch = make_batch(shard, rows, BatchConfig(IDS, 1000, True), False, rng)
     assert batch.src_ids.shape == (3, 19)
-    for array in (batch.src_ids, batch.sent_ids, batch.pos_ids, batch.mask_pos, batch.nsp_label):
+    for array in (batch.src_ids, batch.sent_ids, batch.pos_ids, batch.mask_pos, batch.label):
         assert array.dtype == np.int64
     src = unmasked(batch)
     for r, sample in enumerate(rows):
@@ -81,7 +81,7 @@ def test_batch_rows_are_the_padded_samples_with_flat_mask_positions():
         assert (src[r, :n] == shard.tokens[span]).all() and (src[r, n:] == 0).all()
         assert (batch.sent_ids[r, :n] == shard.sent[span]).all()
         assert (batch.pos_ids[r, :n] == np.arange(n)).all() and (batch.pos_ids[r, n:] == 0).all()
-    assert batch.nsp_label.tolist() == shard.nsp[rows].tolist()
+    assert batch.label.tolist() == shard.label[rows].tolist()
     assert batch.num_tokens == 7 + 12 + 19
     assert batch.mask_pos.size >= 1
     assert (batch.src_ids.ravel()[batch.mask_pos] != src.ravel()[batch.mask_pos]).any()
@@ -94,9 +94,9 @@ def test_negative_samples_pair_segment_a_with_the_next_rows_segment_b():
     config = BatchConfig(IDS, 1000, True, generate_neg_sample=True)
     batch = make_batch(shard, rows, config, False, rng)
     src, width = unmasked(batch), 30
-    n_neg = len(batch.nsp_label) - 4
+    n_neg = len(batch.label) - 4
     assert batch.src_ids.shape == (4 + n_neg, width) and n_neg == 4  # every B has a token
-    assert batch.nsp_label[4:].tolist() == [0] * n_neg
+    assert batch.label[4:].tolist() == [0] * n_neg
     for k in range(n_neg):
         row, i, j = src[4 + k], k, (k + 1) % 4
         sample_i, sample_j = (shard.tokens[shard.offsets[s] : shard.offsets[s + 1]] for s in (i, j))

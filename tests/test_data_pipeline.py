@@ -64,7 +64,7 @@ def stream(shards: list[Shard], **overrides) -> PretrainingData:
 
 
 def same(a: Batch, b: Batch) -> bool:
-    fields = ("src_ids", "sent_ids", "pos_ids", "mask_pos", "mask_label", "nsp_label")
+    fields = ("src_ids", "sent_ids", "pos_ids", "mask_pos", "mask_label", "label")
     arrays_equal = all(np.array_equal(getattr(a, f), getattr(b, f)) for f in fields)
     return arrays_equal and a.num_tokens == b.num_tokens
 
@@ -194,7 +194,7 @@ def test_over_length_lines_are_counted_and_logged(tmp_path, caplog):
     assert too_long > 0
     data = stream(shards, epochs=1)
     with caplog.at_level(logging.WARNING, logger="ernie_sm.training.data.pipeline"):
-        rows = sum(len(batch.nsp_label) for batch, _ in data.batches())
+        rows = sum(len(batch.label) for batch, _ in data.batches())
     assert data.skipped_over_length == too_long and rows == len(lengths) - too_long
     messages = [r.getMessage() for r in caplog.records]
     assert any(str(shards[0].path) in m and "skipped" in m for m in messages)

@@ -33,7 +33,7 @@ def test_original_ernie_lines_parse_as_the_original_reader_reads_them(ernie_shar
     for field, column in enumerate((shard.tokens, shard.sent, shard.pos, shard.seg)):
         assert column.tolist() == [v for line in lines for v in line[field]]
     assert shard.lengths.tolist() == [len(line[0]) for line in lines]
-    assert shard.nsp.tolist() == [line[4][0] for line in lines]
+    assert shard.label.tolist() == [line[4][0] for line in lines]
     assert shard.offsets[-1] == len(shard.tokens)
     # What the format promises, checked on lines ERNIE's own tooling wrote:
     starts, ends = shard.offsets[:-1], shard.offsets[1:] - 1
@@ -48,7 +48,7 @@ def test_original_ernie_lines_parse_as_the_original_reader_reads_them(ernie_shar
     seps = np.cumsum(is_sep) - is_sep  # [SEP]s strictly before each token...
     seps -= np.repeat(seps[starts], shard.lengths)  # ...within its own sample
     assert (shard.sent == (seps >= 1)).all()
-    assert set(np.unique(shard.nsp)) == {0, 1}
+    assert set(np.unique(shard.label)) == {0, 1}
     assert shard.tokens.dtype == np.int64
 
 
@@ -76,7 +76,7 @@ def test_tolerated_layouts(tmp_path, text):
     shard = parse_shard(write(tmp_path, text), LIMITS)
     assert shard.tokens.tolist() == [1, 5, 2, 6, 2]
     assert shard.seg.tolist() == [-1, 0, -1, 0, -1]
-    assert shard.nsp.tolist() == [1]
+    assert shard.label.tolist() == [1]
 
 
 def replace_field(field: int, value: str) -> str:

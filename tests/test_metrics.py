@@ -20,6 +20,27 @@ EXPECTED = {
     "Validation-perplexity": (VALID, metrics.perplexity(6.25)),
     "Validation-nsp-accuracy": (VALID, 0.75),
 }
+# ERNIE 2.0: every task's own lines, each with values of its own.
+TASK_LINES = {
+    name: (
+        metrics.task_line(20, name, 1.0 + k, 0.5 + k / 10),
+        metrics.valid_task_line(20, name, 2.0 + k, 0.25 + k / 10),
+    )
+    for k, name in enumerate(
+        [
+            "knowledge_masking",
+            "sentence_reordering",
+            "sentence_distance",
+            "token_document_relation",
+        ]
+    )
+}
+for k, (name, (task, valid_task)) in enumerate(TASK_LINES.items()):
+    EXPECTED[f"Training-{name}-loss"] = (task, 1.0 + k)
+    EXPECTED[f"Training-{name}-accuracy"] = (task, 0.5 + k / 10)
+    EXPECTED[f"Validation-{name}-loss"] = (valid_task, 2.0 + k)
+    EXPECTED[f"Validation-{name}-accuracy"] = (valid_task, 0.25 + k / 10)
+ALL_LINES = [TRAIN, VALID, *(line for pair in TASK_LINES.values() for line in pair)]
 OTHER_LINES = [
     "2026-01-01 INFO resumed from /opt/ml/checkpoints/step_000000100",
     "2026-01-01 INFO saved checkpoint /opt/ml/checkpoints/step_000000100",
@@ -40,9 +61,24 @@ def test_each_regex_matches_its_own_line_with_its_own_value_and_no_other_line():
         matches = pattern.findall(own_line)
         assert len(matches) == 1, definition
         assert float(matches[0]) == float(f"{value:.4e}") or abs(float(matches[0]) - value) < 1e-3
-        for line in [TRAIN, VALID, *OTHER_LINES]:
+        for line in [*ALL_LINES, *OTHER_LINES]:
             if line is not own_line:
                 assert not pattern.search(line), (definition["Name"], line)
+
+
+def test_a_window_without_knowledge_masking_prints_no_masked_lm_figures():
+    line = metrics.train_line(
+        metrics.TrainStats(20, 1, 0.75, None, None, lr=1e-4, tokens_per_sec=100.0)
+    )
+    assert line == "[train] step=20 epoch=1 loss: 0.750000 lr=1.0000e-04 tokens_per_sec=100.0"
+    found = {d["Name"] for d in metrics.METRIC_DEFINITIONS if re.search(d["Regex"], line)}
+    assert found == {"Training-loss", "Training-learning-rate", "Training-tokens-per-second"}
+
+
+def test_metric_definitions_fit_sagemaker():
+    # CreateTrainingJob takes at most 40 MetricDefinitions, names up to 255 characters.
+    assert len(metrics.METRIC_DEFINITIONS) <= 40
+    assert all(len(d["Name"]) <= 255 for d in metrics.METRIC_DEFINITIONS)
 
 
 def test_perplexity_does_not_overflow():
@@ -73,7 +109,7 @@ def test_each_eval_regex_matches_its_own_line_with_its_own_value_and_no_other_li
         matches = pattern.findall(own_line)
         assert len(matches) == 1, definition
         assert abs(float(matches[0]) - value) < 1e-6
-        for line in [*EVAL_LINES, TRAIN, VALID, *OTHER_LINES]:
+        for line in [*EVAL_LINES, *ALL_LINES, *OTHER_LINES]:
             if line is not own_line:
                 assert not pattern.search(line), (definition["Name"], line)
 

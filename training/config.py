@@ -13,8 +13,9 @@ from ernie_sm.training.errors import ConfigError
 from ernie_sm.training.textfile import read_text
 
 ACTIVATIONS = ("relu", "gelu")
-# Keys other ERNIE releases write that do not change the 1.0 architecture.
-IGNORED_KEYS = {"use_task_id", "task_type_vocab_size", "pad_token_id", "model_type"}
+# Keys other ERNIE releases write that do not change the architecture (ERNIE 2.0's
+# use_task_id is read with task_type_vocab_size, below).
+IGNORED_KEYS = {"pad_token_id", "model_type"}
 ALIASES = {"sent_type_vocab_size": "type_vocab_size"}
 
 
@@ -32,6 +33,10 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "num_attention_heads": SIZE,
     "max_position_embeddings": SIZE,
     "type_vocab_size": SIZE,
+    "task_type_vocab_size": (
+        lambda v: _number(v) and isinstance(v, int) and v >= 0,
+        "a whole number >= 0",
+    ),
     "hidden_dropout_prob": DROPOUT,
     "attention_probs_dropout_prob": DROPOUT,
     "initializer_range": (lambda v: _number(v) and 0 < v < math.inf, "a number > 0"),
@@ -50,6 +55,7 @@ class ErnieConfig:
     max_position_embeddings: int = 513
     type_vocab_size: int = 2
     initializer_range: float = 0.02
+    task_type_vocab_size: int = 0  # ERNIE 2.0's task embedding rows; 0: none (ERNIE 1.0)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -74,6 +80,8 @@ def config_from_dict(raw: object, source: str, vocab_len: int) -> ErnieConfig:
             f"model config {source} must hold a JSON object of settings, not {json.dumps(raw)[:80]}"
         )
     raw = {ALIASES.get(k, k): v for k, v in raw.items() if k not in IGNORED_KEYS}
+    if not raw.pop("use_task_id", True):  # ERNIE 2.0 configs without task ids
+        raw.pop("task_type_vocab_size", None)
     known = set(ErnieConfig.__dataclass_fields__)
     unknown = sorted(set(raw) - known)
     if unknown:

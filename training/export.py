@@ -75,22 +75,45 @@ def read_exported(folder: Path, source: str) -> tuple[ErnieConfig, Vocab, dict]:
     return config, vocab, paddle.load(str(folder / WEIGHTS))
 
 
+# What an ERNIE 2.0 model has beyond ERNIE 1.0: initialised when warm-starting from 1.0.
+ERNIE2_PARAMETERS = ("ernie.task_emb.", "task_heads.")
+
+
 def warm_start(model: ErnieForPretraining, channel: Path, vocab: Vocab) -> None:
     """Initialise weights from a previous job's (or an import's) model.tar.gz or its unpacked
-    contents, which must be of the same config and vocab as this job's."""
+    contents, which must be of the same config and vocab as this job's; an ERNIE 1.0 model
+    also warm-starts an ERNIE 2.0 one, whose task embedding and task heads keep their
+    initialisation."""
     with exported_model(channel) as (folder, source):
-        _check_same_model(model.config, vocab, folder, source)
-        set_weights(model, paddle.load(str(folder / WEIGHTS)), f"warm start from {source}")
+        saved = _check_same_model(model.config, vocab, folder, source)
+        new = () if saved.task_type_vocab_size else ERNIE2_PARAMETERS
+        what = f"warm start from {source}"
+        initialised = set_weights(model, paddle.load(str(folder / WEIGHTS)), what, new=new)
     log.info("warm start: weights from %s", source)
+    if initialised:
+        log.info(
+            "warm start: ERNIE 1.0 model into ERNIE 2.0; initialised, not loaded: %s",
+            ", ".join(initialised),
+        )
 
 
-def set_weights(layer: paddle.nn.Layer, state: dict, what: str, prefix: str = "") -> None:
+def set_weights(
+    layer: paddle.nn.Layer,
+    state: dict,
+    what: str,
+    prefix: str = "",
+    new: tuple[str, ...] = (),
+) -> list[str]:
     """Load `state` into `layer`, whose parameter `name` is `prefix + name` there (e.g.
     "ernie." for the encoder of a pretraining model); a missing or mis-shaped parameter is
-    an error, as Paddle would only warn and leave it as initialised."""
+    an error, as Paddle would only warn and leave it as initialised, unless its name starts
+    with one of `new`. Returns the parameters left as initialised."""
     own = layer.state_dict()
+    kept = [name for name in own if name.startswith(new) and prefix + name not in state]
     for name, value in own.items():
         theirs = state.get(prefix + name)
+        if theirs is None and name in kept:
+            continue
         if theirs is None:
             raise ConfigError(f"{what}: parameter {prefix + name} is missing")
         if list(theirs.shape) != list(value.shape):
@@ -98,12 +121,14 @@ def set_weights(layer: paddle.nn.Layer, state: dict, what: str, prefix: str = ""
                 f"{what}: parameter {prefix + name} has shape {list(theirs.shape)}, "
                 f"the model needs {list(value.shape)} (is ernie_config the same?)"
             )
-    layer.set_state_dict({name: state[prefix + name] for name in own})
+    layer.set_state_dict({name: state[prefix + name] for name in own if name not in kept})
+    return kept
 
 
-def _check_same_model(config: ErnieConfig, vocab: Vocab, folder: Path, source: str) -> None:
-    """Token ids mean what they meant to the model, and the architecture is the same: a
-    different vocab or config would load without error and train on nonsense."""
+def _check_same_model(config: ErnieConfig, vocab: Vocab, folder: Path, source: str) -> ErnieConfig:
+    """Token ids mean what they meant to the model, and the architecture is the same (but
+    for the task embedding an ERNIE 2.0 model adds to 1.0): a different vocab or config
+    would load without error and train on nonsense. Returns the saved config."""
     theirs = load_vocab(folder / "vocab.txt")
     if theirs.tokens != vocab.tokens:
         raise ConfigError(
@@ -113,6 +138,19 @@ def _check_same_model(config: ErnieConfig, vocab: Vocab, folder: Path, source: s
         )
     saved = load_config(str(folder / "ernie_config.json"), folder, len(theirs))
     changed = [k for k, v in asdict(config).items() if getattr(saved, k) != v]
+    if changed == ["task_type_vocab_size"] and saved.task_type_vocab_size:
+        raise ConfigError(
+            f"warm start from {source}: it is an ERNIE 2.0 model (task_type_vocab_size "
+            f"{saved.task_type_vocab_size}) and this job trains "
+            + (
+                f"one with {config.task_type_vocab_size}"
+                if config.task_type_vocab_size
+                else "ERNIE 1.0"
+            )
+            + ": set the tasks hyperparameter (and ernie_config_path to the model's config)"
+        )
+    if changed == ["task_type_vocab_size"]:
+        return saved  # ERNIE 1.0 into 2.0
     if changed:
         raise ConfigError(
             f"warm start from {source}: its ernie_config differs from ernie_config_path ("
@@ -121,6 +159,7 @@ def _check_same_model(config: ErnieConfig, vocab: Vocab, folder: Path, source: s
             )
             + "); set ernie_config_path to the model's config"
         )
+    return saved
 
 
 def _vocab_difference(theirs: tuple[str, ...], ours: tuple[str, ...]) -> str:

@@ -1,7 +1,8 @@
 """Log lines -> metrics: the lines the trainer prints and the regexes SageMaker reads them with.
 
 The stack hands `METRIC_DEFINITIONS` to CreateTrainingJob; the trainer prints with
-`train_line` and `valid_line`. `Training-loss` keeps the regex users know,
+`train_line` and `valid_line`, and in an ERNIE 2.0 job `task_line` / `valid_task_line`
+for every task. `Training-loss` keeps the regex users know,
 `loss: ([0-9\\.]+)`, so no other line may contain the text "loss: ": every other
 figure is printed as `name=value`.
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ernie_sm.training.tasks import TASKS
+
 NUMBER = r"([0-9\.]+)"
 SCIENTIFIC = r"([0-9\.]+(?:e[-+][0-9]+)?)"
 
@@ -23,8 +26,8 @@ class TrainStats:
     step: int
     epoch: int
     loss: float
-    mlm_loss: float
-    nsp_acc: float
+    mlm_loss: float | None  # None: no knowledge-masking batch in the window (ERNIE 2.0)
+    nsp_acc: float | None
     lr: float
     tokens_per_sec: float
 
@@ -43,9 +46,13 @@ def perplexity(mlm_loss: float) -> float:
 
 
 def train_line(s: TrainStats) -> str:
-    return (
-        f"[train] step={s.step} epoch={s.epoch} loss: {s.loss:.6f} "
+    masking = (
         f"mlm_loss={s.mlm_loss:.6f} ppl={perplexity(s.mlm_loss):.4f} nsp_acc={s.nsp_acc:.4f} "
+        if s.mlm_loss is not None and s.nsp_acc is not None
+        else ""
+    )
+    return (
+        f"[train] step={s.step} epoch={s.epoch} loss: {s.loss:.6f} {masking}"
         f"lr={s.lr:.4e} tokens_per_sec={s.tokens_per_sec:.1f}"
     )
 
@@ -55,6 +62,37 @@ def valid_line(s: ValidStats) -> str:
         f"[valid] step={s.step} valid_loss={s.loss:.6f} valid_mlm_loss={s.mlm_loss:.6f} "
         f"valid_ppl={perplexity(s.mlm_loss):.4f} valid_nsp_acc={s.nsp_acc:.4f}"
     )
+
+
+def task_line(step: int, task: str, loss: float, accuracy: float) -> str:
+    """One ERNIE 2.0 task's mean loss and accuracy over the window's batches of it."""
+    return f"[task] step={step} task={task} {task}_loss={loss:.6f} {task}_acc={accuracy:.4f}"
+
+
+def valid_task_line(step: int, task: str, loss: float, accuracy: float) -> str:
+    return (
+        f"[valid_task] step={step} task={task} valid_{task}_loss={loss:.6f} "
+        f"valid_{task}_acc={accuracy:.4f}"
+    )
+
+
+def _task_definitions() -> tuple[dict[str, str], ...]:
+    """Per task: Training-<task>-loss/-accuracy and Validation-<task>-loss/-accuracy."""
+    definitions = []
+    for name in TASKS:
+        definitions += [
+            {"Name": f"Training-{name}-loss", "Regex": rf"\[task\] .* {name}_loss={NUMBER}"},
+            {"Name": f"Training-{name}-accuracy", "Regex": rf"\[task\] .* {name}_acc={NUMBER}"},
+            {
+                "Name": f"Validation-{name}-loss",
+                "Regex": rf"\[valid_task\] .* valid_{name}_loss={NUMBER}",
+            },
+            {
+                "Name": f"Validation-{name}-accuracy",
+                "Regex": rf"\[valid_task\] .* valid_{name}_acc={NUMBER}",
+            },
+        ]
+    return tuple(definitions)
 
 
 # Name -> regex, in the form CreateTrainingJob's AlgorithmSpecification.MetricDefinitions takes.
@@ -69,6 +107,7 @@ METRIC_DEFINITIONS: tuple[dict[str, str], ...] = (
     {"Name": "Validation-mlm-loss", "Regex": rf"\[valid\].* valid_mlm_loss={NUMBER}"},
     {"Name": "Validation-perplexity", "Regex": rf"\[valid\].* valid_ppl={NUMBER}"},
     {"Name": "Validation-nsp-accuracy", "Regex": rf"\[valid\].* valid_nsp_acc={NUMBER}"},
+    *_task_definitions(),
 )
 
 

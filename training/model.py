@@ -1,10 +1,12 @@
-"""ERNIE 1.0: a post-LayerNorm transformer encoder with masked-LM and next-sentence heads."""
+"""ERNIE: a post-LayerNorm transformer encoder with masked-LM and next-sentence heads (1.0)
+and, with a task embedding (config.task_type_vocab_size > 0), one head per ERNIE 2.0 task."""
 
 from __future__ import annotations
 
 import paddle
 import paddle.nn.functional as F
 from ernie_sm.training.config import ErnieConfig
+from ernie_sm.training.tasks import IGNORE, KNOWLEDGE_MASKING, TASKS, Task
 from paddle import nn
 
 # Added to attention scores at padding; fits float16 unlike -inf.
@@ -19,7 +21,8 @@ def _weight(config: ErnieConfig) -> paddle.ParamAttr:
 
 
 class ErnieModel(nn.Layer):
-    """Embeddings (word + position + sentence type), encoder, and tanh pooler on [CLS]."""
+    """Embeddings (word + position + sentence type [+ task]), encoder, and tanh pooler on
+    [CLS]."""
 
     def __init__(self, config: ErnieConfig, pad_id: int = 0) -> None:
         super().__init__()
@@ -28,6 +31,11 @@ class ErnieModel(nn.Layer):
         self.word_emb = nn.Embedding(config.vocab_size, h, weight_attr=_weight(config))
         self.pos_emb = nn.Embedding(config.max_position_embeddings, h, weight_attr=_weight(config))
         self.sent_emb = nn.Embedding(config.type_vocab_size, h, weight_attr=_weight(config))
+        self.task_emb = (
+            nn.Embedding(config.task_type_vocab_size, h, weight_attr=_weight(config))
+            if config.task_type_vocab_size
+            else None
+        )
         self.emb_norm = nn.LayerNorm(h)
         self.emb_dropout = nn.Dropout(config.hidden_dropout_prob)
         layer = nn.TransformerEncoderLayer(
@@ -45,9 +53,18 @@ class ErnieModel(nn.Layer):
         self.pooler = nn.Linear(h, h, weight_attr=_weight(config))
 
     def forward(
-        self, src_ids: paddle.Tensor, sent_ids: paddle.Tensor, pos_ids: paddle.Tensor
+        self,
+        src_ids: paddle.Tensor,
+        sent_ids: paddle.Tensor,
+        pos_ids: paddle.Tensor,
+        task_id: int = 0,
     ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """`task_id` tags every token when the model has a task embedding; inference and
+        fine-tuning use knowledge masking's (0), as ERNIE 2.0's fine-tuning feeds zeros.
+        (A literal default: paddle.jit.save cannot read a module constant here.)"""
         emb = self.word_emb(src_ids) + self.pos_emb(pos_ids) + self.sent_emb(sent_ids)
+        if self.task_emb is not None:
+            emb = emb + self.task_emb.weight[task_id]
         emb = self.emb_dropout(self.emb_norm(emb))
         # [B, 1, 1, L] bias broadcast over heads and query positions.
         padding = (src_ids == self.pad_id).astype(emb.dtype).unsqueeze([1, 2]) * PADDING_BIAS
@@ -57,7 +74,9 @@ class ErnieModel(nn.Layer):
 
 
 class ErnieForPretraining(nn.Layer):
-    """ERNIE with the masked-LM head (projection tied to the word embeddings) and the NSP head."""
+    """ERNIE with the masked-LM head (projection tied to the word embeddings) and the NSP head,
+    plus a linear head per other ERNIE 2.0 task when the model has a task embedding: on the
+    pooled [CLS] output for a sentence-level task, on every token for a token-level one."""
 
     def __init__(self, config: ErnieConfig, pad_id: int = 0, weight_sharing: bool = True) -> None:
         super().__init__()
@@ -76,6 +95,12 @@ class ErnieForPretraining(nn.Layer):
             [config.vocab_size], is_bias=True, default_initializer=nn.initializer.Constant(0.0)
         )
         self.nsp = nn.Linear(h, 2, weight_attr=_weight(config))
+        new_tasks = [t for t in TASKS.values() if t != KNOWLEDGE_MASKING]
+        self.task_heads = nn.LayerDict(
+            {t.name: nn.Linear(h, t.num_classes, weight_attr=_weight(config)) for t in new_tasks}
+            if config.task_type_vocab_size
+            else {}
+        )
 
     def mlm_logits(self, hidden: paddle.Tensor) -> paddle.Tensor:
         """Vocabulary logits for hidden states of any leading shape."""
@@ -91,13 +116,20 @@ class ErnieForPretraining(nn.Layer):
         src_ids: paddle.Tensor,
         sent_ids: paddle.Tensor,
         pos_ids: paddle.Tensor,
-        mask_pos: paddle.Tensor,
-    ) -> tuple[paddle.Tensor, paddle.Tensor]:
-        """MLM logits at `mask_pos` (flat indices into batch x length) and NSP logits."""
-        sequence, pooled = self.ernie(src_ids, sent_ids, pos_ids)
-        flat = sequence.reshape([-1, sequence.shape[-1]])
-        masked = paddle.gather(flat, mask_pos)
-        return self.mlm_logits(masked), self.nsp(pooled)
+        mask_pos: paddle.Tensor | None = None,
+        task: Task = KNOWLEDGE_MASKING,
+    ) -> tuple[paddle.Tensor | None, paddle.Tensor]:
+        """MLM logits at `mask_pos` (flat indices into batch x length; None without), and
+        the task's logits: NSP for knowledge masking, else its head's ([B, L, C] for a
+        token-level task)."""
+        sequence, pooled = self.ernie(src_ids, sent_ids, pos_ids, task.id)
+        mlm = None
+        if mask_pos is not None:
+            flat = sequence.reshape([-1, sequence.shape[-1]])
+            mlm = self.mlm_logits(paddle.gather(flat, mask_pos))
+        if task == KNOWLEDGE_MASKING:
+            return mlm, self.nsp(pooled)
+        return mlm, self.task_heads[task.name](sequence if task.token_level else pooled)
 
 
 class ErnieClassifier(nn.Layer):
@@ -129,6 +161,19 @@ def pretraining_loss(
     nsp = F.cross_entropy(nsp_logits.astype("float32"), nsp_label.unsqueeze(-1))
     accuracy = (nsp_logits.argmax(-1) == nsp_label).astype("float32").mean()
     return mlm + nsp, mlm, accuracy
+
+
+def task_loss(logits: paddle.Tensor, label: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """Mean cross-entropy of a task head over its labelled rows or tokens (IGNORE is not
+    scored); returns (loss, accuracy)."""
+    flat = logits.astype("float32").reshape([-1, logits.shape[-1]])
+    target = label.reshape([-1])
+    scored = target != IGNORE
+    count = scored.astype("float32").sum()
+    losses = F.cross_entropy(flat, target.clip(min=0).unsqueeze(-1), reduction="none")
+    loss = (losses.squeeze(-1) * scored.astype("float32")).sum() / count.clip(min=1)
+    right = ((flat.argmax(-1) == target) & scored).astype("float32").sum()
+    return loss, right / count.clip(min=1)
 
 
 class ErnieInference(nn.Layer):

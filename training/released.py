@@ -228,7 +228,9 @@ def _config(raw: dict, form: str, source: Path, vocab_len: int) -> ErnieConfig:
         )
     if "vocab_size" not in raw:
         raise ConfigError(f"model config {where} has no vocab_size")
-    known = set(ErnieConfig.__dataclass_fields__) | {"sent_type_vocab_size"}
+    # ERNIE 1.0 has no task embedding, whatever size a config gives the unused one.
+    known = set(ErnieConfig.__dataclass_fields__) - {"task_type_vocab_size"}
+    known.add("sent_type_vocab_size")
     return config_from_dict({k: v for k, v in raw.items() if k in known}, where, vocab_len)
 
 

@@ -84,7 +84,7 @@ def format_weights(weights: dict[str, float]) -> str:
 
 def task_folder(channel: Path, task: Task) -> Path:
     """Where a task's filelist and shards are in a channel (see the module docstring)."""
-    return channel if task is KNOWLEDGE_MASKING else channel / task.name
+    return channel if task == KNOWLEDGE_MASKING else channel / task.name
 
 
 def dataset_tasks(channel: Path) -> tuple[int, list[str]]:

@@ -1,9 +1,11 @@
-"""`ernie-sm train`: ERNIE 1.0 pretraining, the entrypoint of the training image.
+"""`ernie-sm train`: ERNIE pretraining, the entrypoint of the training image.
 
 Reads SageMaker's layout (training/layout.py), trains, validates, checkpoints and
 leaves an inference model in SM_MODEL_DIR. One optimizer step, top to bottom, is in
-`train()`: seed dropout for this step, forward and backward over the micro-batches,
-clip, step, then log / validate / checkpoint when their intervals come round.
+`train()`: for each micro-batch draw its task, seed dropout, forward and backward; then
+clip, step, and log / validate / checkpoint when their intervals come round. ERNIE 1.0
+(hyperparameter `tasks` empty) has one task, knowledge masking; ERNIE 2.0 trains the
+`tasks` named, each from its own stream of the channel (training/tasks.py).
 """
 
 from __future__ import annotations
@@ -18,17 +20,17 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import paddle
 from ernie_sm.training import hyperparams, launch, metrics, presets
 from ernie_sm.training import layout as job_layout
+from ernie_sm.training import tasks as job_tasks
 from ernie_sm.training.checkpoint import Checkpoint, CheckpointManager, rename_optimizer_state
-from ernie_sm.training.config import load_config
+from ernie_sm.training.config import ErnieConfig, load_config
 from ernie_sm.training.data import (
-    Batch,
     DataPosition,
     PretrainingData,
     Shard,
@@ -42,7 +44,9 @@ from ernie_sm.training.export import export_model, warm_start
 from ernie_sm.training.host_reports import HostReports
 from ernie_sm.training.hyperparams import Hyperparameters
 from ernie_sm.training.layout import JobLayout
-from ernie_sm.training.model import ErnieForPretraining, no_decay, pretraining_loss
+from ernie_sm.training.model import ErnieForPretraining, no_decay
+from ernie_sm.training.multitask import TaskFigures, TaskMix, forward
+from ernie_sm.training.tasks import KNOWLEDGE_MASKING, TASKS, Task
 from ernie_sm.training.vocab import Vocab, load_vocab
 
 log = logging.getLogger("ernie")
@@ -160,23 +164,25 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
     train_dir = layout.channel(job_layout.TRAIN)
     vocab_path = presets.locate(hp.vocab_path, train_dir, presets.VOCABS, "vocab_path")
     vocab = load_vocab(vocab_path)
-    config = load_config(hp.ernie_config_path, train_dir, len(vocab))
+    weights = hp.tasks or {KNOWLEDGE_MASKING.name: 1.0}
+    tasks = [TASKS[name] for name in weights]
+    config = _task_embedding(load_config(hp.ernie_config_path, train_dir, len(vocab)), hp)
     if hp.max_seq_len > config.max_position_embeddings:
         raise ConfigError(
             f"max_seq_len {hp.max_seq_len} exceeds the model's max_position_embeddings "
             f"{config.max_position_embeddings}"
         )
-    train_shards = read_filelist(_resolve(hp.train_filelist, train_dir))
-    valid_shards = _valid_shards(layout, hp)
-    _check_valid_channel(
-        valid_shards,
-        ShardLimits(
+    train_shards = _task_shards(train_dir, hp.train_filelist, tasks, job_layout.TRAIN)
+    valid_shards = _valid_shards(layout, hp, tasks)
+    for name, shards in valid_shards.items():
+        limits = ShardLimits(
             config.vocab_size,
             hp.max_seq_len,
             config.max_position_embeddings,
             config.type_vocab_size,
-        ),
-    )
+            TASKS[name],
+        )
+        _check_valid_channel(shards, limits)
     rank, world_size = _start_devices(hp)
 
     paddle.seed(hp.random_seed)
@@ -205,8 +211,12 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
 
     checkpoints = CheckpointManager(layout.checkpoint_dir(hp.checkpoints), hp.keep_checkpoints)
     structured = {p.name: n for n, p in model.named_parameters()}
-    step, position = _restore(checkpoints, model, optimizer, scaler, layout, vocab, world_size)
-    trainer = paddle.DataParallel(model) if world_size > 1 else model
+    step, positions = _restore(
+        checkpoints, model, optimizer, scaler, layout, vocab, world_size, list(weights)
+    )
+    # Each micro-batch trains one task's head: the others get no gradient that step.
+    unused = bool(config.task_type_vocab_size)
+    trainer = paddle.DataParallel(model, find_unused_parameters=unused) if world_size > 1 else model
     # How shards become batches, for training and validation alike.
     reading = dict(
         vocab_size=config.vocab_size,
@@ -217,25 +227,31 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
         in_tokens=hp.in_tokens,
         seed=hp.random_seed,
     )
-    data = PretrainingData(
-        train_shards,
-        vocab,
-        **reading,
-        rank=rank,
-        world_size=world_size,
-        num_workers=hp.num_workers,
-        generate_neg_sample=hp.generate_neg_sample,
-        epochs=hp.epoch,
-    )
+    data = {
+        task.name: PretrainingData(
+            train_shards[task.name],
+            vocab,
+            **reading,
+            rank=rank,
+            world_size=world_size,
+            num_workers=hp.num_workers,
+            generate_neg_sample=hp.generate_neg_sample,
+            epochs=hp.epoch,
+            task=task,
+        )
+        for task in tasks
+    }
     log.info(
-        "training from step %d of %d on %s (%s), %d trainer(s), %d train shard(s)",
+        "training from step %d of %d on %s (%s), %d trainer(s), %s",
         step,
         hp.num_train_steps,
         paddle.get_device(),
         amp_dtype or "float32",
         world_size,
-        len(train_shards),
+        ", ".join(f"{len(train_shards[t.name])} {t.name} shard(s)" for t in tasks),
     )
+    if hp.tasks:
+        log.info("tasks drawn by weight: %s", job_tasks.format_weights(weights))
 
     saved_step = step
 
@@ -245,30 +261,44 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
         if step == saved_step:
             return
         saved_step = step
-        positions = _every_rank(list(position.to_dict().values()), world_size)
+        flat = [v for name in weights for v in positions[name].to_dict().values()]
+        gathered = _every_rank(flat, world_size)
         if rank == 0:  # the others wait in the next collective (NCCL allows 30 minutes)
-            meta = {"positions": [DataPosition(*p).to_dict() for p in positions]}
+            saved = {
+                name: [DataPosition(*r[3 * i : 3 * i + 3]).to_dict() for r in gathered]
+                for i, name in enumerate(weights)
+            }
+            meta = (
+                {"task_positions": saved}
+                if hp.tasks
+                else {"positions": saved[KNOWLEDGE_MASKING.name]}
+            )
             meta["config"] = asdict(config)
             optimizer_state = rename_optimizer_state(optimizer.state_dict(), structured)
             trainer_state = {"optimizer": optimizer_state, "scaler": scaler.state_dict()}
             checkpoints.save(step, model.state_dict(), trainer_state, meta)
 
     tokens, window_start = 0, time.perf_counter()
-    batches = data.batches(position)
+    streams = {name: stream.batches(positions[name]) for name, stream in data.items()}
+    mix, window = TaskMix(weights, hp.random_seed), TaskFigures(tasks)
     accumulation = hp.gradient_accumulation_steps
     divergence = _DivergenceWatch(hp, amp_dtype)
-    with data:
+    with contextlib.ExitStack() as streams_open:
+        for stream in data.values():
+            streams_open.enter_context(stream)
         while step < hp.num_train_steps:
             if _any_rank(stop.requested, world_size):
                 save()
                 raise Stopped
-            micro_batches = list(itertools.islice(batches, accumulation))
-            if len(micro_batches) < accumulation:
+            micro_tasks = [mix.draw(step, micro) for micro in range(accumulation)]
+            micro_batches = [next(streams[task.name], None) for task in micro_tasks]
+            if None in micro_batches:
                 break  # the data ran out: reported below
             # One optimizer step over the micro-batches; gradients sync on the last one only.
-            step_loss = step_mlm = step_acc = 0.0
-            position = micro_batches[-1][1]  # where the data stands once this step is done
-            for micro, (batch, _) in enumerate(micro_batches):
+            step_loss = 0.0
+            steps = zip(micro_tasks, micro_batches, strict=True)
+            for micro, (task, (batch, position)) in enumerate(steps):
+                positions[task.name] = position  # where its data stands after this step
                 paddle.seed(_step_seed(hp.random_seed, rank, step, micro))  # this step's dropout
                 last = micro == accumulation - 1
                 with (
@@ -277,11 +307,11 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
                         enable=amp_dtype is not None, dtype=amp_dtype or "float16"
                     ),
                 ):
-                    loss, mlm_loss, nsp_acc = _losses(trainer, batch)
-                    scaler.scale(loss / accumulation).backward()
-                step_loss += loss.detach() / accumulation
-                step_mlm += mlm_loss.detach() / accumulation
-                step_acc += nsp_acc / accumulation
+                    loss, figures = forward(trainer, batch, task)
+                    loss = loss * hp.task_loss_weights.get(task.name, 1.0) / accumulation
+                    scaler.scale(loss).backward()
+                step_loss += loss.detach()
+                window.add(task, figures)
                 tokens += batch.num_tokens
             scaler.step(optimizer)  # unscales, clips by global norm, skips on fp16 overflow
             scaler.update()
@@ -295,34 +325,40 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
 
             if step % hp.skip_steps == 0:
                 elapsed = time.perf_counter() - window_start
+                means = window.means()  # this rank's window: it speaks for all
+                masking = means.get(KNOWLEDGE_MASKING.name, {})
                 stats = metrics.TrainStats(
                     step=step,
-                    epoch=position.epoch,
+                    epoch=positions[tasks[0].name].epoch,
                     loss=float(step_loss),
-                    mlm_loss=float(step_mlm),
-                    nsp_acc=float(step_acc),
+                    mlm_loss=masking.get("mlm_loss"),
+                    nsp_acc=masking.get("nsp_acc"),
                     lr=optimizer.get_lr(),
                     tokens_per_sec=tokens * world_size / elapsed,
                 )
                 if rank == 0:  # one voice: SageMaker reads metrics from every trainer's output
                     log.info(metrics.train_line(stats))
+                    for name, figures in means.items() if hp.tasks else ():
+                        log.info(metrics.task_line(step, name, figures["loss"], figures["acc"]))
                 tokens, window_start = 0, time.perf_counter()
+                window = TaskFigures(tasks)
             if valid_shards and step % hp.validation_steps == 0:
-                valid = _validate(model, valid_shards, vocab, reading, stop, step, world_size)
+                valid = _validate(model, valid_shards, vocab, reading, stop, world_size)
                 if valid is not None and rank == 0:
-                    log.info(metrics.valid_line(valid))
+                    _log_validation(step, valid, bool(hp.tasks))
             if step % hp.save_steps == 0:
                 save()
 
-    if data.skipped_over_length:
+    skipped = sum(stream.skipped_over_length for stream in data.values())
+    if skipped:
         log.warning(
             "%d sample(s) longer than max_seq_len %d were left out of training",
-            data.skipped_over_length,
+            skipped,
             hp.max_seq_len,
         )
     save()
     if step < hp.num_train_steps:
-        raise TrainingError(_ran_out(hp, step, data.skipped_over_length))
+        raise TrainingError(_ran_out(hp, step, skipped))
     if rank != 0:
         log.info("finished at step %d; rank 0 exports the model", step)
         return None
@@ -374,58 +410,79 @@ class _DivergenceWatch:
 
 def _validate(
     model: ErnieForPretraining,
-    shards: list,
+    shards: dict[str, list[Shard]],
     vocab: Vocab,
     reading: dict,
     stop: StopSignal,
-    step: int,
     world_size: int,
-) -> metrics.ValidStats | None:
-    """Loss over the whole valid channel, with the same masks every time, each rank scoring
-    every world_size-th batch (so none waits on another's pass); None when a pass was cut
-    short by a stop or met no sample (nothing was measured then)."""
+) -> dict[str, dict[str, float]] | None:
+    """Each task's figures over its whole valid set, with the same masks every time, each
+    rank scoring every world_size-th batch (so none waits on another's pass); None when a
+    pass was cut short by a stop or met no sample (nothing was measured then)."""
     rank = paddle.distributed.get_rank() if world_size > 1 else 0
+    figures = TaskFigures([TASKS[name] for name in shards])
+    cut = False
     model.eval()
-    mlm_sum = nsp_sum = correct = masked = samples = cut = 0.0
     with paddle.no_grad():
-        batches = validation_batches(shards, vocab, **reading)
-        for batch in itertools.islice(batches, rank, None, world_size):
-            if stop.requested:
-                cut = 1.0
-                break
-            n_mask, n = len(batch.mask_label), len(batch.nsp_label)
-            loss, mlm, acc = _losses(model, batch)
-            mlm_sum += float(mlm) * n_mask
-            nsp_sum += float(loss - mlm) * n
-            correct += float(acc) * n
-            masked += n_mask
-            samples += n
+        for name, task_shards in shards.items():
+            task = TASKS[name]
+            batches = validation_batches(task_shards, vocab, **reading, task=task)
+            for batch in itertools.islice(batches, rank, None, world_size):
+                if stop.requested:
+                    cut = True
+                    break
+                figures.add(task, forward(model, batch, task)[1])
     model.train()
-    sums = [mlm_sum, nsp_sum, correct, masked, samples, cut]
-    mlm_sum, nsp_sum, correct, masked, samples, cut = _summed(sums, world_size)
-    if cut or not samples or not masked:
+    means = figures.means(world_size)
+    if _any_rank(cut, world_size) or not means:
         return None
-    mlm_mean = mlm_sum / masked
-    return metrics.ValidStats(
-        step=step,
-        loss=mlm_mean + nsp_sum / samples,
-        mlm_loss=mlm_mean,
-        nsp_acc=correct / samples,
-    )
+    return means
 
 
-def _losses(
-    model: paddle.nn.Layer, batch: Batch
-) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
-    """Forward one batch; (total loss, MLM loss, NSP accuracy)."""
-    mlm_logits, nsp_logits = model(
-        paddle.to_tensor(batch.src_ids),
-        paddle.to_tensor(batch.sent_ids),
-        paddle.to_tensor(batch.pos_ids),
-        paddle.to_tensor(batch.mask_pos),
-    )
-    labels = paddle.to_tensor(batch.mask_label), paddle.to_tensor(batch.nsp_label)
-    return pretraining_loss(mlm_logits, nsp_logits, *labels)
+def _log_validation(step: int, valid: dict[str, dict[str, float]], per_task: bool) -> None:
+    masking = valid.get(KNOWLEDGE_MASKING.name)
+    if masking is not None:
+        stats = metrics.ValidStats(step, masking["loss"], masking["mlm_loss"], masking["nsp_acc"])
+        log.info(metrics.valid_line(stats))
+    for name, figures in valid.items() if per_task else ():
+        log.info(metrics.valid_task_line(step, name, figures["loss"], figures["acc"]))
+
+
+def _task_embedding(config: ErnieConfig, hp: Hyperparameters) -> ErnieConfig:
+    """ERNIE 2.0 (`tasks` set) tags inputs with a task embedding: one row per task unless
+    the config gives the size, which must then cover every task's id."""
+    if not hp.tasks:
+        return config
+    if not config.task_type_vocab_size:
+        return replace(config, task_type_vocab_size=job_tasks.NUM_TASK_TYPES)
+    needed = max(TASKS[name].id for name in hp.tasks) + 1
+    if config.task_type_vocab_size < needed:
+        raise ConfigError(
+            f"ernie_config's task_type_vocab_size {config.task_type_vocab_size} has no row for "
+            f"task id {needed - 1} of tasks {hp.tasks}: it must be at least {needed} "
+            f"({job_tasks.NUM_TASK_TYPES} covers every task)"
+        )
+    return config
+
+
+def _task_shards(
+    channel: Path, filelist: str, tasks: list[Task], channel_name: str
+) -> dict[str, list[Shard]]:
+    """Each task's shards in a channel, which must declare the task (training/tasks.py)."""
+    try:
+        version, declared = job_tasks.dataset_tasks(channel)
+    except ValueError as exc:
+        raise ConfigError(f"the {channel_name} channel: {exc}") from None
+    missing = [t.name for t in tasks if t.name not in declared]
+    if missing:
+        raise ConfigError(
+            f"the {channel_name} channel holds no samples of {', '.join(missing)}: it is a format "
+            f"{version} dataset of {', '.join(declared)}. Prepare the corpus with "
+            f"`ernie-sm prepare --tasks {','.join(missing)}`, or drop them from tasks"
+        )
+    return {
+        t.name: read_filelist(_resolve(filelist, job_tasks.task_folder(channel, t))) for t in tasks
+    }
 
 
 def _resolve(path: str, channel_dir: Path) -> Path:
@@ -433,11 +490,21 @@ def _resolve(path: str, channel_dir: Path) -> Path:
     return p if p.is_absolute() else channel_dir / p
 
 
-def _valid_shards(layout: JobLayout, hp: Hyperparameters) -> list:
+def _valid_shards(layout: JobLayout, hp: Hyperparameters, tasks: list[Task]) -> dict:
+    """Each task's valid shards; a task the valid channel does not hold is not validated."""
     if job_layout.VALID not in layout.channels:
         log.warning("no 'valid' channel: training without validation")
-        return []
-    return read_filelist(_resolve(hp.valid_filelist, layout.channel(job_layout.VALID)))
+        return {}
+    channel = layout.channel(job_layout.VALID)
+    try:
+        _, declared = job_tasks.dataset_tasks(channel)
+    except ValueError as exc:
+        raise ConfigError(f"the valid channel: {exc}") from None
+    missing = [t.name for t in tasks if t.name not in declared]
+    if missing:
+        log.warning("the valid channel holds no %s samples: not validated", ", ".join(missing))
+    held = [t for t in tasks if t.name in declared]
+    return _task_shards(channel, hp.valid_filelist, held, job_layout.VALID)
 
 
 def _check_valid_channel(shards: list[Shard], limits: ShardLimits) -> None:
@@ -498,18 +565,30 @@ def _start_devices(hp: Hyperparameters) -> tuple[int, int]:
     return rank, world_size
 
 
-def _own_position(checkpoint: Checkpoint, world_size: int) -> DataPosition:
-    """This rank's data position: one is valid only for the rank and world size that wrote it."""
-    positions = checkpoint.meta.get("positions") or [checkpoint.meta.get("position")]
-    if len(positions) != world_size:
+def _own_positions(
+    checkpoint: Checkpoint, world_size: int, names: list[str]
+) -> dict[str, DataPosition]:
+    """This rank's data position in each task's stream: one is valid only for the rank and
+    world size that wrote it. An ERNIE 1.0 checkpoint holds knowledge masking's alone."""
+    saved = checkpoint.meta.get("task_positions") or {
+        KNOWLEDGE_MASKING.name: checkpoint.meta.get("positions")
+        or [checkpoint.meta.get("position")]
+    }
+    if sorted(saved) != sorted(names):
         raise ConfigError(
-            f"checkpoint {checkpoint.path} was saved by {len(positions)} trainer(s) and this "
+            f"checkpoint {checkpoint.path} was saved training {', '.join(saved)} and this job "
+            f"trains {', '.join(names)} (tasks): give this job its own checkpoint folder"
+        )
+    counts = {len(p) for p in saved.values()}
+    if counts != {world_size}:
+        raise ConfigError(
+            f"checkpoint {checkpoint.path} was saved by {counts.pop()} trainer(s) and this "
             f"job has {world_size}: each trainer reads its own share of the shards, so another "
             "count reads them in another order. Resume on as many GPUs (or trainers_per_host), "
             "or start the execution afresh"
         )
     rank = paddle.distributed.get_rank() if world_size > 1 else 0
-    return DataPosition.from_dict(positions[rank])
+    return {name: DataPosition.from_dict(saved[name][rank]) for name in names}
 
 
 def _any_rank(flag: bool, world_size: int) -> bool:
@@ -548,7 +627,8 @@ def _restore(
     layout: JobLayout,
     vocab: Vocab,
     world_size: int,
-) -> tuple[int, DataPosition]:
+    names: list[str],
+) -> tuple[int, dict[str, DataPosition]]:
     """Resume from the newest complete checkpoint, else warm-start from the model channel."""
     checkpoint = checkpoints.load_latest()
     steps = {s for (s,) in _every_rank([checkpoint.meta["step"] if checkpoint else 0], world_size)}
@@ -573,7 +653,7 @@ def _restore(
         optimizer.set_state_dict(rename_optimizer_state(checkpoint.trainer["optimizer"], unique))
         scaler.load_state_dict(checkpoint.trainer["scaler"])
         log.info("resumed from %s", checkpoint.path)
-        return checkpoint.meta["step"], _own_position(checkpoint, world_size)
+        return checkpoint.meta["step"], _own_positions(checkpoint, world_size, names)
     if job_layout.MODEL in layout.channels:
         warm_start(model, layout.channel(job_layout.MODEL), vocab)
-    return 0, DataPosition(0, 0, 0)
+    return 0, {name: DataPosition(0, 0, 0) for name in names}

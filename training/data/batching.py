@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 from ernie_sm.training.data.masking import TokenIds, mask_tokens
 from ernie_sm.training.data.shard import ParsedShard
+from ernie_sm.training.tasks import IGNORE
 
 
 @dataclass(frozen=True, eq=False)
@@ -17,19 +18,22 @@ class BatchConfig:
     batch_size: int  # padded tokens if in_tokens, else samples
     in_tokens: bool
     generate_neg_sample: bool = False
+    masked: bool = True  # mask for the masked-LM loss (knowledge masking's batches)
 
 
 @dataclass(frozen=True, eq=False)
 class Batch:
     """Model inputs: [B, L] ids padded with [PAD] (L = longest row), masked positions flat
-    row-major into B*L with their original ids, and NSP labels."""
+    row-major into B*L with their original ids (none in an unmasked batch), and labels:
+    one per row (NSP, or a sentence-level task's class) or [B, L] for a token-level task,
+    IGNORE in padding."""
 
     src_ids: np.ndarray
     sent_ids: np.ndarray
     pos_ids: np.ndarray
     mask_pos: np.ndarray
     mask_label: np.ndarray
-    nsp_label: np.ndarray
+    label: np.ndarray
     num_tokens: int  # non-pad tokens
 
 
@@ -39,7 +43,7 @@ class _Rows(NamedTuple):
     pos: np.ndarray
     seg: np.ndarray  # -1 in padding, so padding never joins a word
     lengths: np.ndarray
-    nsp: np.ndarray
+    label: np.ndarray
 
 
 def split_batches(
@@ -75,14 +79,17 @@ def make_batch(
     if config.generate_neg_sample and len(rows) >= 2:
         negatives = _negatives(batch, config.ids)
         batch = _Rows(*(np.concatenate(pair) for pair in zip(batch, negatives, strict=True)))
-    src, mask_pos, mask_label = mask_tokens(batch.src, batch.seg, word_level, config.ids, rng)
+    if config.masked:
+        src, mask_pos, mask_label = mask_tokens(batch.src, batch.seg, word_level, config.ids, rng)
+    else:
+        src, mask_pos, mask_label = batch.src, np.zeros(0, np.int64), np.zeros(0, np.int64)
     return Batch(
         src_ids=src,
         sent_ids=batch.sent,
         pos_ids=batch.pos,
         mask_pos=mask_pos,
         mask_label=mask_label,
-        nsp_label=batch.nsp,
+        label=batch.label,
         num_tokens=int(batch.lengths.sum()),
     )
 
@@ -104,7 +111,7 @@ def _pad(shard: ParsedShard, rows: np.ndarray, pad_id: int) -> _Rows:
         pos=padded(shard.pos, 0),
         seg=padded(shard.seg, -1),
         lengths=lengths,
-        nsp=shard.nsp[rows],
+        label=padded(shard.label, IGNORE) if shard.token_labels else shard.label[rows],
     )
 
 
@@ -134,5 +141,5 @@ def _negatives(batch: _Rows, ids: TokenIds) -> _Rows:
         pos=np.where(body | closing, cols, 0),
         seg=np.where(body, batch.seg[src_row, src_col], -1),
         lengths=(a_i + b + 1)[:, 0],
-        nsp=np.zeros(i.size, dtype=np.int64),
+        label=np.zeros(i.size, dtype=np.int64),
     )

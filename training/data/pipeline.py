@@ -21,6 +21,7 @@ from ernie_sm.training.data.filelist import Shard
 from ernie_sm.training.data.masking import TokenIds
 from ernie_sm.training.data.shard import ShardLimits, parse_shard
 from ernie_sm.training.errors import DataError
+from ernie_sm.training.tasks import KNOWLEDGE_MASKING, Task
 from ernie_sm.training.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -120,13 +121,12 @@ class PretrainingData:
         num_workers: int = 0,
         generate_neg_sample: bool = False,
         epochs: int | None = None,
+        task: Task = KNOWLEDGE_MASKING,
     ) -> None:
         epoch_shards(shards, seed, 0, rank, world_size)  # fail now if there are too few
         self.shards = list(shards)
-        self.limits = ShardLimits(vocab_size, max_seq_len, max_position, type_vocab_size)
-        self.config = BatchConfig(
-            TokenIds.from_vocab(vocab), batch_size, in_tokens, generate_neg_sample
-        )
+        self.limits = ShardLimits(vocab_size, max_seq_len, max_position, type_vocab_size, task)
+        self.config = _batch_config(vocab, batch_size, in_tokens, task, generate_neg_sample)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.num_workers, self.epochs = num_workers, epochs
         self.skipped_over_length = 0  # running total over all shard passes
@@ -209,17 +209,26 @@ def validation_batches(
     batch_size: int,
     in_tokens: bool,
     seed: int = 0,
+    task: Task = KNOWLEDGE_MASKING,
 ) -> Iterator[Batch]:
     """One pass in filelist order, unshuffled, with masks fixed by `seed`, so every
     validation pass scores the same inputs."""
-    limits = ShardLimits(vocab_size, max_seq_len, max_position, type_vocab_size)
-    config = BatchConfig(TokenIds.from_vocab(vocab), batch_size, in_tokens)
+    limits = ShardLimits(vocab_size, max_seq_len, max_position, type_vocab_size, task)
+    config = _batch_config(vocab, batch_size, in_tokens, task)
     for shard in shards:
         result = load_shard_batches(
             ShardTask(shard, limits, config, (seed, _VALID, shard.index), shuffle=False)
         )
         _warn_skipped(shard, result.skipped, max_seq_len)
         yield from result.batches
+
+
+def _batch_config(
+    vocab: Vocab, batch_size: int, in_tokens: bool, task: Task, generate_neg_sample: bool = False
+) -> BatchConfig:
+    # In-batch NSP negatives belong to knowledge masking's sentence pairs only.
+    negatives = generate_neg_sample and task == KNOWLEDGE_MASKING
+    return BatchConfig(TokenIds.from_vocab(vocab), batch_size, in_tokens, negatives, task.masked)
 
 
 def _warn_skipped(shard: Shard, skipped: int, max_seq_len: int) -> None:

@@ -1,7 +1,9 @@
 """Parse and validate one gzip shard of pretraining samples, vectorised over the whole file.
 
-A line is `token_ids;sentence_type_ids;position_ids;seg_labels;nsp_label`, values
-space-separated. A per-line Python `int()` parse manages ~0.7 M tokens/s, so the
+A line is `token_ids;sentence_type_ids;position_ids;seg_labels;label`, values
+space-separated. The label is knowledge masking's NSP label (ERNIE 1.0 shards), the class
+of a sentence-level ERNIE 2.0 task, or one value per token for a token-level task
+(training/tasks.py). A per-line Python `int()` parse manages ~0.7 M tokens/s, so the
 decompressed bytes are parsed at once with numpy: digit runs become numbers, and
 the `;` / newline positions assign each number to its line and field.
 
@@ -22,8 +24,9 @@ from typing import NamedTuple
 
 import numpy as np
 from ernie_sm.training.errors import DataError
+from ernie_sm.training.tasks import IGNORE, KNOWLEDGE_MASKING, Task
 
-FIELDS = ("token_ids", "sentence_type_ids", "position_ids", "seg_labels", "nsp_label")
+FIELDS = ("token_ids", "sentence_type_ids", "position_ids", "seg_labels", "label")
 _NL, _SEMI, _MINUS = b"\n;-"
 _ALLOWED = np.zeros(256, dtype=bool)
 _ALLOWED[np.frombuffer(b"0123456789- ;\n\r", dtype=np.uint8)] = True
@@ -38,22 +41,25 @@ class ShardLimits:
     max_seq_len: int
     max_position: int
     type_vocab_size: int
+    task: Task = KNOWLEDGE_MASKING  # what the label field holds
 
 
 @dataclass(frozen=True, eq=False)
 class ParsedShard:
-    """Samples in CSR form: sample i spans [offsets[i], offsets[i+1]) of the per-token arrays."""
+    """Samples in CSR form: sample i spans [offsets[i], offsets[i+1]) of the per-token arrays
+    (and of `label` for a token-level task; else `label` has one value per sample)."""
 
     tokens: np.ndarray
     sent: np.ndarray
     pos: np.ndarray
     seg: np.ndarray
     offsets: np.ndarray
-    nsp: np.ndarray
+    label: np.ndarray
     skipped: int  # lines longer than max_seq_len, left out
+    token_labels: bool = False  # `label` per token, not per sample
 
     def __len__(self) -> int:
-        return len(self.nsp)
+        return len(self.offsets) - 1
 
     @cached_property
     def lengths(self) -> np.ndarray:
@@ -101,14 +107,20 @@ def _parse(buf: np.ndarray, limits: ShardLimits, name: str) -> ParsedShard:
     runs, signs = first[-1], np.searchsorted(minus, end)
     values = _values(buf, starts[:runs], ends[:runs], minus[:signs])
 
-    problem = _count_problem(counts) or problem
+    problem = _count_problem(counts, limits.task) or problem
     n_lines = problem.line if problem else n_lines
     kept = np.flatnonzero(counts[:n_lines, 0] <= limits.max_seq_len)
-    shard = _extract(values, first[:-1:5][kept], counts[kept, 0], n_lines - len(kept))
+    shard = _extract(
+        values, first[:-1:5][kept], counts[kept, 0], n_lines - len(kept), limits.task.token_level
+    )
 
     problem = _range_problem(shard, kept, limits) or problem
     if problem:
-        field = f", field {_field_name(problem.field)}" if problem.field is not None else ""
+        field = (
+            f", field {_field_name(problem.field, limits.task)}"
+            if problem.field is not None
+            else ""
+        )
         raise DataError(f"{name} line {problem.line + 1}{field}: {problem.message}")
     return shard
 
@@ -185,13 +197,16 @@ def _line_start(line_ends: np.ndarray, line: int) -> int:
     return int(line_ends[line - 1]) + 1 if line else 0
 
 
-def _count_problem(counts: np.ndarray) -> _Problem | None:
-    """First line with an empty token field, per-token fields of unequal length or no nsp."""
+def _count_problem(counts: np.ndarray, task: Task) -> _Problem | None:
+    """First line with an empty token field, per-token fields of unequal length or a label
+    count other than one (a token-level task: one per token)."""
     n_tokens = counts[:, :1]
+    per_token = 5 if task.token_level else 4
     bad = np.zeros(counts.shape, dtype=bool)
     bad[:, 0] = n_tokens[:, 0] == 0
-    bad[:, 1:4] = counts[:, 1:4] != n_tokens
-    bad[:, 4] = counts[:, 4] != 1
+    bad[:, 1:per_token] = counts[:, 1:per_token] != n_tokens
+    if not task.token_level:
+        bad[:, 4] = counts[:, 4] != 1
     lines, fields = np.nonzero(bad)  # row-major: the first hit is on the earliest line
     if not lines.size:
         return None
@@ -199,7 +214,7 @@ def _count_problem(counts: np.ndarray) -> _Problem | None:
     count = int(counts[line, field])
     if field == 0:
         message = "no values"
-    elif field == 4:
+    elif field == 4 and not task.token_level:
         message = f"expected exactly one value, found {count}"
     else:
         message = f"{count} values, but token_ids has {int(n_tokens[line, 0])}"
@@ -207,7 +222,7 @@ def _count_problem(counts: np.ndarray) -> _Problem | None:
 
 
 def _extract(
-    values: np.ndarray, first: np.ndarray, lengths: np.ndarray, skipped: int
+    values: np.ndarray, first: np.ndarray, lengths: np.ndarray, skipped: int, token_labels: bool
 ) -> ParsedShard:
     """Gather the kept lines' fields into CSR arrays (line i's fields follow each other)."""
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -219,30 +234,36 @@ def _extract(
         pos=values[token_index + 2 * field_step],
         seg=values[token_index + 3 * field_step],
         offsets=offsets,
-        nsp=values[first + 4 * lengths],
+        label=values[token_index + 4 * field_step] if token_labels else values[first + 4 * lengths],
         skipped=skipped,
+        token_labels=token_labels,
     )
 
 
 def _range_problem(shard: ParsedShard, kept: np.ndarray, limits: ShardLimits) -> _Problem | None:
     """First kept line with a value outside what its field allows."""
+    task = limits.task
+    label_low = IGNORE if task.token_level else 0
+    label_allowed = "{0, 1}" if task == KNOWLEDGE_MASKING else f"[{label_low}, {task.num_classes})"
     checks = [
         (shard.tokens, 0, limits.vocab_size, f"[0, {limits.vocab_size}) (vocab_size)"),
         (shard.sent, 0, limits.type_vocab_size, f"[0, {limits.type_vocab_size}) (type vocab)"),
         (shard.pos, 0, limits.max_position, f"[0, {limits.max_position}) (max_position)"),
         (shard.seg, -1, 2, "{-1, 0, 1}"),
-        (shard.nsp, 0, 2, "{0, 1}"),
+        (shard.label, label_low, task.num_classes, label_allowed),
     ]
     problems = []
     for field, (values, low, high, allowed) in enumerate(checks):
         bad = np.flatnonzero((values < low) | (values >= high))
         if bad.size:
-            per_token = field < 4
+            per_token = field < 4 or task.token_level
             sample = np.searchsorted(shard.offsets, bad[0], "right") - 1 if per_token else bad[0]
             message = f"value {values[bad[0]]} not in {allowed}"
             problems.append(_Problem(int(kept[sample]), field, message))
     return min(problems, default=None)
 
 
-def _field_name(field: int) -> str:
+def _field_name(field: int, task: Task) -> str:
+    if field == 4 and task == KNOWLEDGE_MASKING:
+        return "nsp_label"
     return FIELDS[field] if field < len(FIELDS) else f"#{field + 1} (there are only 5)"
