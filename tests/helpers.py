@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from ernie_sm.training import layout
+from ernie_sm.training import layout, tasks
 from ernie_sm.training.vocab import Vocab
 
 from tests import synthetic
@@ -44,6 +44,29 @@ def make_job(base: Path, **overrides: str) -> Path:
     (data / "train" / "ernie_config.json").write_text(json.dumps(TINY_CONFIG))
     layout.write_local_job(base, {**TINY_HYPERPARAMETERS, **overrides}, ["train", "valid"])
     return base
+
+
+def add_task_shards(channel: Path, filelist: str, names: list[str], seed: int = 0) -> None:
+    """Give a channel of make_job ERNIE 2.0 task shards (format 2): the synthetic samples
+    with labels drawn at random, which exercise the mechanics, not learning."""
+    rng = np.random.default_rng(seed)
+    for name in names:
+        task = tasks.TASKS[name]
+        folder = tasks.task_folder(channel, task)
+        folder.mkdir(exist_ok=True)
+        lines = []
+        for line in synthetic.samples(120, seed=seed + task.id):
+            fields = line.split(";")[:4]
+            n = len(fields[0].split())
+            if task.token_level:
+                labels = rng.integers(0, task.num_classes, n)
+                labels[[0, -1]] = tasks.IGNORE
+                lines.append(";".join([*fields, " ".join(map(str, labels))]))
+            else:
+                lines.append(";".join([*fields, str(rng.integers(task.num_classes))]))
+        synthetic.write_shard(folder / "part-00000.gz", lines)
+        (folder / filelist).write_text("part-00000.gz\t0\n")
+    (channel / tasks.DATASET_FILE).write_text(tasks.describe_dataset(["knowledge_masking", *names]))
 
 
 # Specials and 96 plain tokens: what the reader's unit tests need of a vocab.

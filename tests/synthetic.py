@@ -87,13 +87,13 @@ def write_dataset(
     entries = []
     for shard in range(train_shards):
         name = f"part-{shard:05d}.gz"
-        _write_shard(train_dir / name, samples(lines_per_shard, seed=seed + 1 + shard))
+        write_shard(train_dir / name, samples(lines_per_shard, seed=seed + 1 + shard))
         entries.append(f"{name}\t0.5\n")  # half the passes word-level
     (train_dir / "train_filelist").write_text("".join(entries))
-    _write_shard(valid_dir / "part-00000.gz", samples(lines_per_shard // 4, seed=seed + 10_000))
+    write_shard(valid_dir / "part-00000.gz", samples(lines_per_shard // 4, seed=seed + 10_000))
     (valid_dir / "valid_filelist").write_text("part-00000.gz\t1.1\n")
 
 
-def _write_shard(path: Path, lines: list[str]) -> None:
+def write_shard(path: Path, lines: list[str]) -> None:
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

@@ -121,7 +121,7 @@ def set_weights(
                 f"{what}: parameter {prefix + name} has shape {list(theirs.shape)}, "
                 f"the model needs {list(value.shape)} (is ernie_config the same?)"
             )
-    layer.set_state_dict({name: state[prefix + name] for name in own if name not in kept})
+    layer.set_state_dict({n: own[n] if n in kept else state[prefix + n] for n in own})
     return kept
 
 

@@ -198,6 +198,7 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
         apply_decay_param_fun=lambda name: name in decayed,
         grad_clip=paddle.nn.ClipGradByGlobalNorm(hp.max_grad_norm),
     )
+    _create_optimizer_state(optimizer, model)
     amp_dtype = _amp_dtype(hp)
     scaler = paddle.amp.GradScaler(
         enable=amp_dtype == "float16",
@@ -315,7 +316,7 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
                 tokens += batch.num_tokens
             scaler.step(optimizer)  # unscales, clips by global norm, skips on fp16 overflow
             scaler.update()
-            optimizer.clear_grad()
+            optimizer.clear_grad(set_to_zero=False)  # None: a head not drawn is not stepped
             schedule.step()
             step += 1
             _LAST_STEP[0] = time.monotonic()
@@ -518,6 +519,15 @@ def _check_valid_channel(shards: list[Shard], limits: ShardLimits) -> None:
             f"tokens ({skipped} longer line(s) in {len(shards)} shard(s)): raise max_seq_len "
             "or prepare the validation set with shorter samples"
         )
+
+
+def _create_optimizer_state(optimizer: paddle.optimizer.Optimizer, model: paddle.nn.Layer) -> None:
+    """Adam's moments for every parameter now, not at its first gradient: an ERNIE 2.0 head
+    whose task was not yet drawn would otherwise be missing from a checkpoint, and Paddle
+    refuses to resume an optimizer whose saved state lacks a parameter it later updates.
+    Zero moments are what the first gradient would have found, so training is unchanged."""
+    block = paddle.static.default_main_program().global_block()
+    optimizer._create_accumulators(block, model.parameters())  # no public way in Paddle 3
 
 
 def _learning_rate_factor(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
