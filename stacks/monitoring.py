@@ -5,7 +5,9 @@ Metrics that the metric definitions extract from the training log land in
 `<job>/algo-N`. A new job is a new dimension value, so the dashboard finds this stack's
 jobs (`<name_prefix>-...`) with SEARCH expressions; alarms, which cannot use SEARCH, watch
 the state machine instead. Evaluation jobs (`<name_prefix>-eval-...`) report their test
-scores once, at their end (EVAL_METRIC_DEFINITIONS): one point per job.
+scores once, at their end (EVAL_METRIC_DEFINITIONS): one point per job. ERNIE 2.0 jobs
+report each task's loss and accuracy (`Training-<task>-loss`, ...): the stages of a staged
+execution are jobs of their own, so the task graphs show every task across the stages.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 from ernie_sm.training.metrics import EVAL_METRIC_DEFINITIONS, METRIC_DEFINITIONS
+from ernie_sm.training.tasks import TASKS
 
 NAMESPACE = "/aws/sagemaker/TrainingJobs"
 PERIOD = Duration.minutes(1)
@@ -60,7 +63,12 @@ class Monitoring(Construct):
     def __init__(self, scope: Construct, construct_id: str, props: MonitoringProps) -> None:
         super().__init__(scope, construct_id)
         names = [d["Name"] for d in METRIC_DEFINITIONS]
-        validation = [n for n in names if n.startswith("Validation-")]
+        per_task = [n for n in names if n.split("-")[1] in TASKS]  # Training-<task>-loss
+        validation = [n for n in names if n.startswith("Validation-") and n not in per_task]
+
+        def tasks(kind: str, figure: str) -> list[str]:
+            return [n for n in per_task if n.startswith(kind) and n.endswith(figure)]
+
         scores = [d["Name"] for d in EVAL_METRIC_DEFINITIONS]
         accuracy = [n for n in scores if n in ("eval_accuracy", "baseline_accuracy")]
         f1 = [n for n in scores if n in ("eval_f1", "baseline_f1")]
@@ -78,6 +86,20 @@ class Monitoring(Construct):
                 [
                     _graph("Tokens per second", ["Training-tokens-per-second"], prefix),
                     _graph("Learning rate", ["Training-learning-rate"], prefix),
+                ],
+                [
+                    _graph("ERNIE 2.0 tasks: training loss", tasks("Training", "loss"), prefix),
+                    _graph(
+                        "ERNIE 2.0 tasks: training accuracy", tasks("Training", "accuracy"), prefix
+                    ),
+                ],
+                [
+                    _graph("ERNIE 2.0 tasks: validation loss", tasks("Validation", "loss"), prefix),
+                    _graph(
+                        "ERNIE 2.0 tasks: validation accuracy",
+                        tasks("Validation", "accuracy"),
+                        prefix,
+                    ),
                 ],
                 [
                     _graph("GPU utilisation per host", ["GPUUtilization"], prefix, "Host"),

@@ -315,6 +315,17 @@ def test_dashboard_searches_this_stacks_jobs_and_alarms_watch_executions(synth):
             "baseline_accuracy",
             "eval_f1",
             "baseline_f1",
+            *(
+                f"{kind}-{task}-{figure}"
+                for kind in ("Training", "Validation")
+                for task in (
+                    "knowledge_masking",
+                    "sentence_reordering",
+                    "sentence_distance",
+                    "token_document_relation",
+                )
+                for figure in ("loss", "accuracy")
+            ),
         }
     alarms = synth.template.find_resources("AWS::CloudWatch::Alarm")
     assert {a["Properties"]["MetricName"] for a in alarms.values()} == {
