@@ -216,6 +216,7 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
         batch_size=hp.batch_size,
         in_tokens=hp.in_tokens,
         seed=hp.random_seed,
+        bucket_window=hp.bucket_window,
     )
     data = PretrainingData(
         train_shards,
