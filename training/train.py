@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import paddle
-from ernie_sm.training import hyperparams, launch, metrics, presets
+from ernie_sm.training import flops, hyperparams, launch, metrics, presets
 from ernie_sm.training import layout as job_layout
 from ernie_sm.training.checkpoint import Checkpoint, CheckpointManager, rename_optimizer_state
-from ernie_sm.training.config import load_config
+from ernie_sm.training.config import ErnieConfig, load_config
 from ernie_sm.training.data import (
     Batch,
     DataPosition,
@@ -254,7 +254,8 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
             trainer_state = {"optimizer": optimizer_state, "scaler": scaler.state_dict()}
             checkpoints.save(step, model.state_dict(), trainer_state, meta)
 
-    tokens, window_start = 0, time.perf_counter()
+    peak = _dense_peak(amp_dtype)
+    tokens, padded, work, window_start = 0, 0, 0, time.perf_counter()
     batches = data.batches(position)
     accumulation = hp.gradient_accumulation_steps
     divergence = _DivergenceWatch(hp, amp_dtype)
@@ -284,6 +285,8 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
                 step_mlm += mlm_loss.detach() / accumulation
                 step_acc += nsp_acc / accumulation
                 tokens += batch.num_tokens
+                padded += batch.src_ids.size
+                work += _model_flops(config, batch)
             scaler.step(optimizer)  # unscales, clips by global norm, skips on fp16 overflow
             scaler.update()
             optimizer.clear_grad()
@@ -305,9 +308,16 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
                     lr=optimizer.get_lr(),
                     tokens_per_sec=tokens * world_size / elapsed,
                 )
+                usage = metrics.FlopsStats(
+                    step,
+                    work * world_size / elapsed,
+                    tokens / padded,
+                    flops.utilisation(work / elapsed, peak),
+                )
                 if rank == 0:  # one voice: SageMaker reads metrics from every trainer's output
                     log.info(metrics.train_line(stats))
-                tokens, window_start = 0, time.perf_counter()
+                    log.info(metrics.flops_line(usage))
+                tokens, padded, work, window_start = 0, 0, 0, time.perf_counter()
             if valid_shards and step % hp.validation_steps == 0:
                 valid = _validate(model, valid_shards, vocab, reading, stop, step, world_size)
                 if valid is not None and rank == 0:
@@ -427,6 +437,25 @@ def _losses(
     )
     labels = paddle.to_tensor(batch.mask_label), paddle.to_tensor(batch.nsp_label)
     return pretraining_loss(mlm_logits, nsp_logits, *labels)
+
+
+def _model_flops(config: ErnieConfig, batch: Batch) -> int:
+    rows, length = batch.src_ids.shape
+    nsp = flops.Matmul(rows, config.hidden_size, 2)
+    return flops.training_flops(config, rows, length, batch.mask_pos.size, [nsp])
+
+
+def _dense_peak(amp_dtype: str | None) -> float | None:
+    """The dense peak FLOP/s of this trainer's GPU that MFU is measured against, logged;
+    None on a CPU or a GPU or precision flops.PEAKS does not list."""
+    device, precision = paddle.get_device(), amp_dtype or "float32"
+    gpu = paddle.device.cuda.get_device_name() if device.startswith("gpu") else None
+    peak = flops.peak_flops(gpu, precision)
+    if peak:
+        log.info("MFU against the dense %s peak of %s: %.4g TFLOP/s", precision, gpu, peak / 1e12)
+    else:
+        log.info("MFU not logged: no known dense %s peak for %s", precision, gpu or device)
+    return peak
 
 
 def _resolve(path: str, channel_dir: Path) -> Path:
