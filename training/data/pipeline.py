@@ -99,7 +99,8 @@ def epoch_shards(
 
 
 class PretrainingData:
-    """The training stream of one rank: shuffled shards, endless unless `epochs` is set.
+    """The training stream of one rank: shuffled shards, endless unless `epochs` is set;
+    batches of similar lengths with bucket_window (batching.group_batches).
 
     With num_workers > 0 whole shards are prepared in 'spawn' worker processes (the
     trainer holds paddle threads, which fork would copy in a broken state), at most
@@ -219,7 +220,9 @@ def validation_batches(
     length within windows as in training (less padding to compute every validation), and
     the batches stay in that order: the losses are sums over all samples either way."""
     limits = ShardLimits(vocab_size, max_seq_len, max_position, type_vocab_size)
-    config = BatchConfig(TokenIds.from_vocab(vocab), batch_size, in_tokens, False, bucket_window)
+    config = BatchConfig(
+        TokenIds.from_vocab(vocab), batch_size, in_tokens, bucket_window=bucket_window
+    )
     for shard in shards:
         result = load_shard_batches(
             ShardTask(shard, limits, config, (seed, _VALID, shard.index), shuffle=False)
