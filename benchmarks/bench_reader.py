@@ -6,8 +6,10 @@ By default the shard is the demo corpus prepared with the ERNIE 1.0 vocab into 6
 lines of up to 128 tokens, like the original release's demo shard; --filelist reads any
 filelist instead (e.g. `data/valid_filelist` of PaddlePaddle/ERNIE, with --vocab ernie-1.0).
 
-Prints the single-process rate (one core), the rate through PretrainingData with N
-worker processes, and a naive per-line Python parse (parse only) for comparison.
+Prints the single-process rate (one core) with and without length bucketing, the rate
+through PretrainingData with N worker processes, and a naive per-line Python parse
+(parse only) for comparison; beside each batching rate, the padding efficiency: real
+tokens over the padded tokens the model computes on.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from demo_data import demo_dataset  # benchmarks/demo_data.py
-from ernie_sm.training import presets
+from ernie_sm.training import hyperparams, presets
 from ernie_sm.training.data import (
+    Batch,
     BatchConfig,
     PretrainingData,
     Shard,
@@ -57,6 +60,11 @@ def rate(tokens: int, seconds: list[float]) -> str:
     )
 
 
+def padding(batches: list[Batch]) -> str:
+    real = sum(batch.num_tokens for batch in batches)
+    return f"padding efficiency {real / sum(batch.src_ids.size for batch in batches):.3f}"
+
+
 def timed(fn: Callable[..., T], *args: object) -> tuple[float, T]:
     start = time.perf_counter()
     result = fn(*args)
@@ -70,6 +78,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8192, help="padded tokens a batch")
+    parser.add_argument(
+        "--bucket-window",
+        type=int,
+        default=int(hyperparams.SPECS["bucket_window"].default),
+        help="length bucketing window in batches (0: the original order)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -80,15 +94,20 @@ def main() -> None:
 
 
 def measure(shard: Shard, vocab: Vocab, args: argparse.Namespace) -> None:
-    config = BatchConfig(TokenIds.from_vocab(vocab), args.batch_size, in_tokens=True)
-
-    times, tokens = [], 0
-    for seed in range(args.passes + 1):  # the first pass warms caches, not counted
-        task = ShardTask(shard, LIMITS, config, (seed,), shuffle=True)
-        seconds, result = timed(load_shard_batches, task)
-        tokens = sum(batch.num_tokens for batch in result.batches)
-        times += [seconds] if seed else []
-    print(f"single process, read+parse+mask+batch: {rate(tokens, times)}")
+    ids = TokenIds.from_vocab(vocab)
+    for window in dict.fromkeys((args.bucket_window, 0)):
+        config = BatchConfig(ids, args.batch_size, in_tokens=True, bucket_window=window)
+        times, tokens, batches = [], 0, []
+        for seed in range(args.passes + 1):  # the first pass warms caches, not counted
+            task = ShardTask(shard, LIMITS, config, (seed,), shuffle=True)
+            seconds, result = timed(load_shard_batches, task)
+            tokens = sum(batch.num_tokens for batch in result.batches)
+            times += [seconds] if seed else []
+            batches += result.batches if seed else []
+        print(
+            f"single process, read+parse+mask+batch, bucket_window {window}: "
+            f"{rate(tokens, times)}, {padding(batches)}"
+        )
 
     naive = [timed(naive_parse, shard.path)[0] for _ in range(2)]
     print(f"naive per-line Python, parse only:     {rate(tokens, naive)}")
@@ -100,14 +119,21 @@ def measure(shard: Shard, vocab: Vocab, args: argparse.Namespace) -> None:
         shards = read_filelist(filelist)
         options = dict(batch_size=args.batch_size, in_tokens=True, seed=0, epochs=1)
         with PretrainingData(
-            shards, vocab, **vars(LIMITS), **options, num_workers=args.workers
+            shards,
+            vocab,
+            **vars(LIMITS),
+            **options,
+            num_workers=args.workers,
+            bucket_window=args.bucket_window,
         ) as data:
             # The first pass starts the worker processes; the second shows the steady rate.
             for label in ("cold (incl. worker start-up)", "warm"):
-                seconds, total = timed(lambda: sum(b.num_tokens for b, _ in data.batches()))
+                seconds, batches = timed(lambda: [b for b, _ in data.batches()])
+                total = sum(b.num_tokens for b in batches)
                 print(
                     f"PretrainingData, {args.workers} worker process(es), {copies} shards, "
-                    f"{label}: {total / seconds / 1e6:.2f} M tokens/s"
+                    f"bucket_window {args.bucket_window}, {label}: "
+                    f"{total / seconds / 1e6:.2f} M tokens/s, {padding(batches)}"
                 )
 
 

@@ -48,12 +48,16 @@ def _search(metric: str, dimension: str, name_prefix: str) -> cloudwatch.MathExp
 
 
 def _graph(
-    title: str, metrics: list[str], name_prefix: str, dimension: str = "TrainingJobName"
+    title: str,
+    metrics: list[str],
+    name_prefix: str,
+    dimension: str = "TrainingJobName",
+    width: int = 12,
 ) -> cloudwatch.GraphWidget:
     return cloudwatch.GraphWidget(
         title=title,
         left=[_search(m, dimension, name_prefix) for m in metrics],
-        width=12,
+        width=width,
         height=6,
         legend_position=cloudwatch.LegendPosition.BOTTOM,
     )
@@ -83,9 +87,20 @@ class Monitoring(Construct):
                     _graph(f"Training loss, {prefix}-* jobs", ["Training-loss"], prefix),
                     _graph(f"Validation, {prefix}-* jobs", validation, prefix),
                 ],
-                [
-                    _graph("Tokens per second", ["Training-tokens-per-second"], prefix),
-                    _graph("Learning rate", ["Training-learning-rate"], prefix),
+                [  # throughput, and how much of the GPU it is (training/flops.py)
+                    _graph("Tokens per second", ["Training-tokens-per-second"], prefix, width=8),
+                    _graph(
+                        "Model FLOPs per second",
+                        ["Training-model-flops-per-second"],
+                        prefix,
+                        width=8,
+                    ),
+                    _graph(
+                        "MFU and padding efficiency (real / padded tokens)",
+                        ["Training-mfu", "Training-padding-efficiency"],
+                        prefix,
+                        width=8,
+                    ),
                 ],
                 [
                     _graph("ERNIE 2.0 tasks: training loss", tasks("Training", "loss"), prefix),
@@ -102,9 +117,14 @@ class Monitoring(Construct):
                     ),
                 ],
                 [
-                    _graph("GPU utilisation per host", ["GPUUtilization"], prefix, "Host"),
+                    _graph("Learning rate", ["Training-learning-rate"], prefix, width=8),
+                    _graph("GPU utilisation per host", ["GPUUtilization"], prefix, "Host", width=8),
                     _graph(
-                        "GPU memory utilisation per host", ["GPUMemoryUtilization"], prefix, "Host"
+                        "GPU memory utilisation per host",
+                        ["GPUMemoryUtilization"],
+                        prefix,
+                        "Host",
+                        width=8,
                     ),
                 ],
                 [

@@ -1,4 +1,4 @@
-"""Batching: the in_tokens rule, padding, mask positions and NSP negatives."""
+"""Batching: the in_tokens rule, length bucketing, padding, mask positions and NSP negatives."""
 
 from __future__ import annotations
 
@@ -6,11 +6,21 @@ import itertools
 
 import numpy as np
 import pytest
-from ernie_sm.training.data import BatchConfig, ParsedShard, TokenIds, make_batch, split_batches
+from ernie_sm.training import hyperparams
+from ernie_sm.training.data import (
+    BatchConfig,
+    ParsedShard,
+    TokenIds,
+    group_batches,
+    make_batch,
+    split_batches,
+)
 
 from tests.helpers import TOY_VOCAB as VOCAB
+from tests.synthetic import reference_lengths
 
 IDS = TokenIds.from_vocab(VOCAB)
+WINDOW = int(hyperparams.SPECS["bucket_window"].default)
 
 
 def make_shard(rng: np.random.Generator, lengths: list[int]) -> ParsedShard:
@@ -64,6 +74,62 @@ def test_in_samples_batches_and_empty_order():
     groups = split_batches(np.arange(10), np.full(10, 7), 4, in_tokens=False)
     assert [len(g) for g in groups] == [4, 4, 2]
     assert split_batches(np.arange(0), np.zeros(0, int), 4, in_tokens=True) == []
+
+
+def padding_efficiency(groups: list[np.ndarray], lengths: np.ndarray) -> float:
+    """Real tokens over the padded tokens the model computes on."""
+    return sum(lengths[g].sum() for g in groups) / sum(len(g) * lengths[g].max() for g in groups)
+
+
+@pytest.mark.parametrize("batch_size", [4096, 8192, 16384])
+def test_bucketing_pads_little_on_the_demo_shards_length_distribution(batch_size):
+    lengths = reference_lengths(6000)
+    order = np.random.default_rng(0).permutation(6000)
+    plain = split_batches(order, lengths, batch_size, in_tokens=True)
+    config = BatchConfig(IDS, batch_size, True, bucket_window=WINDOW)
+    bucketed = group_batches(order, lengths, config, np.random.default_rng(1))
+    assert padding_efficiency(plain, lengths) < 0.78  # as the real shards: 74-75%
+    assert padding_efficiency(bucketed, lengths) >= 0.95
+    assert sorted(np.concatenate(bucketed).tolist()) == list(range(6000))
+    assert all(len(g) * lengths[g].max() <= batch_size for g in bucketed)
+
+
+def test_bucketing_off_cuts_the_order_as_it_comes_and_draws_nothing():
+    lengths = reference_lengths(500)
+    order = np.random.default_rng(2).permutation(500)
+    rng = np.random.default_rng(3)
+    for in_tokens, batch_size in ((True, 1000), (False, 16)):
+        groups = group_batches(order, lengths, BatchConfig(IDS, batch_size, in_tokens), rng)
+        expected = split_batches(order, lengths, batch_size, in_tokens)
+        assert [g.tolist() for g in groups] == [g.tolist() for g in expected]
+    assert rng.random() == np.random.default_rng(3).random()  # rng untouched
+
+
+def test_unshuffled_bucketing_keeps_the_window_order_ascending_then_descending():
+    lengths = reference_lengths(600)
+    config = BatchConfig(IDS, 20, in_tokens=False, bucket_window=10)  # 200-sample windows
+    groups = group_batches(np.arange(600), lengths, config, None)
+    flat = lengths[np.concatenate(groups)]
+    assert (np.diff(flat[:200]) >= 0).all() and (np.diff(flat[200:400]) <= 0).all()
+    assert (np.diff(flat[400:]) >= 0).all()
+    assert [sorted(g.tolist()) for g in groups[:10]] != [
+        list(range(k, k + 20)) for k in range(0, 200, 20)
+    ]
+    assert sorted(np.concatenate(groups[:10]).tolist()) == list(range(200))
+
+
+def test_bucketed_batches_follow_the_rng_and_mix_lengths_across_steps():
+    lengths = reference_lengths(3000)
+    order = np.random.default_rng(4).permutation(3000)
+    config = BatchConfig(IDS, 8192, True, bucket_window=WINDOW)
+    first = group_batches(order, lengths, config, np.random.default_rng(5))
+    again = group_batches(order, lengths, config, np.random.default_rng(5))
+    other = group_batches(order, lengths, config, np.random.default_rng(6))
+    assert [g.tolist() for g in first] == [g.tolist() for g in again]
+    assert [g.tolist() for g in first] != [g.tolist() for g in other]
+    widths = np.array([lengths[g].max() for g in first])
+    steps = np.sign(np.diff(widths))
+    assert (steps > 0).sum() > len(steps) / 4 and (steps < 0).sum() > len(steps) / 4
 
 
 def test_batch_rows_are_the_padded_samples_with_flat_mask_positions():

@@ -9,20 +9,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ernie_sm.training import hyperparams
 from ernie_sm.training.data import (
     Batch,
+    BatchConfig,
     DataPosition,
     PretrainingData,
+    ShardLimits,
+    TokenIds,
     epoch_shards,
+    make_batch,
+    parse_shard,
     read_filelist,
+    split_batches,
     validation_batches,
 )
 from ernie_sm.training.data.filelist import Shard
 from ernie_sm.training.errors import DataError
 
 from tests.helpers import TOY_VOCAB as VOCAB
+from tests.synthetic import reference_lengths
 
 LIMITS = dict(vocab_size=100, max_seq_len=40, max_position=64, type_vocab_size=2)
+WINDOW = int(hyperparams.SPECS["bucket_window"].default)  # length bucketing as trained
 BAND = 12  # shard s draws its word ids from [4 + BAND*s, 4 + BAND*(s+1)), so rows name it
 
 
@@ -45,13 +54,15 @@ def write_dataset(
     prob: float = 0.5,
     one_word: bool = False,
     lengths: tuple[int, int] = (6, 41),
+    reference: bool = False,
 ) -> list[Shard]:
+    """Shards of `lines` samples of lengths in `lengths`, or with reference=True those of
+    the original demo shard (tests/synthetic.py)."""
     rng = np.random.default_rng(shards * 100 + lines)
     entries = []
     for s in range(shards):
-        text = "\n".join(
-            sample_line(rng, s, int(rng.integers(*lengths)), one_word) for _ in range(lines)
-        )
+        sizes = reference_lengths(lines, s) if reference else rng.integers(*lengths, lines)
+        text = "\n".join(sample_line(rng, s, int(n), one_word) for n in sizes)
         (folder / f"part-{s}.gz").write_bytes(gzip.compress(text.encode() + b"\n"))
         entries.append(f"part-{s}.gz\t{prob}\n")
     (folder / "filelist").write_text("".join(entries))
@@ -59,7 +70,7 @@ def write_dataset(
 
 
 def stream(shards: list[Shard], **overrides) -> PretrainingData:
-    options = dict(batch_size=200, in_tokens=True, seed=1, epochs=2)
+    options = dict(batch_size=200, in_tokens=True, seed=1, epochs=2, bucket_window=WINDOW)
     return PretrainingData(shards, VOCAB, **LIMITS, **{**options, **overrides})
 
 
@@ -79,30 +90,87 @@ def shard_of(row: np.ndarray) -> int:
     return int((row[row > 3][0] - 4) // BAND)
 
 
-def test_same_seed_same_batches_different_seed_different_batches(tmp_path):
+@pytest.mark.parametrize("window", [WINDOW, 0])
+def test_same_seed_same_batches_different_seed_different_batches(tmp_path, window):
     shards = write_dataset(tmp_path)
-    first = list(stream(shards).batches())
-    again = list(stream(shards).batches())
+    first = list(stream(shards, bucket_window=window).batches())
+    again = list(stream(shards, bucket_window=window).batches())
     assert len(first) == len(again) > 10
     assert all(same(a, b) and p == q for (a, p), (b, q) in zip(first, again, strict=True))
-    other = [b for b, _ in stream(shards, seed=2).batches()]
+    other = [b for b, _ in stream(shards, seed=2, bucket_window=window).batches()]
     assert not all(same(a, b) for (a, _), b in zip(first, other, strict=False))
 
 
-def test_resume_from_any_position_continues_bit_identically(tmp_path):
+@pytest.mark.parametrize("window", [WINDOW, 0])
+def test_resume_from_any_position_continues_bit_identically(tmp_path, window):
     shards = write_dataset(tmp_path)
-    full = list(stream(shards).batches())
+    full = list(stream(shards, bucket_window=window).batches())
     positions = [p for _, p in full]
     assert positions[-1] == DataPosition(2, 0, 0)
     epoch_end = positions.index(DataPosition(1, 0, 0))
     shard_end = positions.index(DataPosition(0, 1, 0))
     for cut in (0, 1, shard_end - 1, shard_end, epoch_end, epoch_end + 2, len(full) - 2):
         saved = DataPosition.from_dict(positions[cut].to_dict())
-        resumed = list(stream(shards).batches(saved))
+        resumed = list(stream(shards, bucket_window=window).batches(saved))
         assert len(resumed) == len(full) - cut - 1
         tail = full[cut + 1 :]
         assert all(same(a, b) and p == q for (a, p), (b, q) in zip(resumed, tail, strict=True))
     assert list(stream(shards).batches(positions[-1])) == []
+
+
+def test_bucketing_off_gives_the_original_order_exactly(tmp_path):
+    # The reader before length bucketing, written out: shuffle, cut in order, mask.
+    shards = write_dataset(tmp_path, shards=2)
+    config = BatchConfig(TokenIds.from_vocab(VOCAB), 200, in_tokens=True)
+    expected = []
+    for epoch in range(2):
+        for shard in epoch_shards(shards, 1, epoch):
+            parsed = parse_shard(shard.path, ShardLimits(**LIMITS))
+            rng = np.random.default_rng((1, 1, epoch, shard.index))  # seed, _TRAIN, ...
+            word_level = bool(rng.random() < shard.mask_word_prob)
+            order = rng.permutation(len(parsed))
+            for rows in split_batches(order, parsed.lengths, 200, in_tokens=True):
+                expected.append(make_batch(parsed, rows, config, word_level, rng))
+    batches = [b for b, _ in stream(shards, bucket_window=0).batches()]
+    assert len(batches) == len(expected)
+    assert all(same(a, b) for a, b in zip(batches, expected, strict=True))
+
+
+def padding_efficiency(batches: list[Batch]) -> float:
+    return sum(b.num_tokens for b in batches) / sum(b.src_ids.size for b in batches)
+
+
+def test_bucketed_batches_pad_little_and_still_mix_lengths_across_steps(tmp_path):
+    shards = write_dataset(tmp_path, shards=1, lines=3000, reference=True)
+    limits = {**LIMITS, "max_seq_len": 512, "max_position": 513}
+    options = dict(batch_size=8192, in_tokens=True, seed=1, epochs=2)
+    data = PretrainingData(shards, VOCAB, **limits, **options, bucket_window=WINDOW)
+    batches = [b for b, _ in data.batches()]
+    plain = PretrainingData(shards, VOCAB, **limits, **options, bucket_window=0)
+    assert padding_efficiency([b for b, _ in plain.batches()]) < 0.78
+    assert padding_efficiency(batches) >= 0.95
+    epochs = [batches[: len(batches) // 2], batches[len(batches) // 2 :]]
+    for epoch in epochs:
+        steps = np.sign(np.diff([b.src_ids.shape[1] for b in epoch]))
+        assert (steps > 0).sum() > len(steps) / 4 and (steps < 0).sum() > len(steps) / 4
+    # Each epoch draws other batches, not the same ones reordered.
+    contents = [{tuple(sorted(map(tuple, unmasked(b)))) for b in epoch} for epoch in epochs]
+    assert len(contents[0] & contents[1]) < len(contents[0]) / 4
+
+
+def test_bucketed_validation_is_fixed_and_covers_the_file(tmp_path):
+    shards = write_dataset(tmp_path, shards=2, lines=300)
+    options = dict(batch_size=200, in_tokens=True, seed=3)
+    plain = list(validation_batches(shards, VOCAB, **LIMITS, **options))
+    first = list(validation_batches(shards, VOCAB, **LIMITS, **options, bucket_window=WINDOW))
+    again = list(validation_batches(shards, VOCAB, **LIMITS, **options, bucket_window=WINDOW))
+    assert all(same(a, b) for a, b in zip(first, again, strict=True))
+
+    def rows(batches: list[Batch]) -> list[tuple[int, ...]]:
+        return [tuple(r[r > 0]) for batch in batches for r in unmasked(batch)]
+
+    assert sorted(rows(first)) == sorted(rows(plain)) and rows(first) != rows(plain)
+    assert padding_efficiency(first) > padding_efficiency(plain)
 
 
 def test_positions_count_batches_within_this_ranks_shard_order(tmp_path):
@@ -162,10 +230,12 @@ def test_samples_are_shuffled_within_a_shard_pass(tmp_path):
     assert [tuple(r[r > 0]) for r in rows[0]] != [tuple(r[r > 0]) for r in rows[1]]
 
 
-def test_worker_processes_give_the_inline_batches(tmp_path):
+@pytest.mark.parametrize("window", [WINDOW, 0])
+def test_worker_processes_give_the_inline_batches(tmp_path, window):
     shards = write_dataset(tmp_path)
-    inline = list(stream(shards, generate_neg_sample=True).batches())
-    with stream(shards, generate_neg_sample=True, num_workers=2) as data:
+    options = dict(generate_neg_sample=True, bucket_window=window)
+    inline = list(stream(shards, **options).batches())
+    with stream(shards, **options, num_workers=2) as data:
         pooled = list(data.batches())
         partial = list(itertools.islice(data.batches(inline[4][1]), 3))  # a second stream
     assert len(pooled) == len(inline)

@@ -8,6 +8,12 @@ TRAIN = metrics.train_line(
     )
 )
 VALID = metrics.valid_line(metrics.ValidStats(step=20, loss=7.0, mlm_loss=6.25, nsp_acc=0.75))
+FLOPS = metrics.flops_line(
+    metrics.FlopsStats(step=20, flops_per_sec=3.125e13, padding_efficiency=0.9625, mfu=0.4125)
+)
+FLOPS_CPU = metrics.flops_line(  # a CPU or an unlisted GPU: no peak, no mfu
+    metrics.FlopsStats(step=20, flops_per_sec=2.5e9, padding_efficiency=0.75, mfu=None)
+)
 EXPECTED = {
     "Training-loss": (TRAIN, 7.25),
     "Training-mlm-loss": (TRAIN, 6.5),
@@ -19,6 +25,9 @@ EXPECTED = {
     "Validation-mlm-loss": (VALID, 6.25),
     "Validation-perplexity": (VALID, metrics.perplexity(6.25)),
     "Validation-nsp-accuracy": (VALID, 0.75),
+    "Training-model-flops-per-second": (FLOPS, 3.125e13),
+    "Training-padding-efficiency": (FLOPS, 0.9625),
+    "Training-mfu": (FLOPS, 0.4125),
 }
 # ERNIE 2.0: every task's own lines, each with values of its own.
 TASK_LINES = {
@@ -40,7 +49,13 @@ for k, (name, (task, valid_task)) in enumerate(TASK_LINES.items()):
     EXPECTED[f"Training-{name}-accuracy"] = (task, 0.5 + k / 10)
     EXPECTED[f"Validation-{name}-loss"] = (valid_task, 2.0 + k)
     EXPECTED[f"Validation-{name}-accuracy"] = (valid_task, 0.25 + k / 10)
-ALL_LINES = [TRAIN, VALID, *(line for pair in TASK_LINES.values() for line in pair)]
+ALL_LINES = [
+    TRAIN,
+    VALID,
+    FLOPS,
+    FLOPS_CPU,
+    *(line for pair in TASK_LINES.values() for line in pair),
+]
 OTHER_LINES = [
     "2026-01-01 INFO resumed from /opt/ml/checkpoints/step_000000100",
     "2026-01-01 INFO saved checkpoint /opt/ml/checkpoints/step_000000100",
@@ -62,7 +77,7 @@ def test_each_regex_matches_its_own_line_with_its_own_value_and_no_other_line():
         assert len(matches) == 1, definition
         assert float(matches[0]) == float(f"{value:.4e}") or abs(float(matches[0]) - value) < 1e-3
         for line in [*ALL_LINES, *OTHER_LINES]:
-            if line is not own_line:
+            if line is not own_line and (line, own_line) != (FLOPS_CPU, FLOPS):
                 assert not pattern.search(line), (definition["Name"], line)
 
 
@@ -79,6 +94,18 @@ def test_metric_definitions_fit_sagemaker():
     # CreateTrainingJob takes at most 40 MetricDefinitions, names up to 255 characters.
     assert len(metrics.METRIC_DEFINITIONS) <= 40
     assert all(len(d["Name"]) <= 255 for d in metrics.METRIC_DEFINITIONS)
+
+
+def test_the_flops_line_without_a_known_peak_has_no_mfu_and_no_zero():
+    names = {d["Name"]: re.compile(d["Regex"]) for d in metrics.METRIC_DEFINITIONS}
+    assert FLOPS_CPU == "[flops] step=20 flops_per_sec=2.5000e+09 padding_efficiency=0.7500"
+    assert float(names["Training-model-flops-per-second"].findall(FLOPS_CPU)[0]) == 2.5e9
+    assert float(names["Training-padding-efficiency"].findall(FLOPS_CPU)[0]) == 0.75
+    assert not names["Training-mfu"].search(FLOPS_CPU)
+    tiny = metrics.FlopsStats(step=1, flops_per_sec=1e9, padding_efficiency=0.5, mfu=4.2e-05)
+    (value,) = names["Training-mfu"].findall(metrics.flops_line(tiny))
+    assert float(value) == 4.2e-05  # not printed as 0.0000
+    assert "loss: " not in FLOPS
 
 
 def test_perplexity_does_not_overflow():

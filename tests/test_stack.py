@@ -280,16 +280,38 @@ def test_outcomes_go_to_an_encrypted_topic_with_the_email_subscription(synth):
     assert synth.vpc.find_resources("AWS::SNS::Subscription") == {}
 
 
-def _searches(template: Template) -> list[str]:
+def _widgets(template: Template) -> list[dict]:
     (dashboard,) = template.find_resources("AWS::CloudWatch::Dashboard").values()
     parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
-    body = json.loads("".join(p if isinstance(p, str) else "REF" for p in parts))
+    return json.loads("".join(p if isinstance(p, str) else "REF" for p in parts))["widgets"]
+
+
+def _searches(template: Template) -> list[str]:
     return [
         metric[0]["expression"]
-        for widget in body["widgets"]
+        for widget in _widgets(template)
         for metric in widget["properties"].get("metrics", [])
         if "expression" in metric[0]
     ]
+
+
+def test_dashboard_shows_model_flops_mfu_and_padding_beside_tokens_per_second(synth):
+    def metric_names(widget: dict) -> list[str]:
+        searches = [m[0]["expression"] for m in widget["properties"]["metrics"]]
+        return [re.search(r'MetricName="([\w-]+)"', s)[1] for s in searches]
+
+    by_title = {w["properties"].get("title"): w for w in _widgets(synth.template)}
+    row = [
+        by_title["Tokens per second"],
+        by_title["Model FLOPs per second"],
+        by_title["MFU and padding efficiency (real / padded tokens)"],
+    ]
+    assert [metric_names(w) for w in row] == [
+        ["Training-tokens-per-second"],
+        ["Training-model-flops-per-second"],
+        ["Training-mfu", "Training-padding-efficiency"],
+    ]
+    assert len({w["y"] for w in row}) == 1 and [w["x"] for w in row] == [0, 8, 16]
 
 
 def test_dashboard_searches_this_stacks_jobs_and_alarms_watch_executions(synth):
@@ -309,6 +331,9 @@ def test_dashboard_searches_this_stacks_jobs_and_alarms_watch_executions(synth):
             "Training-loss",
             "Validation-loss",
             "Training-tokens-per-second",
+            "Training-model-flops-per-second",
+            "Training-mfu",
+            "Training-padding-efficiency",
             "GPUUtilization",
             "GPUMemoryUtilization",
             "eval_accuracy",

@@ -33,6 +33,8 @@ from tests.helpers import make_job
 
 MASK_ID = 3  # [MASK] in the synthetic vocab, as in ERNIE's
 LOSS = re.compile(r"\[train\] step=(\d+) .*loss: ([0-9.]+)")
+FLOPS_PER_SEC = re.compile(r"flops_per_sec=(\S+)")
+PADDING = re.compile(r"padding_efficiency=(\S+)")
 
 
 def _losses(caplog) -> dict[int, float]:
@@ -77,6 +79,23 @@ def test_trains_validates_checkpoints_and_exports(tmp_path, sm_env, logs):
         p.name for p in model.iterdir()
     }
     assert not (base / "output" / "failure").exists()
+    usage = [r.getMessage() for r in logs.records if r.getMessage().startswith("[flops]")]
+    assert [u.split()[1] for u in usage] == [f"step={s}" for s in range(1, 9)]
+    assert all(" mfu=" not in u for u in usage)  # a CPU has no peak: left out, not 0
+    assert all(float(FLOPS_PER_SEC.search(u)[1]) > 0 for u in usage)
+    assert all(0.5 < float(PADDING.search(u)[1]) <= 1 for u in usage)
+    assert "MFU not logged: no known dense float32 peak for cpu" in logs.text
+
+
+def test_mfu_is_logged_against_a_known_peak(tmp_path, sm_env, logs, monkeypatch):
+    monkeypatch.setattr(train.flops, "peak_flops", lambda gpu, precision: 1e12)
+    sm_env(make_job(tmp_path, num_train_steps="2", save_steps="100"))
+    assert train.main() == 0
+    usage = [r.getMessage() for r in logs.records if r.getMessage().startswith("[flops]")]
+    assert len(usage) == 2
+    for line in usage:
+        mfu = float(re.search(r" mfu=(\S+)", line)[1])
+        assert mfu == pytest.approx(float(FLOPS_PER_SEC.search(line)[1]) / 1e12, rel=1e-3)
 
 
 def _masked_sentences(shard: Path, count: int) -> list[tuple[np.ndarray, ...]]:

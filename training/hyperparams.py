@@ -127,6 +127,14 @@ SPECS: dict[str, Spec] = {
     "batch_size": Spec(
         _positive_int, "8192", "Tokens (in_tokens) or samples per batch, per worker."
     ),
+    "bucket_window": Spec(
+        _non_negative_int,
+        "32",
+        "New. Length bucketing: each shard pass sorts its shuffled samples by length within "
+        "windows of about this many batches, cuts batches and shuffles them, so a batch "
+        "holds samples of similar length and pads little (validation too, unshuffled). "
+        "0 restores the original order: shuffled samples cut into batches as they come.",
+    ),
     "generate_neg_sample": Spec(
         _bool, "false", "Add NSP negatives built by pairing segments within a batch."
     ),
@@ -235,6 +243,7 @@ class Hyperparameters:
     max_seq_len: int
     in_tokens: bool
     batch_size: int
+    bucket_window: int
     generate_neg_sample: bool
     num_workers: int
     epoch: int

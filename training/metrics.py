@@ -1,8 +1,8 @@
 """Log lines -> metrics: the lines the trainer prints and the regexes SageMaker reads them with.
 
 The stack hands `METRIC_DEFINITIONS` to CreateTrainingJob; the trainer prints with
-`train_line` and `valid_line`, and in an ERNIE 2.0 job `task_line` / `valid_task_line`
-for every task. `Training-loss` keeps the regex users know,
+`train_line`, `flops_line` and `valid_line`, and in an ERNIE 2.0 job `task_line` /
+`valid_task_line` for every task. `Training-loss` keeps the regex users know,
 `loss: ([0-9\\.]+)`, so no other line may contain the text "loss: ": every other
 figure is printed as `name=value`.
 
@@ -40,6 +40,14 @@ class ValidStats:
     nsp_acc: float
 
 
+@dataclass(frozen=True)
+class FlopsStats:
+    step: int
+    flops_per_sec: float  # model FLOPs (training/flops.py) of all trainers per second
+    padding_efficiency: float  # real tokens / padded tokens computed on
+    mfu: float | None  # of one GPU; None where its dense peak is unknown (CPU, other GPU)
+
+
 def perplexity(mlm_loss: float) -> float:
     # exp overflows past ~709; report the ceiling rather than crash early in training.
     return math.exp(min(mlm_loss, 700.0))
@@ -55,6 +63,15 @@ def train_line(s: TrainStats) -> str:
         f"[train] step={s.step} epoch={s.epoch} loss: {s.loss:.6f} {masking}"
         f"lr={s.lr:.4e} tokens_per_sec={s.tokens_per_sec:.1f}"
     )
+
+
+def flops_line(s: FlopsStats) -> str:
+    """Utilisation; `mfu` is left out rather than printed as 0 where it is not known."""
+    line = (
+        f"[flops] step={s.step} flops_per_sec={s.flops_per_sec:.4e} "
+        f"padding_efficiency={s.padding_efficiency:.4f}"
+    )
+    return line if s.mfu is None else f"{line} mfu={s.mfu:.4g}"  # .4g: no 0.0000 for 4e-05
 
 
 def valid_line(s: ValidStats) -> str:
@@ -107,6 +124,12 @@ METRIC_DEFINITIONS: tuple[dict[str, str], ...] = (
     {"Name": "Validation-mlm-loss", "Regex": rf"\[valid\].* valid_mlm_loss={NUMBER}"},
     {"Name": "Validation-perplexity", "Regex": rf"\[valid\].* valid_ppl={NUMBER}"},
     {"Name": "Validation-nsp-accuracy", "Regex": rf"\[valid\].* valid_nsp_acc={NUMBER}"},
+    {
+        "Name": "Training-model-flops-per-second",
+        "Regex": rf"\[flops\].* flops_per_sec={SCIENTIFIC}",
+    },
+    {"Name": "Training-padding-efficiency", "Regex": rf"\[flops\].* padding_efficiency={NUMBER}"},
+    {"Name": "Training-mfu", "Regex": rf"\[flops\].* mfu={SCIENTIFIC}"},
     *_task_definitions(),
 )
 

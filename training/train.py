@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import paddle
-from ernie_sm.training import hyperparams, launch, metrics, presets
+from ernie_sm.training import flops, hyperparams, launch, metrics, presets
 from ernie_sm.training import layout as job_layout
 from ernie_sm.training import tasks as job_tasks
 from ernie_sm.training.checkpoint import Checkpoint, CheckpointManager, rename_optimizer_state
 from ernie_sm.training.config import ErnieConfig, load_config
 from ernie_sm.training.data import (
+    Batch,
     DataPosition,
     PretrainingData,
     Shard,
@@ -227,6 +228,7 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
         batch_size=hp.batch_size,
         in_tokens=hp.in_tokens,
         seed=hp.random_seed,
+        bucket_window=hp.bucket_window,
     )
     data = {
         task.name: PretrainingData(
@@ -279,7 +281,8 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
             trainer_state = {"optimizer": optimizer_state, "scaler": scaler.state_dict()}
             checkpoints.save(step, model.state_dict(), trainer_state, meta)
 
-    tokens, window_start = 0, time.perf_counter()
+    peak = _dense_peak(amp_dtype)
+    tokens, padded, work, window_start = 0, 0, 0, time.perf_counter()
     streams = {name: stream.batches(positions[name]) for name, stream in data.items()}
     mix, window = TaskMix(weights, hp.random_seed), TaskFigures(tasks)
     accumulation = hp.gradient_accumulation_steps
@@ -314,6 +317,8 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
                 step_loss += loss.detach()
                 window.add(task, figures)
                 tokens += batch.num_tokens
+                padded += batch.src_ids.size
+                work += _model_flops(config, batch, task)
             scaler.step(optimizer)  # unscales, clips by global norm, skips on fp16 overflow
             scaler.update()
             optimizer.clear_grad(set_to_zero=False)  # None: a head not drawn is not stepped
@@ -337,11 +342,18 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
                     lr=optimizer.get_lr(),
                     tokens_per_sec=tokens * world_size / elapsed,
                 )
+                usage = metrics.FlopsStats(
+                    step,
+                    work * world_size / elapsed,
+                    tokens / padded,
+                    flops.utilisation(work / elapsed, peak),
+                )
                 if rank == 0:  # one voice: SageMaker reads metrics from every trainer's output
                     log.info(metrics.train_line(stats))
                     for name, figures in means.items() if hp.tasks else ():
                         log.info(metrics.task_line(step, name, figures["loss"], figures["acc"]))
-                tokens, window_start = 0, time.perf_counter()
+                    log.info(metrics.flops_line(usage))
+                tokens, padded, work, window_start = 0, 0, 0, time.perf_counter()
                 window = TaskFigures(tasks)
             if valid_shards and step % hp.validation_steps == 0:
                 valid = _validate(model, valid_shards, vocab, reading, stop, world_size)
@@ -486,6 +498,28 @@ def _task_shards(
     }
 
 
+def _model_flops(config: ErnieConfig, batch: Batch, task: Task) -> int:
+    """The batch's training FLOPs: the encoder, the masked LM on the masked positions (none
+    outside knowledge masking), and the task's head (NSP for knowledge masking)."""
+    rows, length = batch.src_ids.shape
+    head_rows = rows * length if task.token_level else rows
+    head = flops.Matmul(head_rows, config.hidden_size, task.num_classes)
+    return flops.training_flops(config, rows, length, batch.mask_pos.size, [head])
+
+
+def _dense_peak(amp_dtype: str | None) -> float | None:
+    """The dense peak FLOP/s of this trainer's GPU that MFU is measured against, logged;
+    None on a CPU or a GPU or precision flops.PEAKS does not list."""
+    device, precision = paddle.get_device(), amp_dtype or "float32"
+    gpu = paddle.device.cuda.get_device_name() if device.startswith("gpu") else None
+    peak = flops.peak_flops(gpu, precision)
+    if peak:
+        log.info("MFU against the dense %s peak of %s: %.4g TFLOP/s", precision, gpu, peak / 1e12)
+    else:
+        log.info("MFU not logged: no known dense %s peak for %s", precision, gpu or device)
+    return peak
+
+
 def _resolve(path: str, channel_dir: Path) -> Path:
     p = Path(path)
     return p if p.is_absolute() else channel_dir / p
@@ -609,15 +643,6 @@ def _any_rank(flag: bool, world_size: int) -> bool:
     tensor = paddle.to_tensor([int(flag)])
     paddle.distributed.all_reduce(tensor, op=paddle.distributed.ReduceOp.MAX)
     return bool(tensor.item())
-
-
-def _summed(values: list[float], world_size: int) -> list[float]:
-    """The sums of `values` over every rank."""
-    if world_size == 1:
-        return values
-    tensor = paddle.to_tensor(values, dtype="float64")
-    paddle.distributed.all_reduce(tensor)
-    return [float(v) for v in tensor.numpy()]
 
 
 def _every_rank(values: list[int], world_size: int) -> list[list[int]]:

@@ -3,7 +3,13 @@
 Nothing here imports paddle: it also runs in light worker processes.
 """
 
-from ernie_sm.training.data.batching import Batch, BatchConfig, make_batch, split_batches
+from ernie_sm.training.data.batching import (
+    Batch,
+    BatchConfig,
+    group_batches,
+    make_batch,
+    split_batches,
+)
 from ernie_sm.training.data.filelist import Shard, read_filelist
 from ernie_sm.training.data.masking import TokenIds, mask_tokens
 from ernie_sm.training.data.pipeline import (
@@ -30,6 +36,7 @@ __all__ = [
     "ShardTask",
     "TokenIds",
     "epoch_shards",
+    "group_batches",
     "load_shard_batches",
     "make_batch",
     "mask_tokens",

@@ -19,6 +19,7 @@ class BatchConfig:
     in_tokens: bool
     generate_neg_sample: bool = False
     masked: bool = True  # mask for the masked-LM loss (knowledge masking's batches)
+    bucket_window: int = 0  # batches per length-sorting window; 0: no length bucketing
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +66,42 @@ def split_batches(
     else:
         starts = list(range(0, len(order), batch_size))
     return [order[a:b] for a, b in itertools.pairwise([*starts, len(order)])]
+
+
+def group_batches(
+    order: np.ndarray,
+    lengths: np.ndarray,
+    config: BatchConfig,
+    rng: np.random.Generator | None,
+) -> list[np.ndarray]:
+    """The batches (sample indices) of one shard pass over `order`.
+
+    With config.bucket_window, samples are first sorted by length within windows of about
+    that many batches, so a batch pads little; `rng` (None: keep the order, as validation
+    does) then shuffles the batches so that consecutive steps still mix lengths. Without
+    it, `order` is cut as it comes, as the original ERNIE reader did, and rng is unused.
+    """
+    if not config.bucket_window:
+        return split_batches(order, lengths, config.batch_size, config.in_tokens)
+    mean_length = float(lengths[order].mean()) if len(order) else 1.0
+    per_batch = config.batch_size / mean_length if config.in_tokens else config.batch_size
+    window = max(1, round(config.bucket_window * per_batch))
+    groups = split_batches(
+        _by_length(order, lengths, window), lengths, config.batch_size, config.in_tokens
+    )
+    return groups if rng is None else [groups[i] for i in rng.permutation(len(groups))]
+
+
+def _by_length(order: np.ndarray, lengths: np.ndarray, window: int) -> np.ndarray:
+    """`order` sorted by length within consecutive windows of `window` samples, alternately
+    ascending and descending so that the seams between windows join similar lengths too.
+    The sort is stable: equal lengths keep their (shuffled) order, so batches differ from
+    one pass to the next."""
+    windows = [order[start : start + window] for start in range(0, len(order), window)]
+    ranked = [w[np.argsort(lengths[w], kind="stable")] for w in windows]
+    return np.concatenate(
+        [order[:0], *(w if k % 2 == 0 else w[::-1] for k, w in enumerate(ranked))]
+    )
 
 
 def make_batch(

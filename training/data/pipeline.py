@@ -2,7 +2,9 @@
 
 All randomness comes from np.random.default_rng seeded with (seed, purpose, epoch,
 shard.index), so any shard pass (and so any batch) can be rebuilt on its own: that is
-what makes resuming from a DataPosition bit-identical to an uninterrupted run.
+what makes resuming from a DataPosition bit-identical to an uninterrupted run. Length
+bucketing (batching.group_batches) draws from the same generator, after the sample
+permutation and before masking.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from ernie_sm.training.data.batching import Batch, BatchConfig, make_batch, split_batches
+from ernie_sm.training.data.batching import Batch, BatchConfig, group_batches, make_batch
 from ernie_sm.training.data.filelist import Shard
 from ernie_sm.training.data.masking import TokenIds
 from ernie_sm.training.data.shard import ShardLimits, parse_shard
@@ -78,7 +80,7 @@ def load_shard_batches(task: ShardTask) -> ShardBatches:
     rng = np.random.default_rng(task.seed)
     word_level = bool(rng.random() < task.shard.mask_word_prob)
     order = rng.permutation(len(shard)) if task.shuffle else np.arange(len(shard))
-    groups = split_batches(order, shard.lengths, task.config.batch_size, task.config.in_tokens)
+    groups = group_batches(order, shard.lengths, task.config, rng if task.shuffle else None)
     # Skipped batches are still masked: they advance the rng the later batches use.
     batches = [make_batch(shard, rows, task.config, word_level, rng) for rows in groups]
     return ShardBatches(batches[task.skip :], shard.skipped)
@@ -98,7 +100,8 @@ def epoch_shards(
 
 
 class PretrainingData:
-    """The training stream of one rank: shuffled shards, endless unless `epochs` is set.
+    """The training stream of one rank: shuffled shards, endless unless `epochs` is set;
+    batches of similar lengths with bucket_window (batching.group_batches).
 
     With num_workers > 0 whole shards are prepared in 'spawn' worker processes (the
     trainer holds paddle threads, which fork would copy in a broken state), at most
@@ -122,11 +125,14 @@ class PretrainingData:
         generate_neg_sample: bool = False,
         epochs: int | None = None,
         task: Task = KNOWLEDGE_MASKING,
+        bucket_window: int = 0,
     ) -> None:
         epoch_shards(shards, seed, 0, rank, world_size)  # fail now if there are too few
         self.shards = list(shards)
         self.limits = ShardLimits(vocab_size, max_seq_len, max_position, type_vocab_size, task)
-        self.config = _batch_config(vocab, batch_size, in_tokens, task, generate_neg_sample)
+        self.config = _batch_config(
+            vocab, batch_size, in_tokens, task, bucket_window, generate_neg_sample
+        )
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.num_workers, self.epochs = num_workers, epochs
         self.skipped_over_length = 0  # running total over all shard passes
@@ -210,11 +216,14 @@ def validation_batches(
     in_tokens: bool,
     seed: int = 0,
     task: Task = KNOWLEDGE_MASKING,
+    bucket_window: int = 0,
 ) -> Iterator[Batch]:
     """One pass in filelist order, unshuffled, with masks fixed by `seed`, so every
-    validation pass scores the same inputs."""
+    validation pass scores the same inputs. With bucket_window, samples are sorted by
+    length within windows as in training (less padding to compute every validation), and
+    the batches stay in that order: the losses are sums over all samples either way."""
     limits = ShardLimits(vocab_size, max_seq_len, max_position, type_vocab_size, task)
-    config = _batch_config(vocab, batch_size, in_tokens, task)
+    config = _batch_config(vocab, batch_size, in_tokens, task, bucket_window)
     for shard in shards:
         result = load_shard_batches(
             ShardTask(shard, limits, config, (seed, _VALID, shard.index), shuffle=False)
@@ -224,11 +233,17 @@ def validation_batches(
 
 
 def _batch_config(
-    vocab: Vocab, batch_size: int, in_tokens: bool, task: Task, generate_neg_sample: bool = False
+    vocab: Vocab,
+    batch_size: int,
+    in_tokens: bool,
+    task: Task,
+    bucket_window: int,
+    generate_neg_sample: bool = False,
 ) -> BatchConfig:
     # In-batch NSP negatives belong to knowledge masking's sentence pairs only.
     negatives = generate_neg_sample and task == KNOWLEDGE_MASKING
-    return BatchConfig(TokenIds.from_vocab(vocab), batch_size, in_tokens, negatives, task.masked)
+    ids = TokenIds.from_vocab(vocab)
+    return BatchConfig(ids, batch_size, in_tokens, negatives, task.masked, bucket_window)
 
 
 def _warn_skipped(shard: Shard, skipped: int, max_seq_len: int) -> None:
