@@ -13,9 +13,9 @@ Documents are split into train and valid (never a document in both), encoded and
 in worker processes a chunk of documents at a time. Every chunk's randomness comes from
 (seed, split, chunk), each task's from a stream of its own, so the output is
 byte-for-byte the same for a seed whatever the number of workers, and knowledge
-masking's shards the same whatever --tasks. The dataset is written under a temporary name and renamed into place
-when complete: a failed run leaves no half-written dataset behind, and the next run
-clears what a killed one left.
+masking's shards the same whatever --tasks. The dataset is written under a temporary
+name and renamed into place when complete: a failed run leaves no half-written dataset
+behind, and the next run clears what a killed one left.
 """
 
 from __future__ import annotations

@@ -4,14 +4,16 @@ the documents they came from."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from ernie_sm.dataprep import prepare as prepare_module
-from ernie_sm.dataprep.documents import CorpusError
+from ernie_sm.dataprep.documents import CorpusError, Document
 from ernie_sm.dataprep.prepare import prepare
 from ernie_sm.dataprep.samples import split_long
 from ernie_sm.dataprep.task_samples import TaskSettings, task_lines
@@ -321,3 +323,24 @@ def test_the_learnable_corpus_holds_the_cues_its_docstring_promises(tmp_path):
         if line.endswith(";0"):
             assert offset[b[0]] == offset[a[0]] + 1
     assert len(distance) > 200
+
+
+def test_a_task_without_validation_samples_is_left_out_of_the_valid_channel(tmp_path):
+    from tests.test_prepare import SENTENCES
+
+    long_doc, short_doc = "".join(SENTENCES), SENTENCES[0] + SENTENCES[1]
+    opts = options(tmp_path, valid_fraction=0.1, tasks=NEW_TASKS)
+    # Which of 10 documents goes to valid depends on the count and seed only.
+    _, (valid,) = prepare_module._split([Document("", str(i)) for i in range(10)], opts)
+    texts = [short_doc if str(i) == valid else long_doc for i in range(10)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(texts) + "\n", encoding="utf-8")
+    out = Console(file=io.StringIO(), width=200)
+    summary = prepare(replace(opts, inputs=[corpus]), out)
+    # The short document fits one segment: no token_document_relation line in valid.
+    assert "no token_document_relation validation samples" in out.file.getvalue()
+    folder = tmp_path / "dataset" / "valid"
+    assert dataset_tasks(folder)[1] == [KNOWLEDGE_MASKING.name, *NEW_TASKS[:2]]
+    assert not (folder / TOKEN_DOCUMENT_RELATION.name).exists()
+    assert summary["tasks"][TOKEN_DOCUMENT_RELATION.name]["samples"]["valid"] == 0
+    assert all(read_task_lines(folder, name) for name in NEW_TASKS[:2])
