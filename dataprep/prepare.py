@@ -4,12 +4,18 @@
     OUTPUT/valid/  valid_filelist, part-00000.gz, ...
     OUTPUT/summary.json
 
+With --tasks (ERNIE 2.0's, training/tasks.py), each channel also holds
+
+    OUTPUT/CHANNEL/dataset.json          format version and tasks, knowledge_masking first
+    OUTPUT/CHANNEL/TASK/CHANNEL_filelist, part-00000.gz, ...   for each task given
+
 Documents are split into train and valid (never a document in both), encoded and paired
 in worker processes a chunk of documents at a time. Every chunk's randomness comes from
-(seed, split, chunk), so the output is byte-for-byte the same for a seed whatever the
-number of workers. The dataset is written under a temporary name and renamed into place
-when complete: a failed run leaves no half-written dataset behind, and the next run
-clears what a killed one left.
+(seed, split, chunk), each task's from a stream of its own, so the output is
+byte-for-byte the same for a seed whatever the number of workers, and knowledge
+masking's shards the same whatever --tasks. The dataset is written under a temporary
+name and renamed into place when complete: a failed run leaves no half-written dataset
+behind, and the next run clears what a killed one left.
 """
 
 from __future__ import annotations
@@ -29,9 +35,17 @@ from pathlib import Path
 
 import numpy as np
 from ernie_sm.dataprep.documents import CorpusError, Document, check_regular_file, read_documents
-from ernie_sm.dataprep.samples import PairSettings, document_pairs
+from ernie_sm.dataprep.samples import PairSettings, Sentence, document_pairs
 from ernie_sm.dataprep.sentences import split_sentences
+from ernie_sm.dataprep.task_samples import SAMPLE_TASKS, TASK_NEEDS, TaskSettings, task_lines
 from ernie_sm.training import presets
+from ernie_sm.training.tasks import (
+    DATASET_FILE,
+    KNOWLEDGE_MASKING,
+    TASKS,
+    describe_dataset,
+    task_folder,
+)
 from ernie_sm.training.vocab import SPECIAL_TOKENS, load_vocab
 from rich.console import Console
 from rich.progress import Progress
@@ -60,10 +74,11 @@ class PrepareOptions:
     workers: int = max(1, os.cpu_count() or 1)
     text_field: str = "text"
     overwrite: bool = False
+    tasks: list[str] = field(default_factory=list)  # ERNIE 2.0 tasks besides knowledge masking
 
 
 @dataclass(frozen=True)
-class _Task:
+class _Chunk:
     split: int
     chunk: int
     texts: list[str]
@@ -83,8 +98,8 @@ def prepare(options: PrepareOptions, console: Console | None = None) -> dict:
         vocab = tmp / "train" / "vocab.txt"
         vocab_size = _write_vocab(options, documents, vocab, console)
         splits = _split(documents, options)
-        stats = _encode_and_write(splits, vocab, options, tmp, console)
-        summary = _summary(stats, splits, vocab_size, options)
+        stats, task_stats = _encode_and_write(splits, vocab, options, tmp, console)
+        summary = _summary(stats, task_stats, splits, vocab_size, options)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
         _move_into_place(tmp, options.output)
     finally:
@@ -116,9 +131,25 @@ def _check(options: PrepareOptions) -> None:
     ):
         if not ok:
             raise CorpusError(f"{name} must be {requirement}, not {value}")
+    _check_tasks(options.tasks)
     for dictionary in options.dictionaries:
         check_regular_file(dictionary, "--dict")
     _check_output(options.output, options.overwrite)
+
+
+def _check_tasks(names: list[str]) -> None:
+    for name in names:
+        if name not in SAMPLE_TASKS and name != KNOWLEDGE_MASKING.name:
+            raise CorpusError(
+                f"--tasks names {name!r}, which is no task: the tasks are {', '.join(TASKS)}"
+            )
+        if names.count(name) > 1:
+            raise CorpusError(f"--tasks names {name} twice")
+
+
+def _sample_tasks(options: PrepareOptions) -> list[str]:
+    """The tasks given, but knowledge masking, whose shards are always written."""
+    return [name for name in options.tasks if name != KNOWLEDGE_MASKING.name]
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
@@ -199,59 +230,123 @@ def _split(documents: list[Document], options: PrepareOptions) -> list[list[str]
     return [[documents[i].text for i in train], [documents[i].text for i in valid]]
 
 
-def _tasks(splits: list[list[str]]) -> Iterator[_Task]:
+def _chunks(splits: list[list[str]]) -> Iterator[_Chunk]:
     for split, texts in enumerate(splits):
         for chunk, start in enumerate(range(0, len(texts), DOCS_PER_TASK)):
-            yield _Task(split, chunk, texts[start : start + DOCS_PER_TASK])
+            yield _Chunk(split, chunk, texts[start : start + DOCS_PER_TASK])
 
 
 def _encode_and_write(
     splits: list[list[str]], vocab: Path, options: PrepareOptions, out: Path, console: Console
-) -> Counter:
+) -> tuple[Counter, dict[str, Counter]]:
+    """Write every task's shards; returns the corpus and knowledge-masking counts, and
+    each other task's."""
     settings = PairSettings(options.max_seq_len, options.negative_ratio)
-    writers = [_ShardWriter(out / name, name, options) for name in SPLITS]
+    tasks = _sample_tasks(options)
+    writers = {
+        name: [_ShardWriter(task_folder(out / s, TASKS[name]), s, options) for s in SPLITS]
+        for name in (KNOWLEDGE_MASKING.name, *tasks)
+    }
     stats: Counter = Counter()
+    task_stats: dict[str, Counter] = {name: Counter() for name in tasks}
     context = multiprocessing.get_context("spawn")
-    init = (str(vocab), [str(d) for d in options.dictionaries], settings, options.seed)
+    init = (str(vocab), [str(d) for d in options.dictionaries], settings, options.seed, tasks)
     with (
         context.Pool(options.workers, initializer=_start_worker, initargs=init) as pool,
         Progress(console=console, transient=True) as progress,
     ):
         bar = progress.add_task("encoding documents", total=sum(len(s) for s in splits))
-        for task, lines, counts in pool.imap(_encode_task, _tasks(splits)):
-            writers[task.split].add(lines)
+        for chunk, lines, counts, task_counts in pool.imap(_encode_chunk, _chunks(splits)):
+            for name, chunk_lines in lines.items():
+                writers[name][chunk.split].add(chunk_lines)
             stats.update(counts)
-            progress.advance(bar, len(task.texts))
-    for writer in writers:
-        writer.close()
-        stats[f"{writer.name}_shards"] = writer.shards
-        stats[f"{writer.name}_samples"] = writer.lines
-    if not writers[0].lines:
+            for name, counted in task_counts.items():
+                task_stats[name].update(counted)
+            progress.advance(bar, len(chunk.texts))
+    for name, channel_writers in writers.items():
+        counts = task_stats.get(name, stats)
+        for writer in channel_writers:
+            writer.close()
+            counts[f"{writer.name}_shards"] = writer.shards
+            counts[f"{writer.name}_samples"] = writer.lines
+    _check_channels(writers, out, console)
+    if options.tasks:
+        _describe_channels(writers, out)
+    return stats, task_stats
+
+
+def _check_channels(writers: dict[str, list[_ShardWriter]], out: Path, console: Console) -> None:
+    """Refuse a task without training samples; drop what has no validation samples."""
+    train, valid = writers[KNOWLEDGE_MASKING.name]
+    tasks = {name: pair for name, pair in writers.items() if name != KNOWLEDGE_MASKING.name}
+    if not train.lines:
         raise CorpusError(
             "the corpus gave no training samples: it needs documents of two or more sentences"
         )
-    if not writers[1].lines:  # an empty channel would fail the job; no channel skips validation
+    for name, (task_train, _) in tasks.items():
+        if not task_train.lines:
+            raise CorpusError(f"the corpus gave no {name} training samples: {TASK_NEEDS[name]}")
+    if not valid.lines:  # an empty channel would fail the job; no channel skips validation
         shutil.rmtree(out / "valid")
         console.print("[yellow]no validation samples: the dataset has no valid channel[/yellow]")
-    return stats
+        return
+    for name, (_, task_valid) in tasks.items():
+        if not task_valid.lines:
+            shutil.rmtree(task_valid.folder)
+            console.print(f"[yellow]no {name} validation samples: valid leaves it out[/yellow]")
+
+
+def _describe_channels(writers: dict[str, list[_ShardWriter]], out: Path) -> None:
+    """DATASET_FILE in each channel, naming the tasks it holds shards of."""
+    for split, channel in enumerate(SPLITS):
+        if (out / channel).is_dir():
+            names = [name for name, pair in writers.items() if pair[split].lines]
+            (out / channel / DATASET_FILE).write_text(describe_dataset(names))
 
 
 # Worker-process state, built once per worker by _start_worker.
 _worker: dict = {}
 
 
-def _start_worker(vocab: str, dictionaries: list[str], settings: PairSettings, seed: int) -> None:
+def _start_worker(
+    vocab: str, dictionaries: list[str], settings: PairSettings, seed: int, tasks: list[str]
+) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism
     from ernie_sm.dataprep.encoder import SentenceEncoder
 
     encoder = SentenceEncoder(Path(vocab), [Path(d) for d in dictionaries])
-    _worker.update(encoder=encoder, settings=settings, seed=seed)
+    _worker.update(encoder=encoder, settings=settings, seed=seed, tasks=tasks)
 
 
-def _encode_task(task: _Task) -> tuple[_Task, list[str], Counter]:
-    encoder, settings = _worker["encoder"], _worker["settings"]
+def _encode_chunk(
+    chunk: _Chunk,
+) -> tuple[_Chunk, dict[str, list[str]], Counter, dict[str, Counter]]:
+    """The chunk's lines of each task; the corpus and knowledge-masking counts, and each
+    other task's."""
+    settings, seed = _worker["settings"], _worker["seed"]
     stats: Counter = Counter()
-    per_doc = [split_sentences(text) for text in task.texts]
+    docs = _encode_documents(chunk.texts, stats)
+    rng = np.random.default_rng((seed, 1, chunk.split, chunk.chunk))
+    lines = {
+        KNOWLEDGE_MASKING.name: [
+            line for d in range(len(docs)) for line in document_pairs(d, docs, settings, rng, stats)
+        ]
+    }
+    task_settings = TaskSettings(settings.max_seq_len, settings.cls_id, settings.sep_id)
+    task_stats: dict[str, Counter] = {}
+    for name in _worker["tasks"]:
+        task = TASKS[name]
+        # A stream per task: adding a task changes no other task's lines.
+        task_rng = np.random.default_rng((seed, 2, task.id, chunk.split, chunk.chunk))
+        task_stats[name] = Counter()
+        lines[name] = task_lines(task, docs, task_settings, task_rng, task_stats[name])
+    return chunk, lines, stats, task_stats
+
+
+def _encode_documents(texts: list[str], stats: Counter) -> list[list[Sentence]]:
+    """Each text's non-empty sentences, encoded; counts documents, sentences and tokens."""
+    encoder = _worker["encoder"]
+    per_doc = [split_sentences(text) for text in texts]
     encoded = iter(encoder.encode([s for sentences in per_doc for s in sentences]))
     docs = [[s for s in (next(encoded) for _ in sentences) if s[0]] for sentences in per_doc]
     for doc in docs:
@@ -261,11 +356,7 @@ def _encode_task(task: _Task) -> tuple[_Task, list[str], Counter]:
         stats["sentences"] += len(doc)
         stats["tokens"] += sum(len(ids) for ids, _ in doc)
         stats["unk_tokens"] += sum(ids.count(encoder.unk_id) for ids, _ in doc)
-    rng = np.random.default_rng((_worker["seed"], 1, task.split, task.chunk))
-    lines = [
-        line for d in range(len(docs)) for line in document_pairs(d, docs, settings, rng, stats)
-    ]
-    return task, lines, stats
+    return docs
 
 
 class _ShardWriter:
@@ -304,10 +395,14 @@ class _ShardWriter:
 
 
 def _summary(
-    stats: Counter, splits: list[list[str]], vocab_size: int, options: PrepareOptions
+    stats: Counter,
+    task_stats: dict[str, Counter],
+    splits: list[list[str]],
+    vocab_size: int,
+    options: PrepareOptions,
 ) -> dict:
     pairs = stats["positive"] + stats["negative"]
-    return {
+    summary = {
         "vocab_size": vocab_size,
         "documents": {"train": len(splits[0]), "valid": len(splits[1])},
         "empty_documents": stats["empty_documents"],
@@ -320,12 +415,23 @@ def _summary(
         "nsp_positive_share": stats["positive"] / max(pairs, 1),
         "long_sentences_split": stats["long_sentences_split"],
         "unpaired_chunks": stats["unpaired_chunks"],
-        "options": {
-            k: str(v) if isinstance(v, Path) else v
-            for k, v in asdict(options).items()
-            if k not in ("inputs", "dictionaries")
-        },
     }
+    if task_stats:  # only then: without --tasks the summary is what it always was
+        summary["tasks"] = {name: _task_summary(counts) for name, counts in task_stats.items()}
+    summary["options"] = {
+        k: str(v) if isinstance(v, Path) else v
+        for k, v in asdict(options).items()
+        if k not in ("inputs", "dictionaries", "tasks")
+    }
+    return summary
+
+
+def _task_summary(counts: Counter) -> dict:
+    """A task's samples and shards per channel, then its other counts by name."""
+    summary = {kind: {s: counts[f"{s}_{kind}"] for s in SPLITS} for kind in ("samples", "shards")}
+    channel_keys = {f"{s}_{kind}" for s in SPLITS for kind in summary}
+    summary.update(sorted((k, v) for k, v in counts.items() if k not in channel_keys))
+    return summary
 
 
 def _aside(output: Path, kind: str) -> Path:
@@ -387,7 +493,10 @@ def _exchange(a: Path, b: Path) -> bool:
 def _print_summary(summary: dict, output: Path, console: Console) -> None:
     table = Table(title=f"dataset written to {output}", show_header=False)
     for key, value in summary.items():
-        if key != "options":
+        if key == "tasks":
+            for name, counts in value.items():
+                table.add_row(f"{name.replace('_', ' ')} samples", _format(counts["samples"]))
+        elif key != "options":
             table.add_row(key.replace("_", " "), _format(value))
     console.print(table)
 
@@ -447,6 +556,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=defaults.workers)
     p.add_argument("--text-field", default=defaults.text_field, help="JSONL field with the text")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument(
+        "--tasks",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=[],
+        help=f"ERNIE 2.0 tasks to write shards for besides knowledge masking, comma-separated: "
+        f"{', '.join(SAMPLE_TASKS)}",
+    )
     p.set_defaults(run=_run)
 
 

@@ -46,13 +46,13 @@ def document_pairs(
         chunk.append(sentences[i])
         if i == len(sentences) - 1 or sum(len(s[0]) for s in chunk) >= settings.budget:
             a_end = int(rng.integers(1, len(chunk))) if len(chunk) > 1 else 1
-            a = _concat(chunk[:a_end])
+            a = concat(chunk[:a_end])
             # A lone sentence has no true next one here: pair it with another document's text.
             lone = len(chunk) == 1 and settings.negative_ratio > 0
             negative = lone or rng.random() < settings.negative_ratio
             b = _random_text(doc, docs, settings.budget - len(a[0]), rng) if negative else None
             if b is None:  # a positive pair, or no other document to draw from
-                b = _concat(chunk[a_end:])
+                b = concat(chunk[a_end:])
                 negative = False
             else:
                 i -= len(chunk) - a_end  # B's sentences were not used: start there next
@@ -80,7 +80,8 @@ def split_long(sentences: list[Sentence], limit: int, stats: Counter) -> list[Se
     return out
 
 
-def _concat(sentences: list[Sentence]) -> Sentence:
+def concat(sentences: list[Sentence]) -> Sentence:
+    """One sentence of the sentences' ids and seg labels, in order."""
     return [t for s in sentences for t in s[0]], [g for s in sentences for g in s[1]]
 
 
@@ -98,7 +99,7 @@ def _random_text(
         if taken and sum(len(s[0]) for s in taken) + len(sentence[0]) > budget:
             break
         taken.append(sentence)
-    return _concat(taken)
+    return concat(taken)
 
 
 def _truncate(

@@ -4,6 +4,8 @@ A made-up language with structure a tiny model can learn in a minute on a CPU:
 multi-character words (so word-level masking has something to hide), topics with
 their own words and word-to-word habits (so masked tokens are guessable), and
 documents of one topic (so the next sentence is recognisable). Made here, no download.
+
+learnable_task_corpus writes raw text instead, for `ernie-sm prepare --tasks`: see there.
 """
 
 from __future__ import annotations
@@ -115,3 +117,47 @@ def reference_lengths(n: int, seed: int = 0) -> np.ndarray:
     bins = rng.choice(len(probabilities), size=n, p=probabilities)
     lengths = rng.integers(REFERENCE_LENGTH_BINS[bins], REFERENCE_LENGTH_BINS[bins + 1])
     return np.clip(lengths, 9, 130)
+
+
+# learnable_task_corpus's characters, offsets from FIRST_CHAR in three disjoint ranges.
+MARKERS = 12  # the most sentences a document has: sentence k starts with marker k
+TOPIC_CHARS = range(MARKERS, MARKERS + 80)
+OWN_CHARS = range(TOPIC_CHARS.stop, TOPIC_CHARS.stop + 400)
+
+
+def learnable_task_corpus(path: Path, docs: int = 200, seed: int = 0) -> Path:
+    """Write `docs` documents of raw text to `path` (blank-line separated, one sentence a
+    line, CJK characters: each a token of a vocab built with `prepare --vocab-size`, whose
+    size the corpus caps at its 500-odd characters) such that a tiny model learns each of
+    ERNIE 2.0's sentence and document tasks well above chance in a hundred or so steps:
+
+    - sentence k of a document starts with the k-th of MARKERS ordinal characters, so the
+      order of segments (sentence_reordering) and whether B comes right after A
+      (sentence_distance 0 vs 1) are visible at the segment starts;
+    - a document has 3 topic characters of its own, drawn from TOPIC_CHARS, and every
+      sentence holds them all: B of another document (sentence_distance 2) shows other
+      topic characters, and topic characters (with the final 。) appear in all the
+      document's segments (token_document_relation 1);
+    - every sentence also holds 3 to 5 characters of OWN_CHARS that no other sentence of
+      its document has (token_document_relation 0, and so are the markers).
+
+    Documents have 6 to MARKERS sentences of 8 to 10 tokens, so 48 to 120 tokens: with
+    --max-seq-len 64 or less most span two segments or more, which
+    token_document_relation needs.
+    """
+    rng = np.random.default_rng(seed)
+    blocks = [_task_document(rng) for _ in range(docs)]
+    path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+    return path
+
+
+def _task_document(rng: np.random.Generator) -> str:
+    topic = rng.choice(TOPIC_CHARS, size=3, replace=False)
+    count = int(rng.integers(6, MARKERS + 1))
+    own = iter(rng.choice(OWN_CHARS, size=5 * count, replace=False))
+    sentences = []
+    for k in range(count):
+        body = [*topic, *(next(own) for _ in range(int(rng.integers(3, 6))))]
+        chars = [k, *rng.permutation(body)]
+        sentences.append("".join(chr(FIRST_CHAR + int(c)) for c in chars) + "。")
+    return "\n".join(sentences)
