@@ -20,7 +20,7 @@ import pytest
 from aws_cdk import App, Stack
 from aws_cdk.assertions import Match, Template
 from ernie_sm.operations.stack import OUTPUTS
-from ernie_sm.pipeline.execution import MAX_HOURS, ExecutionInputError
+from ernie_sm.pipeline.execution import MAX_HOURS, MAX_STAGES, ExecutionInputError
 from ernie_sm.stacks.dataset_bucket import DatasetBucket
 from ernie_sm.stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
 from ernie_sm.stacks.execution_role import ExecutionRole, ExecutionRoleProps
@@ -153,11 +153,11 @@ def test_attempts_back_off_doubling_and_the_timeout_outlasts_them_all(synth):
         "States.ArrayGetItem(States.Array(0, 300, 600), $.job.attempt)"
     )
     assert states["Back off"]["SecondsPath"] == "$.backoff"
-    # Three attempts of SageMaker's longest job (28 days, spot waiting included) for the
-    # training and for the evaluation, their back-offs and an hour: the execution never
-    # times out while an attempt may still run.
-    assert definition["TimeoutSeconds"] == 2 * (3 * MAX_HOURS * 3600 + 300 + 600) + 3600
-    assert definition["TimeoutSeconds"] <= 365 * 86400  # a standard workflow's longest
+    # Three attempts of SageMaker's longest job (28 days, spot waiting included) for each
+    # of the MAX_STAGES stages and for the evaluation, their back-offs and an hour; that
+    # is more than a standard workflow's longest execution, a year, which it is then.
+    longest = (MAX_STAGES + 1) * (3 * MAX_HOURS * 3600 + 300 + 600) + 3600
+    assert definition["TimeoutSeconds"] == min(longest, 365 * 86400) == 365 * 86400
 
 
 def test_state_machine_logs_everything_and_traces(synth):
@@ -550,18 +550,16 @@ def test_evaluation_runs_after_the_model_only_when_the_input_asks_for_it(synth):
     assert unscored["ResultPath"] == "$.error" and unscored["Next"] == "NotifyFailure"
     vpc = _definition(synth.vpc)["States"]["Evaluate"]["Parameters"]
     assert vpc["VpcConfig.$"] == "$.job.request.VpcConfig"
-    output = states["Evaluation"]["Parameters"]
-    assert output == {
-        "model.$": "$.trained.model",
-        "training_job.$": "$.trained.training_job",
-        "attempts.$": "$.trained.attempts",
-        "evaluation": {
-            "training_job.$": "$.evaluation.TrainingJobName",
-            "attempts.$": "$.job.attempt",
-            "metrics.$": "$.evaluation.FinalMetricDataList",
-            "report.$": "$.evaluation.ModelArtifacts.S3ModelArtifacts",
-        },
+    # The output is the training's ($.trained: model, training_job, attempts and, with
+    # stages, stages) with the evaluation's results under "evaluation".
+    output = states["Evaluation"]
+    assert output["Parameters"] == {
+        "training_job.$": "$.evaluation.TrainingJobName",
+        "attempts.$": "$.job.attempt",
+        "metrics.$": "$.evaluation.FinalMetricDataList",
+        "report.$": "$.evaluation.ModelArtifacts.S3ModelArtifacts",
     }
+    assert output["ResultPath"] == "$.trained.evaluation" and output["OutputPath"] == "$.trained"
     assert states["Evaluation"]["Next"] == "NotifySuccess"
 
 
