@@ -389,7 +389,7 @@ class TrainingPipeline(Construct):
             "Start stages",
             parameters={"attempt": 1, "stage": {"index": 0}, "stages": {"text": "", "comma": ""}},
         )
-        start.next(prepare)
+        start.next(prepare).next(train)
         return start
 
     def _evaluation(
