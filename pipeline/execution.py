@@ -127,7 +127,7 @@ import math
 import os
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -509,12 +509,7 @@ def _evaluation(
         values["hyperparameters"] = hp
     for name in value:
         if name not in EVALUATION_FIELDS:
-            close = difflib.get_close_matches(str(name), EVALUATION_FIELDS, n=1)
-            hint = (
-                f"did you mean {close[0]}?"
-                if close
-                else f"the fields are {', '.join(EVALUATION_FIELDS)}"
-            )
+            hint = _hint(name, EVALUATION_FIELDS, "fields")
             problems[f"evaluation.{name}"] = f"unknown field ({hint})"
     if problems:
         return None, problems
@@ -537,10 +532,9 @@ def _stages(
         problems["stages"] = f"expected 1 to {MAX_STAGES} stages, got {len(value)}"
     if "stages" in problems:
         return None, problems
-    common, _ = _hyperparameters(top_level)
     stages = []
     for index, item in enumerate(value):
-        stage, stage_problems = _stage(item, index, common)
+        stage, stage_problems = _stage(item, index)
         problems.update(stage_problems)
         stages.append(stage)
     names = [stage.name for stage in stages if stage is not None]
@@ -552,11 +546,10 @@ def _stages(
     return tuple(stages), {}
 
 
-def _stage(
-    value: object, index: int, common: Mapping[str, str]
-) -> tuple[StageInput | None, dict[str, str]]:
-    """stages[index]: the stage and its problems; `common` (the top-level hyperparameters)
-    counts towards SageMaker's limit on the merged ones."""
+def _stage(value: object, index: int) -> tuple[StageInput | None, dict[str, str]]:
+    """stages[index]: the stage and its problems. Its hyperparameters merged with the
+    top-level ones stay within SageMaker's limits: values are checked one by one, and
+    both name only the hyperparameters of SPECS, fewer than SageMaker's 100."""
     where = f"stages[{index}]"
     if not isinstance(value, Mapping):
         return None, {where: f"expected a stage object, got {_describe(value)}"}
@@ -581,7 +574,7 @@ def _stage(
             value["hyperparameters"], where=f"{where}.hyperparameters"
         )
         for name, field_name in STAGE_SETS.items():
-            if name in hp:
+            if name in value["hyperparameters"]:
                 hp_problems[f"{where}.hyperparameters.{name}"] = (
                     f"set by the stage's {field_name}; leave it out"
                 )
@@ -589,24 +582,10 @@ def _stage(
         values["hyperparameters"] = hp
     for name in value:
         if name not in STAGE_FIELDS:
-            close = difflib.get_close_matches(str(name), STAGE_FIELDS, n=1)
-            hint = (
-                f"did you mean {close[0]}?"
-                if close
-                else f"the fields are {', '.join(STAGE_FIELDS)}"
-            )
-            problems[f"{where}.{name}"] = f"unknown field ({hint})"
+            problems[f"{where}.{name}"] = f"unknown field ({_hint(name, STAGE_FIELDS, 'fields')})"
     if problems:
         return None, problems
-    stage = StageInput(**values)
-    merged = _merged_hyperparameters(common, stage)
-    limit = sagemaker_api.member_shape("HyperParameters")["max"]
-    if len(merged) > limit:
-        return None, {
-            f"{where}.hyperparameters": f"{len(merged)} hyperparameters with the top-level ones, "
-            f"tasks and num_train_steps: more than {limit}, which SageMaker refuses"
-        }
-    return stage, {}
+    return StageInput(**values), {}
 
 
 def _stage_tasks(value: object, where: str) -> tuple[dict[str, float], dict[str, str]]:
@@ -623,11 +602,7 @@ def _stage_tasks(value: object, where: str) -> tuple[dict[str, float], dict[str,
     weights: dict[str, float] = {}
     for name, weight in value.items():
         if name not in tasks.TASKS:
-            close = difflib.get_close_matches(str(name), tasks.TASKS, n=1)
-            hint = (
-                f"did you mean {close[0]}?" if close else f"the tasks are {', '.join(tasks.TASKS)}"
-            )
-            problems[f"{where}.{name}"] = f"unknown task ({hint})"
+            problems[f"{where}.{name}"] = f"unknown task ({_hint(name, tasks.TASKS, 'tasks')})"
         elif not _positive_finite(weight):
             problems[f"{where}.{name}"] = f"expected a finite number > 0, got {_describe(weight)}"
         else:
@@ -791,6 +766,12 @@ def _unknown_field(name: str) -> str:
     if close:
         return f"unknown field (did you mean {close[0]}?)"
     return f"unknown field (the fields are {', '.join(FIELDS)})"
+
+
+def _hint(name: object, known: Iterable[str], plural: str) -> str:
+    """ "did you mean <the closest of known>?", else the list of them."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f"did you mean {close[0]}?" if close else f"the {plural} are {', '.join(known)}"
 
 
 def _describe(value: object) -> str:
