@@ -570,11 +570,10 @@ def _stage(value: object, index: int) -> tuple[StageInput | None, dict[str, str]
         problems.update(task_problems)
         values["tasks"] = weights
     if "hyperparameters" in value:
-        hp, hp_problems = _hyperparameters(
-            value["hyperparameters"], where=f"{where}.hyperparameters"
-        )
+        given = value["hyperparameters"]
+        hp, hp_problems = _hyperparameters(given, where=f"{where}.hyperparameters")
         for name, field_name in STAGE_SETS.items():
-            if name in value["hyperparameters"]:
+            if isinstance(given, Mapping) and name in given:
                 hp_problems[f"{where}.hyperparameters.{name}"] = (
                     f"set by the stage's {field_name}; leave it out"
                 )
