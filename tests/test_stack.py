@@ -616,3 +616,66 @@ def test_evaluation_jobs_fall_under_the_state_machines_grant(synth):
     # `<prefix>-eval-...` matches `training-job/<prefix>-*`: no other grant is needed.
     assert json.dumps(sagemaker["Resource"]).count("training-job/ernie-*") == 1
     assert "-eval-" not in json.dumps(statements)
+
+
+def test_an_input_with_stages_runs_them_in_a_loop_of_states_of_its_own(synth):
+    definition = _definition(synth.template)
+    states = definition["States"]
+    assert definition["StartAt"] == "Stages?"
+    # Absent or null: today's single job, its states unchanged.
+    assert states["Stages?"]["Choices"] == [
+        {"Not": {"Variable": "$$.Execution.Input.stages", "IsPresent": True}, "Next": "Start"},
+        {"Variable": "$$.Execution.Input.stages", "IsNull": True, "Next": "Start"},
+    ]
+    assert states["Stages?"]["Default"] == "Start stages"
+    assert states["Start"] == {"Type": "Pass", "Parameters": {"attempt": 1}, "Next": "Prepare job"}
+    assert states["Start stages"]["Parameters"] == {
+        "attempt": 1,
+        "stage": {"index": 0},
+        "stages": {"text": "", "comma": ""},
+    }
+    prepare = states["Prepare stage"]
+    assert prepare["Parameters"]["Payload"]["stage.$"] == "$.stage"
+    assert prepare["ResultSelector"]["stage.$"] == "$.Payload.stage"
+    assert prepare["Next"] == "Train stage"
+    train = states["Train stage"]
+    assert (train["Resource"], train["Parameters"]) == (
+        states["Train"]["Resource"],
+        states["Train"]["Parameters"],
+    )
+    # Retries keep the stage and the list so far; a job's failure names the stage.
+    count = states["Count attempt (stage)"]["Parameters"]
+    assert (count["stage.$"], count["stages.$"]) == ("$.stage", "$.stages")
+    catches = [(c["ErrorEquals"], c["Next"]) for c in train["Catch"]]
+    assert catches == [
+        ([RESOURCE_LIMIT], "Another attempt? (stage)"),
+        ([API_ERROR], "Throttled? (stage)"),
+        (["States.TaskFailed"], "Job ended? (stage)"),
+        (["States.ALL"], "Name the stage"),
+    ]
+    assert states["Another attempt? (stage)"]["Default"] == "Name the stage"
+    assert states["Prepare stage"]["Catch"][0]["Next"] == "Function error? (stage)"
+    assert states["Function error? (stage)"]["Default"] == "NotifyFailure"
+    named = states["Name the stage"]
+    assert named["ResultPath"] == "$.error" and named["Next"] == "NotifyFailure"
+    assert "$.job.stage.name" in named["Parameters"]["Cause.$"]
+    # After each job: its outcome joins the list; the next stage or the output.
+    assert train["Next"] == "Stage metrics?"
+    assert states["Stage outcome"]["Next"] == "Record stage"
+    assert states["Record stage"]["Next"] == "Next stage?"
+    assert states["Next stage?"]["Choices"] == [
+        {"Variable": "$.job.stage.next", "IsPresent": True, "Next": "Next stage"}
+    ]
+    assert states["Next stage"]["Parameters"]["stage"] == {
+        "index.$": "$.job.stage.next",
+        "model.$": "$.outcome.model",
+    }
+    assert states["Next stage"]["Next"] == "Prepare stage"
+    assert states["Next stage?"]["Default"] == "Stages"
+    assert states["Stages"]["Next"] == "Evaluate?"
+    assert set(states["Stages"]["Parameters"]) == {
+        "model.$",
+        "training_job.$",
+        "attempts.$",
+        "stages.$",
+    }
