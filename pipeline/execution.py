@@ -260,6 +260,21 @@ FIELDS: tuple[str, ...] = tuple(ExecutionInput.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
+class ExecutionLimits:
+    """How the state machine retries jobs and how long it lets an execution run."""
+
+    max_attempts: int
+    backoff_seconds: tuple[int, ...]  # before attempt 2, 3, ...
+    timeout_seconds: int
+
+
+def execution_seconds(job_seconds: list[int], max_attempts: int, backoffs: tuple[int, ...]) -> int:
+    """How long an execution of these jobs may take: every attempt of every job as long as
+    SageMaker lets it run, the back-offs between them and an hour for the steps around."""
+    return max_attempts * sum(job_seconds) + len(job_seconds) * sum(backoffs) + 3600
+
+
+@dataclass(frozen=True)
 class StackEnvironment:
     """What the deployed stack tells the Prepare function (its environment variables)."""
 
@@ -274,6 +289,7 @@ class StackEnvironment:
     subnets: tuple[str, ...] = ()
     security_groups: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
+    limits: ExecutionLimits | None = None  # None: no input is too long for the execution
 
     def __post_init__(self) -> None:
         missing = [n for n in ("image_uri", "role_arn", "bucket") if not getattr(self, n)]
@@ -295,7 +311,8 @@ class StackEnvironment:
     def from_environ(cls, environ: Mapping[str, str]) -> StackEnvironment:
         """Read IMAGE_URI, ROLE_ARN, BUCKET (required); KMS_KEY_ARN, NAME_PREFIX,
         DATASET_PREFIX, OUTPUT_PREFIX, CHECKPOINT_PREFIX, SUBNETS and SECURITY_GROUPS
-        (comma-separated) and TAGS (a JSON object) are optional."""
+        (comma-separated), TAGS (a JSON object) and EXECUTION_LIMITS (ExecutionLimits as
+        a JSON object) are optional."""
         missing = [n for n in ("IMAGE_URI", "ROLE_ARN", "BUCKET") if not environ.get(n)]
         if missing:
             raise StackEnvironmentError(
@@ -311,6 +328,17 @@ class StackEnvironment:
                 isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
             ):
                 raise StackEnvironmentError("TAGS must be a JSON object of strings")
+        limits = None
+        if environ.get("EXECUTION_LIMITS"):
+            try:
+                given = json.loads(environ["EXECUTION_LIMITS"])
+                limits = ExecutionLimits(
+                    int(given["max_attempts"]),
+                    tuple(int(s) for s in given["backoff_seconds"]),
+                    int(given["timeout_seconds"]),
+                )
+            except (ValueError, TypeError, KeyError) as exc:
+                raise StackEnvironmentError(f"EXECUTION_LIMITS is unreadable: {exc!r}") from None
         optional = {
             "name_prefix": "NAME_PREFIX",
             "dataset_prefix": "DATASET_PREFIX",
@@ -325,6 +353,7 @@ class StackEnvironment:
             subnets=_split(environ.get("SUBNETS", "")),
             security_groups=_split(environ.get("SECURITY_GROUPS", "")),
             tags=tags,
+            limits=limits,
             **{name: environ[var].strip("/") for name, var in optional.items() if environ.get(var)},
         )
 
@@ -904,7 +933,8 @@ def has_local_storage(instance_type: str) -> bool:
 
 
 def check_against_stack(inp: ExecutionInput, env: StackEnvironment) -> dict[str, str]:
-    """Problems only the stack's settings reveal: what its roles may not read or create."""
+    """Problems only the stack's settings reveal: what its roles may not read or create,
+    and stages that could outlast the execution's timeout."""
     problems: dict[str, str] = {}
     prefix = inp.job_name_prefix
     if (
@@ -931,6 +961,17 @@ def check_against_stack(inp: ExecutionInput, env: StackEnvironment) -> dict[str,
                 f"must be under {env.dataset_prefix}/ (where the training role may read), "
                 f"got {evaluation.dataset!r}"
             )
+    limits = env.limits
+    if limits is not None and inp.stages is not None:
+        longest = execution_seconds(_job_seconds(inp), limits.max_attempts, limits.backoff_seconds)
+        if longest > limits.timeout_seconds:
+            problems["stages"] = (
+                f"{len(inp.stages)} stages of up to {_number(_seconds_of_job(inp) / 3600)} "
+                f"hours a job, {limits.max_attempts} attempts each, could take "
+                f"{longest / 86400:.0f} days, more than the execution's limit of "
+                f"{limits.timeout_seconds / 86400:.0f} days: lower max_runtime_hours "
+                "(and max_wait_hours) or run fewer stages"
+            )
     for name, uri in models.items():
         if uri is not None and not _stack_model(uri, env):
             problems[name] = (
@@ -938,6 +979,17 @@ def check_against_stack(inp: ExecutionInput, env: StackEnvironment) -> dict[str,
                 f"role may read models), got {uri!r}"
             )
     return problems
+
+
+def _job_seconds(inp: ExecutionInput) -> list[int]:
+    """How long SageMaker may let each job of the execution run, waiting for spot included."""
+    training = [_seconds_of_job(inp)] * (1 if inp.stages is None else len(inp.stages))
+    evaluation = [] if inp.evaluation is None else [inp.evaluation.max_runtime_seconds]
+    return training + evaluation
+
+
+def _seconds_of_job(inp: ExecutionInput) -> int:
+    return inp.max_wait_seconds or inp.max_runtime_seconds
 
 
 def _stack_model(uri: str, env: StackEnvironment) -> bool:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
@@ -45,7 +45,13 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
-from ernie_sm.pipeline.execution import MAX_HOURS, MAX_STAGES, parse_input
+from ernie_sm.pipeline.execution import (
+    MAX_HOURS,
+    MAX_STAGES,
+    ExecutionLimits,
+    execution_seconds,
+    parse_input,
+)
 from ernie_sm.stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
 from ernie_sm.stacks.lambda_bundle import lambda_code
 from ernie_sm.stacks.network import check_vpc
@@ -214,6 +220,7 @@ class TrainingPipeline(Construct):
                 "SUBNETS": ",".join(self.props.subnet_ids),
                 "SECURITY_GROUPS": ",".join(self.props.security_group_ids),
                 "INPUT_DEFAULTS": json.dumps(dict(self.props.input_defaults)),
+                "EXECUTION_LIMITS": json.dumps(asdict(self.execution_limits())),
             },
             description=f"Validates {stack.stack_name} execution input and builds the training job",
         )
@@ -270,16 +277,19 @@ class TrainingPipeline(Construct):
         first = self.props.retry_wait_minutes * 60
         return [first * 2**n for n in range(self.props.max_attempts - 1)]
 
+    def execution_limits(self) -> ExecutionLimits:
+        """The retries, and a timeout long enough for every attempt of every stage's
+        training and of the evaluation to run as long as SageMaker lets a job run (spot
+        waiting included), plus their back-offs and an hour for the steps around them, so
+        that it never cuts off an attempt SageMaker would have let finish; but at most a
+        year, a standard workflow's longest execution, which MAX_STAGES stages of 28 days
+        would outlast: Prepare refuses stages that could (ExecutionLimits.longest)."""
+        attempts, backoffs = self.props.max_attempts, tuple(self.backoff_seconds())
+        longest = execution_seconds([MAX_HOURS * 3600] * (MAX_STAGES + 1), attempts, backoffs)
+        return ExecutionLimits(attempts, backoffs, min(longest, MAX_EXECUTION_SECONDS))
+
     def execution_timeout(self) -> Duration:
-        """Long enough for every attempt of every stage's training and of the evaluation
-        to run as long as SageMaker lets a job run (spot waiting included), plus their
-        back-offs and an hour for the steps around them, so the timeout never cuts off an
-        attempt that SageMaker would have let finish; but at most a year, a standard
-        workflow's longest execution (which MAX_STAGES stages of 28 days outlast)."""
-        jobs = MAX_STAGES + 1
-        attempts = jobs * self.props.max_attempts * MAX_HOURS * 3600
-        longest = attempts + jobs * sum(self.backoff_seconds()) + 3600
-        return Duration.seconds(min(longest, MAX_EXECUTION_SECONDS))
+        return Duration.seconds(self.execution_limits().timeout_seconds)
 
     def _job_states(
         self,

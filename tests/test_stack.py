@@ -158,6 +158,15 @@ def test_attempts_back_off_doubling_and_the_timeout_outlasts_them_all(synth):
     # is more than a standard workflow's longest execution, a year, which it is then.
     longest = (MAX_STAGES + 1) * (3 * MAX_HOURS * 3600 + 300 + 600) + 3600
     assert definition["TimeoutSeconds"] == min(longest, 365 * 86400) == 365 * 86400
+    # Prepare refuses stages that could run longer (test_stages_input.py).
+    functions = synth.template.find_resources("AWS::Lambda::Function").values()
+    variables = [f["Properties"].get("Environment", {}).get("Variables", {}) for f in functions]
+    (limits,) = [json.loads(v["EXECUTION_LIMITS"]) for v in variables if "EXECUTION_LIMITS" in v]
+    assert limits == {
+        "max_attempts": 3,
+        "backoff_seconds": [300, 600],
+        "timeout_seconds": definition["TimeoutSeconds"],
+    }
 
 
 def test_state_machine_logs_everything_and_traces(synth):

@@ -263,3 +263,29 @@ def test_prepare_answers_the_stage_and_the_next_one(prepare_env):
 def test_prepare_refuses_a_bad_stage_in_the_event(prepare_env, stage):
     with pytest.raises(ValueError, match="'stage'"):
         execution.handler({"input": staged(), "execution": "run-1", "stage": stage}, None)
+
+
+# --- the execution's timeout --------------------------------------------------------------
+
+
+def test_stages_that_could_outlast_the_execution_are_refused():
+    limits = execution.ExecutionLimits(3, (300, 600), 365 * 86400)
+    env = StackEnvironment.from_environ(
+        {**ENVIRON, "EXECUTION_LIMITS": json.dumps(execution.asdict(limits))}
+    )
+    assert env.limits == limits
+    eight = [{"tasks": KM, "steps": 1}] * 8
+    long_jobs = parse_input(staged(eight, spot=False, max_runtime_hours=672))
+    found = execution.check_against_stack(long_jobs, env)
+    assert found["stages"].startswith("8 stages of up to 672 hours a job, 3 attempts each")
+    assert "more than the execution's limit of 365 days" in found["stages"]
+    # Spot jobs count with their waiting; 8 x 3 x 144 hours fit.
+    assert execution.check_against_stack(parse_input(staged(eight, max_wait_hours=144)), env) == {}
+    assert execution.check_against_stack(parse_input({"max_runtime_hours": 672}), env) == {}
+    with pytest.raises(ExecutionInputError, match="stages: 8 stages"):
+        training_job_request(long_jobs, env, "run-1", 1, NOW, 0)
+
+
+def test_unreadable_execution_limits_are_the_stacks_problem():
+    with pytest.raises(execution.StackEnvironmentError, match="EXECUTION_LIMITS"):
+        StackEnvironment.from_environ({**ENVIRON, "EXECUTION_LIMITS": '{"max_attempts": 3}'})
