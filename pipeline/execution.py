@@ -97,7 +97,9 @@ Fields:
       A stage's job gets the top-level hyperparameters, then the stage's, then `tasks`
       and `num_train_steps` from its tasks and steps; those two may not be set in any
       hyperparameters when stages is given. Every stage is checked when the execution
-      starts, before any job runs.
+      starts, before any job runs; so is the time they may take: every attempt of every
+      stage running max_wait_hours (spot) or max_runtime_hours, and of the evaluation,
+      must fit the execution's timeout (a year; the stack's EXECUTION_LIMITS).
 
 Each attempt of an execution gets a fresh job name
 `<prefix>-<execution name>-<hash>-a<attempt>-<UTC yyyymmddHHMMSS>`; all attempts of one

@@ -4,8 +4,9 @@
           name the job, build the request) -> Train (createTrainingJob.sync) -> Model ->
           Evaluate? -> Succeeded (publish the model URI)
     With `stages`: Stages? -> Start stages -> Prepare stage (the same Lambda, given the
-          stage's index and the previous stage's model) -> Train stage -> Stage outcome
-          -> Record stage -> Next stage? -> Next stage -> Prepare stage ... -> (the last)
+          stage's index and the previous stage's model) -> Train stage -> Stage metrics?
+          -> Stage outcome -> Record stage -> Next stage? -> Next stage -> Prepare stage
+          ... -> (the last)
           Stages (the last model and the list of every stage's job) -> Evaluate? -> ...;
           the stages retry and fail as Train does, in states of their own (ids ending in
           " (stage)"), a job's failure with its Cause prefixed by the stage's name
@@ -283,7 +284,7 @@ class TrainingPipeline(Construct):
         waiting included), plus their back-offs and an hour for the steps around them, so
         that it never cuts off an attempt SageMaker would have let finish; but at most a
         year, a standard workflow's longest execution, which MAX_STAGES stages of 28 days
-        would outlast: Prepare refuses stages that could (ExecutionLimits.longest)."""
+        would outlast: Prepare refuses stages that could (EXECUTION_LIMITS)."""
         attempts, backoffs = self.props.max_attempts, tuple(self.backoff_seconds())
         longest = execution_seconds([MAX_HOURS * 3600] * (MAX_STAGES + 1), attempts, backoffs)
         return ExecutionLimits(attempts, backoffs, min(longest, MAX_EXECUTION_SECONDS))
