@@ -282,8 +282,12 @@ def _checkpoints(workdir: Path) -> dict[str, list[str]]:
     }
 
 
-def test_stages_train_in_order_each_from_the_previous_model(cdk_out, dataset, tmp_path, capfd):
-    result = rehearse(_staged_input(), tmp_path / "r", cdk_out, dataset)
+def test_stages_train_in_order_each_from_the_previous_model_then_one_evaluation(
+    cdk_out, dataset, labelled, tmp_path, capfd
+):
+    evaluation = {"dataset": "datasets/labelled", "hyperparameters": TINY_EVAL_HYPERPARAMETERS}
+    execution_input = {**_staged_input(), "evaluation": evaluation}
+    result = rehearse(execution_input, tmp_path / "r", cdk_out, dataset, folders=labelled)
     output = result["output"]
     first, second = output["stages"]
     assert [first["name"], second["name"]] == ["stage-1", "second"]
@@ -315,6 +319,13 @@ def test_stages_train_in_order_each_from_the_previous_model(cdk_out, dataset, tm
     # Each stage kept its checkpoints in its own folder: the second did not resume the first.
     folders = _checkpoints(tmp_path / "r")
     assert list(folders) == ["stage-1", "stage-2"] and all(folders.values())
+    # The evaluation ran once, after the last stage, on its model.
+    evaluated = output["evaluation"]["training_job"]
+    assert _jobs(tmp_path / "r") == sorted(
+        [first["training_job"], second["training_job"], evaluated]
+    )
+    stage_2_model = _object(tmp_path / "r", second["model"]).read_bytes()
+    assert (jobs / evaluated / "opt/ml/input/data/model/model.tar.gz").read_bytes() == stage_2_model
     notice = next(line for line in err.splitlines() if line.startswith("[sns] "))
     assert "ernie pretraining succeeded" in notice and second["training_job"] in notice
 
