@@ -670,6 +670,12 @@ def test_an_input_with_stages_runs_them_in_a_loop_of_states_of_its_own(synth):
     assert "$.job.stage.name" in named["Parameters"]["Cause.$"]
     # After each job: its outcome joins the list; the next stage or the output.
     assert train["Next"] == "Stage metrics?"
+    assert states["Stage metrics?"]["Choices"] == [
+        {"Variable": "$.training.FinalMetricDataList", "IsPresent": True, "Next": "Stage outcome"}
+    ]
+    no_metrics = states[states["Stage metrics?"]["Default"]]  # a job that logged none
+    assert no_metrics["Result"] == [] and no_metrics["Next"] == "Stage outcome"
+    assert no_metrics["ResultPath"] == "$.training.FinalMetricDataList"
     assert states["Stage outcome"]["Next"] == "Record stage"
     assert states["Record stage"]["Next"] == "Next stage?"
     assert states["Next stage?"]["Choices"] == [
