@@ -78,12 +78,37 @@ Fields:
         max_runtime_hours  number > 0, at most 672, default 4.
       The evaluation job runs on one host, on demand (no spot, no checkpoints), with
       the training's volume_size_gb, under the name `<prefix>-eval-<execution>-...`.
+  stages             array or null, default null (one training job, as above)
+      ERNIE 2.0 continual multi-task pretraining: 1 to 8 stages, trained in order, one
+      training job each; stage i > 0 starts from the model of stage i - 1 (the `model`
+      channel), stage 0 from warm_start_model when given. The evaluation, if any, runs
+      once, on the last stage's model. Problems are named `stages[<i>].<field>`. Fields:
+        tasks              object, required: {task name: sampling weight}, at least one
+            task of training/tasks.py's TASKS (knowledge_masking, sentence_reordering,
+            sentence_distance, token_document_relation), each weight a finite number
+            > 0. The job's `tasks` hyperparameter (`knowledge_masking:1,...`).
+        steps              integer 1..2147483647, required: the job's num_train_steps.
+        hyperparameters    object, default {}: overrides for this stage only, over the
+            top-level hyperparameters, checked as they are
+            (`stages[0].hyperparameters.batch_size`).
+        name               string, default "stage-<i + 1>": a label for the output and
+            failure notices, 1..32 lower-case letters, digits and hyphens, starting with
+            a letter and ending with a letter or digit, unique among the stages.
+      A stage's job gets the top-level hyperparameters, then the stage's, then `tasks`
+      and `num_train_steps` from its tasks and steps; those two may not be set in any
+      hyperparameters when stages is given. Every stage is checked when the execution
+      starts, before any job runs; so is the time they may take: every attempt of every
+      stage running max_wait_hours (spot) or max_runtime_hours, and of the evaluation,
+      must fit the execution's timeout (a year; the stack's EXECUTION_LIMITS).
 
 Each attempt of an execution gets a fresh job name
 `<prefix>-<execution name>-<hash>-a<attempt>-<UTC yyyymmddHHMMSS>`; all attempts of one
 execution share the checkpoint folder `s3://<bucket>/checkpoints/<execution name>/`, so a
 retried attempt resumes where the previous one stopped. Models land under
-`s3://<bucket>/models/<job name>/output/model.tar.gz`.
+`s3://<bucket>/models/<job name>/output/model.tar.gz`. A stage's jobs are
+`<prefix>-s<i + 1>-<execution name>-...` and share the folder
+`s3://<bucket>/checkpoints/<execution name>/stage-<i + 1>/`: its own, so that a stage
+never resumes from the checkpoints of the stage before it.
 
 The stack's own settings (image, role, KMS key, subnets, security groups, tags) are
 checked against the same model when the Prepare function reads them: a stack that
@@ -91,7 +116,8 @@ SageMaker would refuse fails every execution with a `StackEnvironmentError`.
 
 This module runs in the state machine's Prepare Lambda function, whose bundle holds only
 the modules LAMBDA_MODULES of stacks/training_pipeline.py names (this one, sagemaker_api
-with its JSON, and the trainer's errors, hyperparams and metrics): standard library only.
+with its JSON, and the trainer's errors, hyperparams, metrics and tasks): standard library
+only.
 """
 
 from __future__ import annotations
@@ -99,16 +125,17 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from ernie_sm.pipeline import sagemaker_api
-from ernie_sm.training import hyperparams
+from ernie_sm.training import hyperparams, tasks
 from ernie_sm.training.errors import TrainingError
 from ernie_sm.training.metrics import EVAL_METRIC_DEFINITIONS, METRIC_DEFINITIONS
 
@@ -134,6 +161,11 @@ DEFAULT_RUNTIME_HOURS = 24
 DEFAULT_EVAL_RUNTIME_HOURS = 4
 EVAL_CHANNEL, BASELINE_CHANNEL = "eval", "baseline"  # evaluate's channels, with MODEL_CHANNEL
 EVAL_JOB_MARK = "eval"  # evaluation jobs are `<prefix>-eval-...`
+MAX_STAGES = 8
+MAX_STEPS = 2**31 - 1
+STAGE_NAME_PATTERN = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
+# Hyperparameters a stage sets from its own fields: {hyperparameter: stage field}.
+STAGE_SETS = {"tasks": "tasks", "num_train_steps": "steps"}
 
 
 class ExecutionInputError(TrainingError):
@@ -182,6 +214,19 @@ EVALUATION_FIELDS: tuple[str, ...] = tuple(EvaluationInput.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
+class StageInput:
+    """One validated entry of `stages`: its overrides alone (stage_hyperparameters merges)."""
+
+    name: str
+    tasks: dict[str, float]
+    steps: int
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+
+
+STAGE_FIELDS: tuple[str, ...] = tuple(StageInput.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
 class ExecutionInput:
     """A validated execution input, defaults filled in (job_name_prefix None: the stack's)."""
 
@@ -197,6 +242,7 @@ class ExecutionInput:
     warm_start_model: str | None = None
     job_name_prefix: str | None = None
     evaluation: EvaluationInput | None = None
+    stages: tuple[StageInput, ...] | None = None
 
     @property
     def max_runtime_seconds(self) -> int:
@@ -216,6 +262,21 @@ FIELDS: tuple[str, ...] = tuple(ExecutionInput.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
+class ExecutionLimits:
+    """How the state machine retries jobs and how long it lets an execution run."""
+
+    max_attempts: int
+    backoff_seconds: tuple[int, ...]  # before attempt 2, 3, ...
+    timeout_seconds: int
+
+
+def execution_seconds(job_seconds: list[int], max_attempts: int, backoffs: tuple[int, ...]) -> int:
+    """How long an execution of these jobs may take: every attempt of every job as long as
+    SageMaker lets it run, the back-offs between them and an hour for the steps around."""
+    return max_attempts * sum(job_seconds) + len(job_seconds) * sum(backoffs) + 3600
+
+
+@dataclass(frozen=True)
 class StackEnvironment:
     """What the deployed stack tells the Prepare function (its environment variables)."""
 
@@ -230,6 +291,7 @@ class StackEnvironment:
     subnets: tuple[str, ...] = ()
     security_groups: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
+    limits: ExecutionLimits | None = None  # None: no input is too long for the execution
 
     def __post_init__(self) -> None:
         missing = [n for n in ("image_uri", "role_arn", "bucket") if not getattr(self, n)]
@@ -251,7 +313,8 @@ class StackEnvironment:
     def from_environ(cls, environ: Mapping[str, str]) -> StackEnvironment:
         """Read IMAGE_URI, ROLE_ARN, BUCKET (required); KMS_KEY_ARN, NAME_PREFIX,
         DATASET_PREFIX, OUTPUT_PREFIX, CHECKPOINT_PREFIX, SUBNETS and SECURITY_GROUPS
-        (comma-separated) and TAGS (a JSON object) are optional."""
+        (comma-separated), TAGS (a JSON object) and EXECUTION_LIMITS (ExecutionLimits as
+        a JSON object) are optional."""
         missing = [n for n in ("IMAGE_URI", "ROLE_ARN", "BUCKET") if not environ.get(n)]
         if missing:
             raise StackEnvironmentError(
@@ -267,6 +330,17 @@ class StackEnvironment:
                 isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
             ):
                 raise StackEnvironmentError("TAGS must be a JSON object of strings")
+        limits = None
+        if environ.get("EXECUTION_LIMITS"):
+            try:
+                given = json.loads(environ["EXECUTION_LIMITS"])
+                limits = ExecutionLimits(
+                    int(given["max_attempts"]),
+                    tuple(int(s) for s in given["backoff_seconds"]),
+                    int(given["timeout_seconds"]),
+                )
+            except (ValueError, TypeError, KeyError) as exc:
+                raise StackEnvironmentError(f"EXECUTION_LIMITS is unreadable: {exc!r}") from None
         optional = {
             "name_prefix": "NAME_PREFIX",
             "dataset_prefix": "DATASET_PREFIX",
@@ -281,6 +355,7 @@ class StackEnvironment:
             subnets=_split(environ.get("SUBNETS", "")),
             security_groups=_split(environ.get("SECURITY_GROUPS", "")),
             tags=tags,
+            limits=limits,
             **{name: environ[var].strip("/") for name, var in optional.items() if environ.get(var)},
         )
 
@@ -366,6 +441,11 @@ def parse_input(raw: object) -> ExecutionInput:
         problems.update(eval_problems)
         if evaluation is not None:
             values["evaluation"] = evaluation
+    if raw.get("stages") is not None:
+        stages, stage_problems = _stages(raw["stages"], raw.get("hyperparameters"))
+        problems.update(stage_problems)
+        if stages is not None:
+            values["stages"] = stages
     for name in raw:
         if name not in FIELDS:
             problems[str(name)] = _unknown_field(str(name))
@@ -420,7 +500,7 @@ def _hyperparameters(
         )
         != CHECKPOINT_LOCAL_PATH
     ):
-        problems["hyperparameters.checkpoints"] = (
+        problems[f"{where}.checkpoints"] = (
             f"must be empty or {CHECKPOINT_LOCAL_PATH}, got {checkpoints!r}: only that folder "
             "is synced to S3, where a retried attempt resumes from"
         )
@@ -460,16 +540,148 @@ def _evaluation(
         values["hyperparameters"] = hp
     for name in value:
         if name not in EVALUATION_FIELDS:
-            close = difflib.get_close_matches(str(name), EVALUATION_FIELDS, n=1)
-            hint = (
-                f"did you mean {close[0]}?"
-                if close
-                else f"the fields are {', '.join(EVALUATION_FIELDS)}"
-            )
+            hint = _hint(name, EVALUATION_FIELDS, "fields")
             problems[f"evaluation.{name}"] = f"unknown field ({hint})"
     if problems:
         return None, problems
     return EvaluationInput(**values), {}
+
+
+def _stages(
+    value: object, top_level: object
+) -> tuple[tuple[StageInput, ...] | None, dict[str, str]]:
+    """The `stages` field: the stages and {"stages[<i>].<field>": problem}; also the
+    top-level hyperparameters that a stage sets, which `stages` makes an error."""
+    problems = {
+        f"hyperparameters.{name}": f"set by each stage's {field_name} when stages is given"
+        for name, field_name in STAGE_SETS.items()
+        if isinstance(top_level, Mapping) and name in top_level
+    }
+    if not isinstance(value, list):
+        problems["stages"] = f"expected an array of stage objects or null, got {_describe(value)}"
+    elif not 1 <= len(value) <= MAX_STAGES:
+        problems["stages"] = f"expected 1 to {MAX_STAGES} stages, got {len(value)}"
+    if "stages" in problems:
+        return None, problems
+    stages = []
+    for index, item in enumerate(value):
+        stage, stage_problems = _stage(item, index)
+        problems.update(stage_problems)
+        stages.append(stage)
+    names = [stage.name for stage in stages if stage is not None]
+    for index, stage in enumerate(stages):
+        if stage is not None and names.count(stage.name) > 1:
+            problems[f"stages[{index}].name"] = f"{stage.name!r} names more than one stage"
+    if problems:
+        return None, problems
+    return tuple(stages), {}
+
+
+def _stage(value: object, index: int) -> tuple[StageInput | None, dict[str, str]]:
+    """stages[index]: the stage and its problems. Its hyperparameters merged with the
+    top-level ones stay within SageMaker's limits: values are checked one by one, and
+    both name only the hyperparameters of SPECS, fewer than SageMaker's 100."""
+    where = f"stages[{index}]"
+    if not isinstance(value, Mapping):
+        return None, {where: f"expected a stage object, got {_describe(value)}"}
+    problems: dict[str, str] = {}
+    values: dict[str, Any] = {"name": f"stage-{index + 1}"}
+    for name in ("tasks", "steps"):
+        if name not in value:
+            problems[f"{where}.{name}"] = "required"
+    parsers = {"name": _stage_name, "steps": lambda v: _integer(v, 1, MAX_STEPS)}
+    for name, parse in parsers.items():
+        if name in value:
+            try:
+                values[name] = parse(value[name])
+            except _Problem as exc:
+                problems[f"{where}.{name}"] = str(exc)
+    if "tasks" in value:
+        weights, task_problems = _stage_tasks(value["tasks"], f"{where}.tasks")
+        problems.update(task_problems)
+        values["tasks"] = weights
+    if "hyperparameters" in value:
+        given = value["hyperparameters"]
+        hp, hp_problems = _hyperparameters(given, where=f"{where}.hyperparameters")
+        for name, field_name in STAGE_SETS.items():
+            if isinstance(given, Mapping) and name in given:
+                hp_problems[f"{where}.hyperparameters.{name}"] = (
+                    f"set by the stage's {field_name}; leave it out"
+                )
+        problems.update(hp_problems)
+        values["hyperparameters"] = hp
+    for name in value:
+        if name not in STAGE_FIELDS:
+            problems[f"{where}.{name}"] = f"unknown field ({_hint(name, STAGE_FIELDS, 'fields')})"
+    if problems:
+        return None, problems
+    return StageInput(**values), {}
+
+
+def _stage_tasks(value: object, where: str) -> tuple[dict[str, float], dict[str, str]]:
+    """{task: weight} as tasks.parse_weights reads it back from the job's hyperparameter
+    (format_weights keeps six digits), and the problems by task."""
+    if not isinstance(value, Mapping) or not value:
+        example = f'{{"{tasks.KNOWLEDGE_MASKING.name}": 1}}'
+        got = "an empty object" if isinstance(value, Mapping) else _describe(value)
+        return {}, {
+            where: f"expected an object of at least one task name and its weight, e.g. "
+            f"{example}, got {got}"
+        }
+    problems: dict[str, str] = {}
+    weights: dict[str, float] = {}
+    for name, weight in value.items():
+        if name not in tasks.TASKS:
+            problems[f"{where}.{name}"] = f"unknown task ({_hint(name, tasks.TASKS, 'tasks')})"
+        elif not _positive_finite(weight):
+            problems[f"{where}.{name}"] = f"expected a finite number > 0, got {_describe(weight)}"
+        else:
+            weights[name] = float(weight)
+    if problems:
+        return {}, problems
+    return tasks.parse_weights(tasks.format_weights(weights)), {}
+
+
+def _positive_finite(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value) and value > 0  # an int too large for a float overflows
+    except OverflowError:
+        return False
+
+
+def _stage_name(value: object) -> str:
+    text = _string(value)
+    if not STAGE_NAME_PATTERN.fullmatch(text):
+        raise _Problem(
+            "expected 1 to 32 lower-case letters, digits and hyphens, starting with a letter "
+            f"and ending with a letter or digit, got {text!r}"
+        )
+    return text
+
+
+def _merged_hyperparameters(common: Mapping[str, str], stage: StageInput) -> dict[str, str]:
+    return {
+        **common,
+        **stage.hyperparameters,
+        "tasks": tasks.format_weights(stage.tasks),
+        "num_train_steps": str(stage.steps),
+    }
+
+
+def stage_hyperparameters(inp: ExecutionInput, index: int) -> dict[str, str]:
+    """The hyperparameters of stage `index`'s job: the top-level ones, the stage's, and
+    tasks and num_train_steps from its tasks and steps."""
+    return _merged_hyperparameters(inp.hyperparameters, _stage_of(inp, index))
+
+
+def _stage_of(inp: ExecutionInput, index: int) -> StageInput:
+    if inp.stages is None:
+        raise ValueError("the execution input has no stages")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(inp.stages):
+        raise ValueError(f"stage must be an index from 0 to {len(inp.stages) - 1}, got {index!r}")
+    return inp.stages[index]
 
 
 def _hyperparameter(name: str, value: object) -> str:
@@ -586,6 +798,12 @@ def _unknown_field(name: str) -> str:
     return f"unknown field (the fields are {', '.join(FIELDS)})"
 
 
+def _hint(name: object, known: Iterable[str], plural: str) -> str:
+    """ "did you mean <the closest of known>?", else the list of them."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f"did you mean {close[0]}?" if close else f"the {plural} are {', '.join(known)}"
+
+
 def _describe(value: object) -> str:
     if value is None:
         return "null"
@@ -680,9 +898,11 @@ def execution_key(execution_name: str) -> str:
     return f"{slug}-{_digest(execution_name)}" if slug else _digest(execution_name)
 
 
-def checkpoint_uri(env: StackEnvironment, execution_name: str) -> str:
-    """Shared by every attempt of one execution, so that a retry resumes from its checkpoints."""
-    return f"s3://{env.bucket}/{env.checkpoint_prefix}/{execution_key(execution_name)}/"
+def checkpoint_uri(env: StackEnvironment, execution_name: str, stage: int | None = None) -> str:
+    """Shared by every attempt of one execution, so that a retry resumes from its checkpoints;
+    of one stage (index) with `stage`, so that a stage does not resume from the one before."""
+    folder = f"s3://{env.bucket}/{env.checkpoint_prefix}/{execution_key(execution_name)}/"
+    return folder if stage is None else f"{folder}stage-{stage + 1}/"
 
 
 def _slug(text: str) -> str:
@@ -715,7 +935,8 @@ def has_local_storage(instance_type: str) -> bool:
 
 
 def check_against_stack(inp: ExecutionInput, env: StackEnvironment) -> dict[str, str]:
-    """Problems only the stack's settings reveal: what its roles may not read or create."""
+    """Problems only the stack's settings reveal: what its roles may not read or create,
+    and stages that could outlast the execution's timeout."""
     problems: dict[str, str] = {}
     prefix = inp.job_name_prefix
     if (
@@ -742,6 +963,17 @@ def check_against_stack(inp: ExecutionInput, env: StackEnvironment) -> dict[str,
                 f"must be under {env.dataset_prefix}/ (where the training role may read), "
                 f"got {evaluation.dataset!r}"
             )
+    limits = env.limits
+    if limits is not None and inp.stages is not None:
+        longest = execution_seconds(_job_seconds(inp), limits.max_attempts, limits.backoff_seconds)
+        if longest > limits.timeout_seconds:
+            problems["stages"] = (
+                f"{len(inp.stages)} stages of up to {_number(_seconds_of_job(inp) / 3600)} "
+                f"hours a job, {limits.max_attempts} attempts each, could take "
+                f"{longest / 86400:.0f} days, more than the execution's limit of "
+                f"{limits.timeout_seconds / 86400:.0f} days: lower max_runtime_hours "
+                "(and max_wait_hours) or run fewer stages"
+            )
     for name, uri in models.items():
         if uri is not None and not _stack_model(uri, env):
             problems[name] = (
@@ -749,6 +981,17 @@ def check_against_stack(inp: ExecutionInput, env: StackEnvironment) -> dict[str,
                 f"role may read models), got {uri!r}"
             )
     return problems
+
+
+def _job_seconds(inp: ExecutionInput) -> list[int]:
+    """How long SageMaker may let each job of the execution run, waiting for spot included."""
+    training = [_seconds_of_job(inp)] * (1 if inp.stages is None else len(inp.stages))
+    evaluation = [] if inp.evaluation is None else [inp.evaluation.max_runtime_seconds]
+    return training + evaluation
+
+
+def _seconds_of_job(inp: ExecutionInput) -> int:
+    return inp.max_wait_seconds or inp.max_runtime_seconds
 
 
 def _stack_model(uri: str, env: StackEnvironment) -> bool:
@@ -761,19 +1004,36 @@ def _stack_model(uri: str, env: StackEnvironment) -> bool:
 
 
 def training_job_request(
-    inp: ExecutionInput, env: StackEnvironment, execution_name: str, attempt: int, now: datetime
+    inp: ExecutionInput,
+    env: StackEnvironment,
+    execution_name: str,
+    attempt: int,
+    now: datetime,
+    stage: int | None = None,
+    previous_model: str | None = None,
 ) -> dict[str, Any]:
-    """CreateTrainingJob parameters, as the API and `createTrainingJob.sync` take them."""
+    """CreateTrainingJob parameters, as the API and `createTrainingJob.sync` take them.
+
+    With `stages` in the input, `stage` (an index) picks the stage, and stage i > 0 needs
+    `previous_model`: the model.tar.gz of stage i - 1, its warm start."""
     problems = check_against_stack(inp, env)
     if problems:
         raise ExecutionInputError(problems)
-    name = job_name(inp.job_name_prefix or env.name_prefix, execution_name, attempt, now)
+    if (stage is None) != (inp.stages is None):
+        raise ValueError("a stage index goes with an input that has stages, and only with one")
+    hyperparameters, model = inp.hyperparameters, inp.warm_start_model
+    if stage is not None:
+        hyperparameters = stage_hyperparameters(inp, stage)
+        model = inp.warm_start_model if stage == 0 else _previous_model(previous_model, env)
+    prefix = inp.job_name_prefix or env.name_prefix
+    mark = "" if stage is None else f"s{stage + 1}"
+    name = job_name(prefix, execution_name, attempt, now, mark=mark)
     data = f"s3://{env.bucket}/{inp.dataset}"
     channels = [_s3_channel(TRAIN_CHANNEL, f"{data}/{TRAIN_CHANNEL}/")]
     if inp.use_validation:
         channels.append(_s3_channel(VALID_CHANNEL, f"{data}/{VALID_CHANNEL}/"))
-    if inp.warm_start_model is not None:
-        channels.append(_model_channel(MODEL_CHANNEL, inp.warm_start_model))
+    if model is not None:
+        channels.append(_model_channel(MODEL_CHANNEL, model))
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": inp.max_runtime_seconds}
     if inp.spot:
         wait = inp.max_wait_seconds
@@ -784,7 +1044,7 @@ def training_job_request(
         env,
         name=name,
         algorithm={"MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS]},
-        hyperparameters=inp.hyperparameters,
+        hyperparameters=hyperparameters,
         channels=channels,
         resources=(inp.instance_type, inp.instance_count, inp.volume_size_gb),
         stopping=stopping,
@@ -792,10 +1052,20 @@ def training_job_request(
     )
     request["EnableManagedSpotTraining"] = inp.spot
     request["CheckpointConfig"] = {
-        "S3Uri": checkpoint_uri(env, execution_name),
+        "S3Uri": checkpoint_uri(env, execution_name, stage),
         "LocalPath": CHECKPOINT_LOCAL_PATH,
     }
     return _checked(request)
+
+
+def _previous_model(uri: str | None, env: StackEnvironment) -> str:
+    """The model the previous stage's job wrote: in the stack's bucket, where it writes."""
+    if uri is None or not _stack_model(uri, env) or posixpath.basename(uri) != MODEL_ARCHIVE:
+        raise ValueError(
+            f"a stage after the first needs the previous stage's model, s3://{env.bucket}/"
+            f"{env.output_prefix}/.../{MODEL_ARCHIVE}; got {uri!r}"
+        )
+    return uri
 
 
 def evaluation_job_request(
@@ -946,18 +1216,33 @@ def prepare(
     execution: str,
     attempt: int = 1,
     model: str | None = None,
+    stage: int | None = None,
+    previous_model: str | None = None,
 ) -> tuple[ExecutionInput, StackEnvironment, dict[str, Any]]:
     """What the Prepare step makes of an execution input, given the Prepare function's
     environment variables: the input (the stack's defaults under it), and the request:
-    the training job's, or with `model` (the trained model.tar.gz) the evaluation's."""
+    the training job's, or with `model` (the trained model.tar.gz) the evaluation's. An
+    input with stages gets stage `stage`'s (the first when None; see training_job_request)."""
     env = StackEnvironment.from_environ(environ)
     if isinstance(raw, dict):  # the stack's defaults (instance type, ...) under the user's input
         raw = {**json.loads(environ.get("INPUT_DEFAULTS") or "{}"), **raw}
     inp = parse_input(raw)
     now = datetime.now(timezone.utc)
-    if model is None:
-        return inp, env, training_job_request(inp, env, execution, attempt, now)
-    return inp, env, evaluation_job_request(inp, env, execution, attempt, now, model)
+    if model is not None:
+        return inp, env, evaluation_job_request(inp, env, execution, attempt, now, model)
+    if inp.stages is not None and stage is None:
+        stage = 0
+    return inp, env, training_job_request(inp, env, execution, attempt, now, stage, previous_model)
+
+
+def stage_summary(inp: ExecutionInput, index: int) -> dict[str, Any]:
+    """What the state machine needs of stage `index`: its index and name, and the index
+    of the next stage unless it is the last."""
+    stage = _stage_of(inp, index)
+    summary: dict[str, Any] = {"index": index, "name": stage.name}
+    if inp.stages is not None and index + 1 < len(inp.stages):
+        summary["next"] = index + 1
+    return summary
 
 
 def handler(event: dict, context: object) -> dict:
@@ -965,8 +1250,10 @@ def handler(event: dict, context: object) -> dict:
 
     With "model" (the S3 URI of the trained model.tar.gz) in the event, the request is the
     evaluation job's (the state machine's "Prepare evaluation"); without it, the training
-    job's. Bad input raises ExecutionInputError, which Step Functions sees as that error
-    type with the message naming the fields.
+    job's. For an input with stages, "stage" ({"index": i, "model": the model.tar.gz of
+    stage i - 1}, from "Prepare stage"; the first stage without it) picks the stage, and
+    the answer has "stage", stage_summary's. Bad input raises ExecutionInputError, which Step
+    Functions sees as that error type with the message naming the fields.
     """
     execution = event.get("execution")
     if not isinstance(execution, str) or not execution:
@@ -977,7 +1264,16 @@ def handler(event: dict, context: object) -> dict:
     model = event.get("model")
     if model is not None and not (isinstance(model, str) and S3_URI_PATTERN.fullmatch(model)):
         raise ValueError(f"'model' must be the S3 URI of a model.tar.gz, got {model!r}")
-    inp, env, request = prepare(event.get("input"), os.environ, execution, attempt, model)
+    stage = event.get("stage") or {}
+    if not isinstance(stage, dict) or not set(stage) <= {"index", "model"}:
+        raise ValueError(f"'stage' must be an object of index and model, or null, got {stage!r}")
+    index, previous = stage.get("index"), stage.get("model")
+    inp, env, request = prepare(
+        event.get("input"), os.environ, execution, attempt, model, index, previous
+    )
     normalised = inp.to_dict()
     normalised["job_name_prefix"] = inp.job_name_prefix or env.name_prefix
-    return {"request": request, "input": normalised, "attempt": attempt}
+    answer = {"request": request, "input": normalised, "attempt": attempt}
+    if inp.stages is not None and model is None:
+        answer["stage"] = stage_summary(inp, index or 0)
+    return answer

@@ -1,8 +1,15 @@
 """The state machine that turns an execution input into a SageMaker training job and reports the outcome.
 
-    Start -> Prepare (Lambda: validate the input, name the job, build the request)
-          -> Train (createTrainingJob.sync) -> Model -> Evaluate? -> Succeeded (publish the
-          model URI)
+    Stages? (no `stages` in the input) -> Start -> Prepare (Lambda: validate the input,
+          name the job, build the request) -> Train (createTrainingJob.sync) -> Model ->
+          Evaluate? -> Succeeded (publish the model URI)
+    With `stages`: Stages? -> Start stages -> Prepare stage (the same Lambda, given the
+          stage's index and the previous stage's model) -> Train stage -> Stage metrics?
+          -> Stage outcome -> Record stage -> Next stage? -> Next stage -> Prepare stage
+          ... -> (the last)
+          Stages (the last model and the list of every stage's job) -> Evaluate? -> ...;
+          the stages retry and fail as Train does, in states of their own (ids ending in
+          " (stage)"), a job's failure with its Cause prefixed by the stage's name
     With `evaluation` in the input: Model -> Prepare evaluation (the same Lambda, given
           the model URI) -> Evaluate (createTrainingJob.sync running `ernie-sm evaluate`)
           -> Evaluation (the model URI and the evaluation job's metrics and report) ->
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
@@ -39,7 +46,13 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
-from ernie_sm.pipeline.execution import MAX_HOURS, parse_input
+from ernie_sm.pipeline.execution import (
+    MAX_HOURS,
+    MAX_STAGES,
+    ExecutionLimits,
+    execution_seconds,
+    parse_input,
+)
 from ernie_sm.stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
 from ernie_sm.stacks.lambda_bundle import lambda_code
 from ernie_sm.stacks.network import check_vpc
@@ -69,6 +82,7 @@ THROTTLED_CAUSE = "*ThrottlingException*"
 JOB_CAUSE = '{*"TrainingJobStatus"*'  # StringToJson on anything else would fail the execution
 CAPACITY_REASON = "CapacityError*"  # a started job's FailureReason when no instances were found
 LAMBDA_CAUSE = '{*"errorMessage"*'  # a Lambda error's Cause: {"errorMessage", "errorType", ...}
+MAX_EXECUTION_SECONDS = 365 * 86400  # a standard workflow's longest execution
 # Request fields the Prepare step always returns; passed on one by one (JSONPath).
 REQUEST_FIELDS = (
     "TrainingJobName",
@@ -101,6 +115,7 @@ class Phase:
     request_fields: tuple[str, ...] = REQUEST_FIELDS  # passed on, with VpcConfig in a VPC
     payload: Mapping[str, str] = field(default_factory=dict)  # more for the Prepare event
     carry: Mapping[str, str] = field(default_factory=dict)  # kept through the back-off
+    selected: Mapping[str, str] = field(default_factory=dict)  # more of Prepare's answer
 
     def id(self, name: str) -> str:
         return f"{name}{self.suffix}"
@@ -119,6 +134,18 @@ EVALUATION = Phase(
     carry={"trained.$": "$.trained"},
 )
 EVALUATION_INPUT = "$$.Execution.Input.evaluation"
+# An input with stages trains them in a loop of its own phase: $.stage is {"index", and
+# from the second stage on "model": the previous stage's model}, what Prepare needs;
+# $.stages is the output's list so far, as JSON text (see _stage_loop).
+STAGE = Phase(
+    "Train stage",
+    "Prepare stage",
+    suffix=" (stage)",
+    payload={"stage.$": "$.stage"},
+    carry={"stage.$": "$.stage", "stages.$": "$.stages"},
+    selected={"stage.$": "$.Payload.stage"},
+)
+STAGES_INPUT = "$$.Execution.Input.stages"
 
 
 @dataclass(frozen=True)
@@ -194,6 +221,7 @@ class TrainingPipeline(Construct):
                 "SUBNETS": ",".join(self.props.subnet_ids),
                 "SECURITY_GROUPS": ",".join(self.props.security_group_ids),
                 "INPUT_DEFAULTS": json.dumps(dict(self.props.input_defaults)),
+                "EXECUTION_LIMITS": json.dumps(asdict(self.execution_limits())),
             },
             description=f"Validates {stack.stack_name} execution input and builds the training job",
         )
@@ -217,13 +245,14 @@ class TrainingPipeline(Construct):
         )
         success_notice = self._notify("NotifySuccess", "succeeded", "$")
         success_notice.next(sfn.Succeed(self, "Done", output_path="$"))
-        definition = (
-            sfn.Pass(self, "Start", parameters={"attempt": 1})
-            .next(prepare)
-            .next(train)
-            .next(succeeded)
-            .next(self._evaluation(fail_notice, success_notice))
-        )
+        evaluate = self._evaluation(fail_notice, success_notice)
+        single = sfn.Pass(self, "Start", parameters={"attempt": 1})
+        single.next(prepare).next(train).next(succeeded).next(evaluate)
+        # As Evaluate? does: absent or null is the single job of ERNIE 1.0.
+        staged = sfn.Choice(self, "Stages?")
+        staged.when(sfn.Condition.not_(sfn.Condition.is_present(STAGES_INPUT)), single)
+        staged.when(sfn.Condition.is_null(STAGES_INPUT), single)
+        definition = staged.otherwise(self._stage_loop(fail_notice, evaluate))
         log_group = logs.LogGroup(
             self,
             "ExecutionLogs",
@@ -249,35 +278,130 @@ class TrainingPipeline(Construct):
         first = self.props.retry_wait_minutes * 60
         return [first * 2**n for n in range(self.props.max_attempts - 1)]
 
+    def execution_limits(self) -> ExecutionLimits:
+        """The retries, and a timeout long enough for every attempt of every stage's
+        training and of the evaluation to run as long as SageMaker lets a job run (spot
+        waiting included), plus their back-offs and an hour for the steps around them, so
+        that it never cuts off an attempt SageMaker would have let finish; but at most a
+        year, a standard workflow's longest execution, which MAX_STAGES stages of 28 days
+        would outlast: Prepare refuses stages that could (EXECUTION_LIMITS)."""
+        attempts, backoffs = self.props.max_attempts, tuple(self.backoff_seconds())
+        longest = execution_seconds([MAX_HOURS * 3600] * (MAX_STAGES + 1), attempts, backoffs)
+        return ExecutionLimits(attempts, backoffs, min(longest, MAX_EXECUTION_SECONDS))
+
     def execution_timeout(self) -> Duration:
-        """Long enough for every attempt of the training and of the evaluation to run as
-        long as SageMaker lets a job run (spot waiting included), plus their back-offs and
-        an hour for the steps around them, so the timeout never cuts off an attempt that
-        SageMaker would have let finish."""
-        phases = (TRAINING, EVALUATION)
-        attempts = len(phases) * self.props.max_attempts * MAX_HOURS * 3600
-        return Duration.seconds(attempts + len(phases) * sum(self.backoff_seconds()) + 3600)
+        return Duration.seconds(self.execution_limits().timeout_seconds)
 
     def _job_states(
-        self, phase: Phase, fail_notice: sfn.IChainable
+        self,
+        phase: Phase,
+        fail_notice: sfn.IChainable,
+        job_failed: sfn.IChainable | None = None,
     ) -> tuple[tasks.LambdaInvoke, sfn.CustomState]:
         """Prepare and the job of a phase, with the job's retries and failure routing:
         a used-up quota, throttling or no capacity back off and Prepare a fresh job name;
-        a job that ended Failed/Stopped fails with its reason; anything else fails too."""
+        a job that ended Failed/Stopped fails with its reason; anything else fails too.
+        A job's failures go to `job_failed` (default fail_notice), Prepare's to fail_notice."""
+        failed = job_failed or fail_notice
         prepare = self._prepare_state(fail_notice, phase)
-        again = self._another_attempt(prepare, fail_notice, phase)
+        again = self._another_attempt(prepare, failed, phase)
         job = self._train_state(phase)
         job.add_catch(again, errors=[RESOURCE_LIMIT], result_path="$.error")
         throttled = sfn.Choice(self, phase.id("Throttled?"))
         throttled.when(sfn.Condition.string_matches("$.error.Cause", THROTTLED_CAUSE), again)
-        job.add_catch(throttled.otherwise(fail_notice), errors=[API_ERROR], result_path="$.error")
+        job.add_catch(throttled.otherwise(failed), errors=[API_ERROR], result_path="$.error")
         job.add_catch(
-            self._job_end(again, fail_notice, phase),
+            self._job_end(again, failed, phase),
             errors=["States.TaskFailed"],
             result_path="$.error",
         )
-        job.add_catch(fail_notice, errors=["States.ALL"], result_path="$.error")
+        job.add_catch(failed, errors=["States.ALL"], result_path="$.error")
         return prepare, job
+
+    def _stage_loop(self, fail_notice: sfn.IChainable, evaluate: sfn.IChainable) -> sfn.Pass:
+        """An input with stages: one job per stage, in order, each Prepared with its index
+        and the previous stage's model; after the last, the output lists every stage and
+        goes on to Evaluate? with the last stage's model.
+
+        Step Functions has no intrinsic that appends to an array, so the list is kept as
+        the JSON text of its items, comma-separated ($.stages.text, with $.stages.comma
+        empty until the first item is in), and parsed once at the end."""
+        named = sfn.Pass(
+            self,
+            "Name the stage",
+            parameters={
+                "Error.$": "$.error.Error",
+                "Cause.$": "States.Format('Stage {} (stages[{}]) failed: {}', "
+                "$.job.stage.name, $.job.stage.index, $.error.Cause)",
+            },
+            result_path="$.error",
+        )
+        named.next(fail_notice)
+        prepare, train = self._job_states(STAGE, fail_notice, named)
+        result = STAGE.result_path
+        outcome = sfn.Pass(
+            self,
+            "Stage outcome",
+            parameters={
+                "name.$": "$.job.stage.name",
+                "training_job.$": f"{result}.TrainingJobName",
+                "model.$": f"{result}.ModelArtifacts.S3ModelArtifacts",
+                "attempts.$": "$.job.attempt",
+                "metrics.$": f"{result}.FinalMetricDataList",
+            },
+            result_path="$.outcome",
+        )
+        # DescribeTrainingJob has no FinalMetricDataList when the job logged no metric.
+        no_metrics = sfn.Pass(
+            self,
+            "No stage metrics",
+            result=sfn.Result.from_array([]),
+            result_path=f"{result}.FinalMetricDataList",
+        )
+        metrics = sfn.Choice(self, "Stage metrics?")
+        metrics.when(sfn.Condition.is_present(f"{result}.FinalMetricDataList"), outcome)
+        metrics.otherwise(no_metrics.next(outcome))
+        record = sfn.Pass(
+            self,
+            "Record stage",
+            parameters={
+                "text.$": "States.Format('{}{}{}', $.stages.text, $.stages.comma, "
+                "States.JsonToString($.outcome))",
+                "comma": ",",
+            },
+            result_path="$.stages",
+        )
+        following = sfn.Pass(
+            self,
+            "Next stage",
+            parameters={
+                "attempt": 1,
+                "stage": {"index.$": "$.job.stage.next", "model.$": "$.outcome.model"},
+                "stages.$": "$.stages",
+            },
+        )
+        done = sfn.Pass(
+            self,
+            "Stages",
+            parameters={
+                "model.$": "$.outcome.model",
+                "training_job.$": "$.outcome.training_job",
+                "attempts.$": "$.outcome.attempts",
+                "stages.$": "States.StringToJson(States.Format('[{}]', $.stages.text))",
+            },
+        )
+        last = sfn.Choice(self, "Next stage?")
+        last.when(sfn.Condition.is_present("$.job.stage.next"), following.next(prepare))
+        last.otherwise(done.next(evaluate))
+        train.next(metrics)
+        outcome.next(record).next(last)
+        start = sfn.Pass(
+            self,
+            "Start stages",
+            parameters={"attempt": 1, "stage": {"index": 0}, "stages": {"text": "", "comma": ""}},
+        )
+        start.next(prepare).next(train)
+        return start
 
     def _evaluation(
         self, fail_notice: sfn.IChainable, success_notice: sfn.IChainable
@@ -287,20 +411,18 @@ class TrainingPipeline(Construct):
         start = sfn.Pass(self, "Start evaluation", parameters={"attempt": 1, "trained.$": "$"})
         prepare, evaluate = self._job_states(EVALUATION, fail_notice)
         result = EVALUATION.result_path
+        # The output is the training's (with its stages, if any) and the evaluation's.
         output = sfn.Pass(
             self,
             "Evaluation",
             parameters={
-                "model.$": "$.trained.model",
-                "training_job.$": "$.trained.training_job",
-                "attempts.$": "$.trained.attempts",
-                "evaluation": {
-                    "training_job.$": f"{result}.TrainingJobName",
-                    "attempts.$": "$.job.attempt",
-                    "metrics.$": f"{result}.FinalMetricDataList",
-                    "report.$": f"{result}.ModelArtifacts.S3ModelArtifacts",
-                },
+                "training_job.$": f"{result}.TrainingJobName",
+                "attempts.$": "$.job.attempt",
+                "metrics.$": f"{result}.FinalMetricDataList",
+                "report.$": f"{result}.ModelArtifacts.S3ModelArtifacts",
             },
+            result_path="$.trained.evaluation",
+            output_path="$.trained",
         )
         output.next(success_notice)
         # A job that completed without its [eval] lines scored nothing: a failure, not an
@@ -339,7 +461,11 @@ class TrainingPipeline(Construct):
                     **phase.payload,
                 }
             ),
-            result_selector={"request.$": "$.Payload.request", "attempt.$": "$.Payload.attempt"},
+            result_selector={
+                "request.$": "$.Payload.request",
+                "attempt.$": "$.Payload.attempt",
+                **phase.selected,
+            },
             result_path="$.job",
             retry_on_service_exceptions=True,
         )

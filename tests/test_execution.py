@@ -108,6 +108,7 @@ def test_none_is_the_empty_input_and_defaults_match_the_dataclass():
         "warm_start_model",
         "job_name_prefix",
         "evaluation",
+        "stages",
     )
 
 

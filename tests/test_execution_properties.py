@@ -1,9 +1,10 @@
 """Any execution input gives ExecutionInputError or a request SageMaker's model accepts.
 
-Hypothesis feeds parse_input + training_job_request (and evaluation_job_request when the
-input asks for an evaluation) arbitrary JSON: as the whole input, under each field,
-under "hyperparameters" and under each field of "evaluation". A ContractGapError (the request breaks a
-constraint the contract should have caught) or any other exception fails the test.
+Hypothesis feeds parse_input + training_job_request (each stage's when the input has
+stages, and evaluation_job_request when it asks for an evaluation) arbitrary JSON: as the
+whole input, under each field, under "hyperparameters", under each field of "evaluation"
+and of a stage. A ContractGapError (the request breaks a constraint the contract should
+have caught) or any other exception fails the test.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from ernie_sm.pipeline import sagemaker_api  # noqa: E402
 from ernie_sm.pipeline.execution import (  # noqa: E402
     EVALUATION_FIELDS,
     FIELDS,
+    STAGE_FIELDS,
     ExecutionInputError,
     StackEnvironment,
     evaluation_job_request,
     parse_input,
     training_job_request,
 )
-from ernie_sm.training import hyperparams  # noqa: E402
+from ernie_sm.training import hyperparams, tasks  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -79,7 +81,13 @@ TRAINED = f"s3://{BUCKET}/models/ernie-run-1-1a2b3c4d-a1-20260301123045/output/m
 def assert_refused_or_accepted(raw: object, execution_name: str = "run-1") -> None:
     try:
         inp = parse_input(raw)
-        requests = [training_job_request(inp, ENV, execution_name, 1, NOW)]
+        # Every stage's, each from the model of the stage before.
+        stages = (
+            [()]
+            if inp.stages is None
+            else [(0,), *((i, TRAINED) for i in range(1, len(inp.stages)))]
+        )
+        requests = [training_job_request(inp, ENV, execution_name, 1, NOW, *s) for s in stages]
     except ExecutionInputError:
         return
     if inp.evaluation is not None:  # what the same input gives Prepare evaluation
@@ -127,3 +135,29 @@ def test_any_json_in_each_evaluation_field(evaluation):
 def test_any_json_under_evaluation_hyperparameters(hyperparameters):
     evaluation = {"dataset": "datasets/topics", "hyperparameters": hyperparameters}
     assert_refused_or_accepted({"evaluation": evaluation})
+
+
+TASK_NAMES = st.sampled_from(sorted(tasks.TASKS)) | TEXT
+STAGE = st.fixed_dictionaries(
+    {"tasks": st.dictionaries(TASK_NAMES, NUMBER | SCALAR, max_size=4), "steps": NUMBER},
+    optional={
+        "name": TEXT,
+        "hyperparameters": st.dictionaries(HYPERPARAMETER_NAMES, SCALAR | JSON, max_size=4),
+    },
+)
+
+
+@FAST
+@given(st.lists(STAGE | st.dictionaries(st.sampled_from(STAGE_FIELDS) | TEXT, JSON), max_size=9))
+def test_any_json_in_each_stage_field(stages):
+    assert_refused_or_accepted({"stages": stages})
+
+
+@FAST
+@given(
+    st.dictionaries(HYPERPARAMETER_NAMES, SCALAR, max_size=4),
+    st.lists(STAGE, min_size=1, max_size=3),
+    st.dictionaries(st.sampled_from(FIELDS), SCALAR, max_size=3),
+)
+def test_any_stages_with_any_top_level_fields(hyperparameters, stages, fields):
+    assert_refused_or_accepted({**fields, "hyperparameters": hyperparameters, "stages": stages})

@@ -262,3 +262,80 @@ def test_the_demo_prints_both_test_scores_as_they_came():
         "pretrained: no test scores reported",
         "  baseline: no test scores reported",
     ]
+
+
+def _staged_input(steps: int = 4) -> dict:
+    """tiny_input() in two stages of knowledge masking (the trainer of ERNIE 1.0 takes
+    `tasks`), a few steps each; `num_train_steps` comes from each stage's steps."""
+    execution_input = tiny_input()
+    del execution_input["hyperparameters"]["num_train_steps"]
+    stage = {"tasks": {"knowledge_masking": 1}, "steps": steps}
+    return {**execution_input, "stages": [stage, {**stage, "name": "second"}]}
+
+
+def _checkpoints(workdir: Path) -> dict[str, list[str]]:
+    """{stage folder: its files} under the one execution's checkpoint folder."""
+    (execution,) = (workdir / "buckets" / "rehearsal-data" / "checkpoints").iterdir()
+    return {
+        folder.name: sorted(p.name for p in folder.rglob("*") if p.is_file())
+        for folder in sorted(execution.iterdir())
+    }
+
+
+def test_stages_train_in_order_each_from_the_previous_model_then_one_evaluation(
+    cdk_out, dataset, labelled, tmp_path, capfd
+):
+    evaluation = {"dataset": "datasets/labelled", "hyperparameters": TINY_EVAL_HYPERPARAMETERS}
+    execution_input = {**_staged_input(), "evaluation": evaluation}
+    result = rehearse(execution_input, tmp_path / "r", cdk_out, dataset, folders=labelled)
+    output = result["output"]
+    first, second = output["stages"]
+    assert [first["name"], second["name"]] == ["stage-1", "second"]
+    assert "-s1-" in first["training_job"] and "-s2-" in second["training_job"]
+    assert all(stage["attempts"] == 1 and stage["metrics"] for stage in (first, second))
+    # The output's model is the last stage's; the second job started from the first's.
+    assert output["model"] == second["model"] and output["training_job"] == second["training_job"]
+    jobs = tmp_path / "r" / "jobs"
+    data = {
+        stage["name"]: jobs / stage["training_job"] / "opt/ml/input/data"
+        for stage in (first, second)
+    }
+    assert not (data["stage-1"] / "model").exists()
+    # The model channel held the first stage's archive, as the local "S3" has it.
+    stage_1_model = _object(tmp_path / "r", first["model"]).read_bytes()
+    assert (data["second"] / "model" / "model.tar.gz").read_bytes() == stage_1_model
+    for stage in (first, second):
+        config = jobs / stage["training_job"] / "opt/ml/input/config/hyperparameters.json"
+        hyperparameters = json.loads(config.read_text())
+        assert hyperparameters["tasks"] == "knowledge_masking:1"
+        assert hyperparameters["num_train_steps"] == "4"
+    err = capfd.readouterr().err
+    assert err.index(f"[prepare] job {first['training_job']}") < err.index(
+        f"[prepare] job {second['training_job']}"
+    )
+    log = (jobs / second["training_job"] / "algo-1.log").read_text()
+    assert "warm start: weights from" in log
+    assert "warm start" not in (jobs / first["training_job"] / "algo-1.log").read_text()
+    # Each stage kept its checkpoints in its own folder: the second did not resume the first.
+    folders = _checkpoints(tmp_path / "r")
+    assert list(folders) == ["stage-1", "stage-2"] and all(folders.values())
+    # The evaluation ran once, after the last stage, on its model.
+    evaluated = output["evaluation"]["training_job"]
+    assert _jobs(tmp_path / "r") == sorted(
+        [first["training_job"], second["training_job"], evaluated]
+    )
+    stage_2_model = _object(tmp_path / "r", second["model"]).read_bytes()
+    assert (jobs / evaluated / "opt/ml/input/data/model/model.tar.gz").read_bytes() == stage_2_model
+    notice = next(line for line in err.splitlines() if line.startswith("[sns] "))
+    assert "ernie pretraining succeeded" in notice and second["training_job"] in notice
+
+
+def test_a_failing_stage_fails_the_execution_naming_the_stage(cdk_out, dataset, tmp_path, capfd):
+    faults = ["none", "stopped"]  # the second stage's job stops at its time limit
+    result = rehearse(_staged_input(), tmp_path / "r", cdk_out, dataset, fault_names=faults)
+    assert result["error"] == "TrainingJobStopped"
+    assert result["cause"].startswith("Stage second (stages[1]) failed: The training job ernie-s2-")
+    err = capfd.readouterr().err
+    assert err.count("[prepare] job ") == 2
+    notice = next(line for line in err.splitlines() if line.startswith("[sns] "))
+    assert "ernie pretraining failed" in notice and "Stage second (stages[1])" in notice

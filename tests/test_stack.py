@@ -20,7 +20,7 @@ import pytest
 from aws_cdk import App, Stack
 from aws_cdk.assertions import Match, Template
 from ernie_sm.operations.stack import OUTPUTS
-from ernie_sm.pipeline.execution import MAX_HOURS, ExecutionInputError
+from ernie_sm.pipeline.execution import MAX_HOURS, MAX_STAGES, ExecutionInputError
 from ernie_sm.stacks.dataset_bucket import DatasetBucket
 from ernie_sm.stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
 from ernie_sm.stacks.execution_role import ExecutionRole, ExecutionRoleProps
@@ -153,11 +153,20 @@ def test_attempts_back_off_doubling_and_the_timeout_outlasts_them_all(synth):
         "States.ArrayGetItem(States.Array(0, 300, 600), $.job.attempt)"
     )
     assert states["Back off"]["SecondsPath"] == "$.backoff"
-    # Three attempts of SageMaker's longest job (28 days, spot waiting included) for the
-    # training and for the evaluation, their back-offs and an hour: the execution never
-    # times out while an attempt may still run.
-    assert definition["TimeoutSeconds"] == 2 * (3 * MAX_HOURS * 3600 + 300 + 600) + 3600
-    assert definition["TimeoutSeconds"] <= 365 * 86400  # a standard workflow's longest
+    # Three attempts of SageMaker's longest job (28 days, spot waiting included) for each
+    # of the MAX_STAGES stages and for the evaluation, their back-offs and an hour; that
+    # is more than a standard workflow's longest execution, a year, which it is then.
+    longest = (MAX_STAGES + 1) * (3 * MAX_HOURS * 3600 + 300 + 600) + 3600
+    assert definition["TimeoutSeconds"] == min(longest, 365 * 86400) == 365 * 86400
+    # Prepare refuses stages that could run longer (test_stages_input.py).
+    functions = synth.template.find_resources("AWS::Lambda::Function").values()
+    variables = [f["Properties"].get("Environment", {}).get("Variables", {}) for f in functions]
+    (limits,) = [json.loads(v["EXECUTION_LIMITS"]) for v in variables if "EXECUTION_LIMITS" in v]
+    assert limits == {
+        "max_attempts": 3,
+        "backoff_seconds": [300, 600],
+        "timeout_seconds": definition["TimeoutSeconds"],
+    }
 
 
 def test_state_machine_logs_everything_and_traces(synth):
@@ -586,18 +595,16 @@ def test_evaluation_runs_after_the_model_only_when_the_input_asks_for_it(synth):
     assert unscored["ResultPath"] == "$.error" and unscored["Next"] == "NotifyFailure"
     vpc = _definition(synth.vpc)["States"]["Evaluate"]["Parameters"]
     assert vpc["VpcConfig.$"] == "$.job.request.VpcConfig"
-    output = states["Evaluation"]["Parameters"]
-    assert output == {
-        "model.$": "$.trained.model",
-        "training_job.$": "$.trained.training_job",
-        "attempts.$": "$.trained.attempts",
-        "evaluation": {
-            "training_job.$": "$.evaluation.TrainingJobName",
-            "attempts.$": "$.job.attempt",
-            "metrics.$": "$.evaluation.FinalMetricDataList",
-            "report.$": "$.evaluation.ModelArtifacts.S3ModelArtifacts",
-        },
+    # The output is the training's ($.trained: model, training_job, attempts and, with
+    # stages, stages) with the evaluation's results under "evaluation".
+    output = states["Evaluation"]
+    assert output["Parameters"] == {
+        "training_job.$": "$.evaluation.TrainingJobName",
+        "attempts.$": "$.job.attempt",
+        "metrics.$": "$.evaluation.FinalMetricDataList",
+        "report.$": "$.evaluation.ModelArtifacts.S3ModelArtifacts",
     }
+    assert output["ResultPath"] == "$.trained.evaluation" and output["OutputPath"] == "$.trained"
     assert states["Evaluation"]["Next"] == "NotifySuccess"
 
 
@@ -654,3 +661,72 @@ def test_evaluation_jobs_fall_under_the_state_machines_grant(synth):
     # `<prefix>-eval-...` matches `training-job/<prefix>-*`: no other grant is needed.
     assert json.dumps(sagemaker["Resource"]).count("training-job/ernie-*") == 1
     assert "-eval-" not in json.dumps(statements)
+
+
+def test_an_input_with_stages_runs_them_in_a_loop_of_states_of_its_own(synth):
+    definition = _definition(synth.template)
+    states = definition["States"]
+    assert definition["StartAt"] == "Stages?"
+    # Absent or null: today's single job, its states unchanged.
+    assert states["Stages?"]["Choices"] == [
+        {"Not": {"Variable": "$$.Execution.Input.stages", "IsPresent": True}, "Next": "Start"},
+        {"Variable": "$$.Execution.Input.stages", "IsNull": True, "Next": "Start"},
+    ]
+    assert states["Stages?"]["Default"] == "Start stages"
+    assert states["Start"] == {"Type": "Pass", "Parameters": {"attempt": 1}, "Next": "Prepare job"}
+    assert states["Start stages"]["Parameters"] == {
+        "attempt": 1,
+        "stage": {"index": 0},
+        "stages": {"text": "", "comma": ""},
+    }
+    prepare = states["Prepare stage"]
+    assert prepare["Parameters"]["Payload"]["stage.$"] == "$.stage"
+    assert prepare["ResultSelector"]["stage.$"] == "$.Payload.stage"
+    assert prepare["Next"] == "Train stage"
+    train = states["Train stage"]
+    assert (train["Resource"], train["Parameters"]) == (
+        states["Train"]["Resource"],
+        states["Train"]["Parameters"],
+    )
+    # Retries keep the stage and the list so far; a job's failure names the stage.
+    count = states["Count attempt (stage)"]["Parameters"]
+    assert (count["stage.$"], count["stages.$"]) == ("$.stage", "$.stages")
+    catches = [(c["ErrorEquals"], c["Next"]) for c in train["Catch"]]
+    assert catches == [
+        ([RESOURCE_LIMIT], "Another attempt? (stage)"),
+        ([API_ERROR], "Throttled? (stage)"),
+        (["States.TaskFailed"], "Job ended? (stage)"),
+        (["States.ALL"], "Name the stage"),
+    ]
+    assert states["Another attempt? (stage)"]["Default"] == "Name the stage"
+    assert states["Prepare stage"]["Catch"][0]["Next"] == "Function error? (stage)"
+    assert states["Function error? (stage)"]["Default"] == "NotifyFailure"
+    named = states["Name the stage"]
+    assert named["ResultPath"] == "$.error" and named["Next"] == "NotifyFailure"
+    assert "$.job.stage.name" in named["Parameters"]["Cause.$"]
+    # After each job: its outcome joins the list; the next stage or the output.
+    assert train["Next"] == "Stage metrics?"
+    assert states["Stage metrics?"]["Choices"] == [
+        {"Variable": "$.training.FinalMetricDataList", "IsPresent": True, "Next": "Stage outcome"}
+    ]
+    no_metrics = states[states["Stage metrics?"]["Default"]]  # a job that logged none
+    assert no_metrics["Result"] == [] and no_metrics["Next"] == "Stage outcome"
+    assert no_metrics["ResultPath"] == "$.training.FinalMetricDataList"
+    assert states["Stage outcome"]["Next"] == "Record stage"
+    assert states["Record stage"]["Next"] == "Next stage?"
+    assert states["Next stage?"]["Choices"] == [
+        {"Variable": "$.job.stage.next", "IsPresent": True, "Next": "Next stage"}
+    ]
+    assert states["Next stage"]["Parameters"]["stage"] == {
+        "index.$": "$.job.stage.next",
+        "model.$": "$.outcome.model",
+    }
+    assert states["Next stage"]["Next"] == "Prepare stage"
+    assert states["Next stage?"]["Default"] == "Stages"
+    assert states["Stages"]["Next"] == "Evaluate?"
+    assert set(states["Stages"]["Parameters"]) == {
+        "model.$",
+        "training_job.$",
+        "attempts.$",
+        "stages.$",
+    }
