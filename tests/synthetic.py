@@ -120,7 +120,7 @@ def reference_lengths(n: int, seed: int = 0) -> np.ndarray:
 
 
 # learnable_task_corpus's characters, offsets from FIRST_CHAR in three disjoint ranges.
-MARKERS = 12  # the most sentences a document has: sentence k starts with marker k
+MARKERS = 13  # sentence k starts with marker k and ends with k + 1, up to 12 sentences
 TOPIC_CHARS = range(MARKERS, MARKERS + 80)
 OWN_CHARS = range(TOPIC_CHARS.stop, TOPIC_CHARS.stop + 400)
 
@@ -131,17 +131,18 @@ def learnable_task_corpus(path: Path, docs: int = 200, seed: int = 0) -> Path:
     size the corpus caps at its 500-odd characters) such that a tiny model learns each of
     ERNIE 2.0's sentence and document tasks well above chance in a hundred or so steps:
 
-    - sentence k of a document starts with the k-th of MARKERS ordinal characters, so the
-      order of segments (sentence_reordering) and whether B comes right after A
-      (sentence_distance 0 vs 1) are visible at the segment starts;
+    - sentence k of a document starts with the k-th of MARKERS ordinal characters and
+      ends with the (k+1)-th, the next sentence's first: the order of segments
+      (sentence_reordering) and whether B comes right after A (sentence_distance 0 vs 1)
+      show as a character A ends with and B starts with, which attention matches easily;
     - a document has 3 topic characters of its own, drawn from TOPIC_CHARS, and every
       sentence holds them all: B of another document (sentence_distance 2) shows other
       topic characters, and topic characters (with the final 。) appear in all the
       document's segments (token_document_relation 1);
     - every sentence also holds 3 to 5 characters of OWN_CHARS that no other sentence of
-      its document has (token_document_relation 0, and so are the markers).
+      its document has (token_document_relation 0).
 
-    Documents have 6 to MARKERS sentences of 8 to 10 tokens, so 48 to 120 tokens: with
+    Documents have 6 to 12 sentences of 10 to 12 tokens (with the 。), so 60 to 144: with
     --max-seq-len 64 or less most span two segments or more, which
     token_document_relation needs.
     """
@@ -153,11 +154,11 @@ def learnable_task_corpus(path: Path, docs: int = 200, seed: int = 0) -> Path:
 
 def _task_document(rng: np.random.Generator) -> str:
     topic = rng.choice(TOPIC_CHARS, size=3, replace=False)
-    count = int(rng.integers(6, MARKERS + 1))
+    count = int(rng.integers(6, MARKERS))
     own = iter(rng.choice(OWN_CHARS, size=5 * count, replace=False))
     sentences = []
     for k in range(count):
         body = [*topic, *(next(own) for _ in range(int(rng.integers(3, 6))))]
-        chars = [k, *rng.permutation(body)]
+        chars = [k, *rng.permutation(body), k + 1]
         sentences.append("".join(chr(FIRST_CHAR + int(c)) for c in chars) + "。")
     return "\n".join(sentences)

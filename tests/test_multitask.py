@@ -14,9 +14,17 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
+from ernie_sm.dataprep.prepare import PrepareOptions, prepare
 from ernie_sm.training import hyperparams, layout, tasks, train
 from ernie_sm.training.config import ErnieConfig
-from ernie_sm.training.data import BatchConfig, ShardLimits, TokenIds, make_batch, parse_shard
+from ernie_sm.training.data import (
+    BatchConfig,
+    ShardLimits,
+    TokenIds,
+    make_batch,
+    parse_shard,
+    read_filelist,
+)
 from ernie_sm.training.errors import ConfigError, DataError
 from ernie_sm.training.export import export_model, warm_start
 from ernie_sm.training.model import ErnieForPretraining, task_loss
@@ -27,8 +35,16 @@ from ernie_sm.training.tasks import (
     SENTENCE_REORDERING,
     TOKEN_DOCUMENT_RELATION,
 )
+from rich.console import Console
 
-from tests.helpers import TOY_VOCAB, add_task_shards, make_job
+from tests import synthetic
+from tests.helpers import (
+    TINY_CONFIG,
+    TINY_HYPERPARAMETERS,
+    TOY_VOCAB,
+    add_task_shards,
+    make_job,
+)
 from tests.test_train import StopAfter
 
 IDS = TokenIds.from_vocab(TOY_VOCAB)
@@ -298,3 +314,69 @@ def test_a_checkpoint_of_other_tasks_is_not_resumed(tmp_path, sm_env):
         "was saved training knowledge_masking, sentence_reordering"
         in (base / "output" / "failure").read_text()
     )
+
+
+LEARNING = {  # steps each task takes alone to beat its majority class, on the CPU in seconds
+    "token_document_relation": 100,
+    "sentence_distance": 400,
+    "sentence_reordering": 500,
+}
+VALID_TASK = re.compile(r"\[valid_task\] step=\d+ task=(\w+) .*_acc=([0-9.]+)")
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory) -> Path:
+    """synthetic.learnable_task_corpus prepared with every task, and a model config that
+    learns them: the channels of the jobs below."""
+    folder = tmp_path_factory.mktemp("learnable")
+    corpus = synthetic.learnable_task_corpus(folder / "corpus.txt", docs=600)
+    options = PrepareOptions(
+        inputs=[corpus],
+        output=folder / "dataset",
+        vocab_size=1000,
+        max_seq_len=64,
+        valid_fraction=0.1,
+        workers=1,
+        tasks=list(LEARNING),
+    )
+    prepare(options, console=Console(quiet=True))
+    config = {**TINY_CONFIG, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "dataset" / "train" / "ernie_config.json").write_text(json.dumps(config))
+    return folder / "dataset"
+
+
+def majority_share(channel: Path, task: tasks.Task) -> float:
+    """The accuracy of always answering the valid set's most frequent label."""
+    limits = ShardLimits(1000, 64, 64, 2, task)
+    filelist = tasks.task_folder(channel, task) / "valid_filelist"
+    shards = read_filelist(filelist)
+    labels = np.concatenate([parse_shard(s.path, limits).label for s in shards])
+    labels = labels[labels != tasks.IGNORE]
+    return np.bincount(labels).max() / labels.size
+
+
+@pytest.mark.parametrize("name", list(LEARNING))
+def test_each_new_task_learns_well_above_its_majority_class(
+    learnable, name, tmp_path, sm_env, logs
+):
+    base = sm_env(tmp_path)
+    for channel in ("train", "valid"):
+        (base / "input" / "data").mkdir(parents=True, exist_ok=True)
+        (base / "input" / "data" / channel).symlink_to(learnable / channel)
+    steps = str(LEARNING[name])
+    hyperparameters = {**TINY_HYPERPARAMETERS, "tasks": name, "num_train_steps": steps}
+    hyperparameters.update(
+        learning_rate="0.001",
+        warmup_steps="30",
+        batch_size="1024",
+        skip_steps="50",
+        validation_steps=steps,
+        save_steps="100000",
+    )
+    layout.write_local_job(base, hyperparameters, ["train", "valid"])
+    assert train.main() == 0
+    found = (VALID_TASK.search(r.getMessage()) for r in logs.records)
+    accuracy = {m[1]: float(m[2]) for m in found if m}
+    chance = majority_share(learnable / "valid", tasks.TASKS[name])
+    assert accuracy[name] > chance + 0.1, (accuracy, chance)

@@ -314,14 +314,14 @@ def test_the_learnable_corpus_holds_the_cues_its_docstring_promises(tmp_path):
         for token, label in zip(ids, labels, strict=True):
             if offset.get(token) in synthetic.TOPIC_CHARS:
                 assert label == 1
-            elif offset.get(token) in synthetic.OWN_CHARS or token in markers:
+            elif offset.get(token) in synthetic.OWN_CHARS:
                 assert label == 0
     distance = read_task_lines(train, SENTENCE_DISTANCE.name)
     for line in distance:
         (a, _), (b, _) = parse(line, 64)[0]
         assert a[0] in markers and b[0] in markers
         if line.endswith(";0"):
-            assert offset[b[0]] == offset[a[0]] + 1
+            assert offset[b[0]] == offset[a[0]] + 1 == offset[a[-2]]  # A ends with B's marker
     assert len(distance) > 200
 
 

@@ -39,28 +39,32 @@ def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         max_seq_len=64,
         valid_fraction=0.1,
         workers=1,
+        tasks=demo.TASKS,
     )
     prepare(options, console=Console(quiet=True))
     return out
 
 
+DEMO_INPUT = {
+    "dataset": "datasets/demo",
+    "spot": False,
+    "hyperparameters": {
+        "ernie_config_path": "ernie-tiny",
+        "max_seq_len": 64,
+        "batch_size": 1024,
+        "num_train_steps": 6,
+        "skip_steps": 2,
+        "validation_steps": 6,
+        "save_steps": 6,
+        "num_workers": 0,
+    },
+}
+
+
 def test_an_execution_on_the_demo_dataset_trains_and_returns_the_model_uri(
     cdk_out, demo_dataset, tmp_path
 ):
-    execution_input = {
-        "dataset": "datasets/demo",
-        "spot": False,
-        "hyperparameters": {
-            "ernie_config_path": "ernie-tiny",
-            "max_seq_len": 64,
-            "batch_size": 1024,
-            "num_train_steps": 6,
-            "skip_steps": 2,
-            "validation_steps": 6,
-            "save_steps": 6,
-            "num_workers": 0,
-        },
-    }
+    execution_input = DEMO_INPUT
     result = rehearse(execution_input, tmp_path / "r", cdk_out, demo_dataset)
     output = result["output"]
     assert output["attempts"] == 1 and output["training_job"].startswith("ernie-")
@@ -282,12 +286,28 @@ def _checkpoints(workdir: Path) -> dict[str, list[str]]:
     }
 
 
+SECOND_STAGE = {"knowledge_masking": 1, "sentence_reordering": 1, "sentence_distance": 1}
+
+
 def test_stages_train_in_order_each_from_the_previous_model_then_one_evaluation(
-    cdk_out, dataset, labelled, tmp_path, capfd
+    cdk_out, demo_dataset, labelled, tmp_path, capfd
 ):
+    """ERNIE 2.0 on the demo corpus: knowledge masking, then knowledge masking beside
+    sentence reordering and sentence distance, then the evaluation."""
+    hyperparameters = {**DEMO_INPUT["hyperparameters"], "validation_steps": 4}
+    del hyperparameters["num_train_steps"]
+    stages = [
+        {"tasks": {"knowledge_masking": 1}, "steps": 4},
+        {"name": "second", "tasks": SECOND_STAGE, "steps": 6},
+    ]
     evaluation = {"dataset": "datasets/labelled", "hyperparameters": TINY_EVAL_HYPERPARAMETERS}
-    execution_input = {**_staged_input(), "evaluation": evaluation}
-    result = rehearse(execution_input, tmp_path / "r", cdk_out, dataset, folders=labelled)
+    execution_input = {
+        **DEMO_INPUT,
+        "hyperparameters": hyperparameters,
+        "stages": stages,
+        "evaluation": evaluation,
+    }
+    result = rehearse(execution_input, tmp_path / "r", cdk_out, demo_dataset, folders=labelled)
     output = result["output"]
     first, second = output["stages"]
     assert [first["name"], second["name"]] == ["stage-1", "second"]
@@ -304,11 +324,20 @@ def test_stages_train_in_order_each_from_the_previous_model_then_one_evaluation(
     # The model channel held the first stage's archive, as the local "S3" has it.
     stage_1_model = _object(tmp_path / "r", first["model"]).read_bytes()
     assert (data["second"] / "model" / "model.tar.gz").read_bytes() == stage_1_model
-    for stage in (first, second):
+    for stage, tasks, steps in ((first, stages[0]["tasks"], "4"), (second, SECOND_STAGE, "6")):
         config = jobs / stage["training_job"] / "opt/ml/input/config/hyperparameters.json"
         hyperparameters = json.loads(config.read_text())
-        assert hyperparameters["tasks"] == "knowledge_masking:1"
-        assert hyperparameters["num_train_steps"] == "4"
+        assert hyperparameters["tasks"] == ",".join(f"{t}:1" for t in tasks)
+        assert hyperparameters["num_train_steps"] == steps
+    # The second stage still reports the first stage's task beside its new ones.
+    reported = {m["MetricName"] for m in second["metrics"]}
+    assert {
+        f"{kind}-{task}-{figure}"
+        for kind in ("Training", "Validation")
+        for task in SECOND_STAGE
+        for figure in ("loss", "accuracy")
+    } <= reported
+    assert "Training-knowledge_masking-loss" in {m["MetricName"] for m in first["metrics"]}
     err = capfd.readouterr().err
     assert err.index(f"[prepare] job {first['training_job']}") < err.index(
         f"[prepare] job {second['training_job']}"
