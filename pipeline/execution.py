@@ -526,12 +526,7 @@ def _evaluation(
     }
     if "dataset" not in value:
         problems["evaluation.dataset"] = "required: the key prefix of a labelled set"
-    for name, parse in parsers.items():
-        if name in value:
-            try:
-                values[name] = parse(value[name])
-            except _Problem as exc:
-                problems[f"evaluation.{name}"] = str(exc)
+    _parse_fields(value, parsers, "evaluation", values, problems)
     if "hyperparameters" in value:
         hp, hp_problems = _hyperparameters(
             value["hyperparameters"], hyperparams.EVAL_SPECS, "evaluation.hyperparameters"
@@ -545,6 +540,23 @@ def _evaluation(
     if problems:
         return None, problems
     return EvaluationInput(**values), {}
+
+
+def _parse_fields(
+    value: Mapping,
+    parsers: Mapping[str, Any],
+    where: str,
+    values: dict[str, Any],
+    problems: dict[str, str],
+) -> None:
+    """Parse the fields of `value` that `parsers` names into `values`; a bad one goes to
+    `problems` as `<where>.<field>`."""
+    for name, parse in parsers.items():
+        if name in value:
+            try:
+                values[name] = parse(value[name])
+            except _Problem as exc:
+                problems[f"{where}.{name}"] = str(exc)
 
 
 def _stages(
@@ -590,12 +602,7 @@ def _stage(value: object, index: int) -> tuple[StageInput | None, dict[str, str]
         if name not in value:
             problems[f"{where}.{name}"] = "required"
     parsers = {"name": _stage_name, "steps": lambda v: _integer(v, 1, MAX_STEPS)}
-    for name, parse in parsers.items():
-        if name in value:
-            try:
-                values[name] = parse(value[name])
-            except _Problem as exc:
-                problems[f"{where}.{name}"] = str(exc)
+    _parse_fields(value, parsers, where, values, problems)
     if "tasks" in value:
         weights, task_problems = _stage_tasks(value["tasks"], f"{where}.tasks")
         problems.update(task_problems)

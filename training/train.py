@@ -482,10 +482,7 @@ def _task_shards(
     channel: Path, filelist: str, tasks: list[Task], channel_name: str
 ) -> dict[str, list[Shard]]:
     """Each task's shards in a channel, which must declare the task (training/tasks.py)."""
-    try:
-        version, declared = job_tasks.dataset_tasks(channel)
-    except ValueError as exc:
-        raise ConfigError(f"the {channel_name} channel: {exc}") from None
+    version, declared = _declared(channel, channel_name)
     missing = [t.name for t in tasks if t.name not in declared]
     if missing:
         raise ConfigError(
@@ -496,6 +493,14 @@ def _task_shards(
     return {
         t.name: read_filelist(_resolve(filelist, job_tasks.task_folder(channel, t))) for t in tasks
     }
+
+
+def _declared(channel: Path, channel_name: str) -> tuple[int, list[str]]:
+    """The format version and tasks a channel declares (training/tasks.py)."""
+    try:
+        return job_tasks.dataset_tasks(channel)
+    except ValueError as exc:
+        raise ConfigError(f"the {channel_name} channel: {exc}") from None
 
 
 def _model_flops(config: ErnieConfig, batch: Batch, task: Task) -> int:
@@ -531,10 +536,7 @@ def _valid_shards(layout: JobLayout, hp: Hyperparameters, tasks: list[Task]) -> 
         log.warning("no 'valid' channel: training without validation")
         return {}
     channel = layout.channel(job_layout.VALID)
-    try:
-        _, declared = job_tasks.dataset_tasks(channel)
-    except ValueError as exc:
-        raise ConfigError(f"the valid channel: {exc}") from None
+    _, declared = _declared(channel, job_layout.VALID)
     missing = [t.name for t in tasks if t.name not in declared]
     if missing:
         log.warning("the valid channel holds no %s samples: not validated", ", ".join(missing))
