@@ -50,12 +50,16 @@ def model_trainer(
     stack: str = DEFAULT_STACK,
     boto_session: Any = None,
     sagemaker_session: Any = None,
+    stage: int | None = None,
+    previous_model: str | None = None,
 ) -> ModelTrainer:
     """A ModelTrainer for the deployed `stack` that starts the job an execution with this
-    input would start. `run_name` names the checkpoint folder: the same name resumes."""
+    input would start. `run_name` names the checkpoint folder: the same name resumes. For
+    an input with stages, `stage` picks the one job (and `previous_model`, the model.tar.gz
+    of the stage before, is where a later stage starts from)."""
     boto_session = boto_session or make_session()
     settings = prepare_environment(stack, boto_session)
-    request = training_request(execution_input, settings, run_name)
+    request = training_request(execution_input, settings, run_name, stage, previous_model)
     if sagemaker_session is None:
         from sagemaker.core.helper.session_helper import Session
 
@@ -76,11 +80,25 @@ def prepare_environment(stack: str, boto_session: Any) -> dict[str, str]:
 
 
 def training_request(
-    execution_input: dict, settings: Mapping[str, str], run_name: str | None = None
+    execution_input: dict,
+    settings: Mapping[str, str],
+    run_name: str | None = None,
+    stage: int | None = None,
+    previous_model: str | None = None,
 ) -> dict[str, Any]:
-    """The CreateTrainingJob request the state machine would send (its first attempt)."""
+    """The CreateTrainingJob request the state machine would send (its first attempt); of
+    stage `stage` for an input with stages, which a ModelTrainer runs one at a time."""
+    stages = execution_input.get("stages") if isinstance(execution_input, dict) else None
+    if stages and (stage is None or (stage > 0 and previous_model is None)):
+        raise OperationsError(
+            f"the input has {len(stages)} stage(s) and a ModelTrainer runs one job: pass "
+            "stage=0 for the first, stage=i with previous_model=<stage i-1's model.tar.gz> "
+            "for a later one, or start the state machine, which runs them all (ernie-sm start)"
+        )
     run = run_name or "notebook-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    _, _, request = prepare(execution_input, settings, run)
+    _, _, request = prepare(
+        execution_input, settings, run, stage=stage, previous_model=previous_model
+    )
     return request
 
 

@@ -111,6 +111,29 @@ def test_a_vpc_goes_into_the_sdk_request(aws, settings):
     }
 
 
+def test_a_staged_input_gives_the_request_of_the_stage_asked_for(settings):
+    staged = {
+        **tiny_input(),
+        "stages": [
+            {"tasks": {"knowledge_masking": 1}, "steps": 4},
+            {"tasks": {"sentence_distance": 1}, "steps": 2},
+        ],
+    }
+    del staged["hyperparameters"]["num_train_steps"]
+    with pytest.raises(OperationsError, match=r"the input has 2 stage\(s\) .* pass stage=0"):
+        notebook.training_request(staged, settings)
+    first = notebook.training_request(staged, settings, "nb-s", stage=0)
+    assert first["HyperParameters"]["tasks"] == "knowledge_masking:1"
+    with pytest.raises(OperationsError, match="previous_model"):
+        notebook.training_request(staged, settings, "nb-s", stage=1)
+    bucket = first["OutputDataConfig"]["S3OutputPath"].split("/")[2]
+    model = f"s3://{bucket}/models/{first['TrainingJobName']}/output/model.tar.gz"
+    second = notebook.training_request(staged, settings, "nb-s", 1, model)
+    assert second["HyperParameters"]["tasks"] == "sentence_distance:1"
+    (channel,) = [c for c in second["InputDataConfig"] if c["ChannelName"] == "model"]
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == model
+
+
 def test_bad_input_is_refused_by_the_contract_before_the_sdk(settings):
     with pytest.raises(ExecutionInputError, match=r"instance_count: "):
         notebook.training_request({**tiny_input(), "instance_count": 99}, settings)
