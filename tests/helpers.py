@@ -46,7 +46,9 @@ def make_job(base: Path, **overrides: str) -> Path:
     return base
 
 
-def add_task_shards(channel: Path, filelist: str, names: list[str], seed: int = 0) -> None:
+def add_task_shards(
+    channel: Path, filelist: str, names: list[str], seed: int = 0, shards: int = 1
+) -> None:
     """Give a channel of make_job ERNIE 2.0 task shards (format 2): the synthetic samples
     with labels drawn at random, which exercise the mechanics, not learning."""
     rng = np.random.default_rng(seed)
@@ -54,19 +56,25 @@ def add_task_shards(channel: Path, filelist: str, names: list[str], seed: int = 
         task = tasks.TASKS[name]
         folder = tasks.task_folder(channel, task)
         folder.mkdir(exist_ok=True)
-        lines = []
-        for line in synthetic.samples(120, seed=seed + task.id):
-            fields = line.split(";")[:4]
-            n = len(fields[0].split())
-            if task.token_level:
-                labels = rng.integers(0, task.num_classes, n)
-                labels[[0, -1]] = tasks.IGNORE
-                lines.append(";".join([*fields, " ".join(map(str, labels))]))
-            else:
-                lines.append(";".join([*fields, str(rng.integers(task.num_classes))]))
-        synthetic.write_shard(folder / "part-00000.gz", lines)
-        (folder / filelist).write_text("part-00000.gz\t0\n")
+        for shard in range(shards):
+            _write_task_shard(folder / f"part-{shard:05d}.gz", task, seed + shard, rng)
+        listed = "".join(f"part-{shard:05d}.gz\t0\n" for shard in range(shards))
+        (folder / filelist).write_text(listed)
     (channel / tasks.DATASET_FILE).write_text(tasks.describe_dataset(["knowledge_masking", *names]))
+
+
+def _write_task_shard(path: Path, task: tasks.Task, seed: int, rng: np.random.Generator) -> None:
+    lines = []
+    for line in synthetic.samples(120, seed=seed + 100 * task.id):
+        fields = line.split(";")[:4]
+        n = len(fields[0].split())
+        if task.token_level:
+            labels = rng.integers(0, task.num_classes, n)
+            labels[[0, -1]] = tasks.IGNORE
+            lines.append(";".join([*fields, " ".join(map(str, labels))]))
+        else:
+            lines.append(";".join([*fields, str(rng.integers(task.num_classes))]))
+    synthetic.write_shard(path, lines)
 
 
 # Specials and 96 plain tokens: what the reader's unit tests need of a vocab.

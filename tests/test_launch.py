@@ -17,7 +17,7 @@ import pytest
 from ernie_sm.training import launch, layout
 from ernie_sm.training.host_reports import HostReports
 
-from tests.helpers import make_job
+from tests.helpers import add_task_shards, make_job
 
 
 def test_trainer_environments_rank_hosts_major():
@@ -61,6 +61,25 @@ def test_two_trainers_train_one_model_and_only_rank_0_reports(tmp_path):
         "step_000000003",
         "step_000000006",
     ]
+    assert (base / "model" / "model.pdparams").is_file()
+
+
+def test_two_trainers_train_an_ernie_2_model_whose_heads_sit_out_steps(tmp_path):
+    # Each step trains one task's head: the others get no gradient on any trainer, which
+    # data-parallel training must take (find_unused_parameters) rather than hang on.
+    base = _job(
+        tmp_path,
+        num_train_steps="6",
+        tasks="knowledge_masking,sentence_reordering,token_document_relation",
+    )
+    names = ["sentence_reordering", "token_document_relation"]
+    add_task_shards(base / "input" / "data" / "train", "train_filelist", names, shards=2)
+    add_task_shards(base / "input" / "data" / "valid", "valid_filelist", names, seed=50)
+    proc = _start(base)
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 0, out
+    trained = {line.split("task=")[1].split()[0] for line in out.splitlines() if "[task]" in line}
+    assert trained == {"knowledge_masking", *names}
     assert (base / "model" / "model.pdparams").is_file()
 
 
