@@ -317,9 +317,9 @@ def test_a_checkpoint_of_other_tasks_is_not_resumed(tmp_path, sm_env):
 
 
 LEARNING = {  # steps each task takes alone to beat its majority class, on the CPU in seconds
-    "token_document_relation": 100,
-    "sentence_distance": 400,
-    "sentence_reordering": 500,
+    "token_document_relation": 50,
+    "sentence_distance": 200,
+    "sentence_reordering": 320,
 }
 VALID_TASK = re.compile(r"\[valid_task\] step=\d+ task=(\w+) .*_acc=([0-9.]+)")
 
@@ -367,10 +367,10 @@ def test_each_new_task_learns_well_above_its_majority_class(
     steps = str(LEARNING[name])
     hyperparameters = {**TINY_HYPERPARAMETERS, "tasks": name, "num_train_steps": steps}
     hyperparameters.update(
-        learning_rate="0.001",
+        learning_rate="0.002",
         warmup_steps="30",
         batch_size="1024",
-        skip_steps="50",
+        skip_steps="10",
         validation_steps=steps,
         save_steps="100000",
     )
