@@ -41,14 +41,16 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ernie_sm.pipeline import sagemaker_api
+from ernie_sm.rehearsal.job_access import JobAccess
 
-ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:training-job/"
+ARN_PREFIX = "arn:aws:sagemaker:us-east-1:000000000000:training-job/"
 CONTAINER_BASE = "/opt/ml"  # where SageMaker mounts the job; LocalPath lives under it
 DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath's default
 DEFAULT_MAX_RUNTIME = 86400  # StoppingCondition.MaxRuntimeInSeconds' default
@@ -97,26 +99,71 @@ def run_training_job(
     jobs: Path,
     on_line: Callable[[str], None] = print,
     env: Mapping[str, str] | None = None,
+    policies: Mapping[str, Any] | None = None,
 ) -> dict:
-    """Run one training job to its end; returns its DescribeTrainingJob answer."""
+    """Run one training job to its end; returns its DescribeTrainingJob answer.
+
+    With `policies` (a template's, rehearsal/policies.py) every call SageMaker makes as the
+    job's role is authorized as on AWS (rehearsal/job_access.py): a refused one fails the
+    request or the job with SageMaker's reason."""
     _validate(request)
+    access = JobAccess(request, policies) if policies is not None else None
+    refused = access and access.refused_request()
+    if refused:
+        raise ValidationException(refused)
     name = request["TrainingJobName"]
     job_dir = _claim(jobs, name)
     base = job_dir / "opt" / "ml"
     started = _now()
     try:
-        _lay_out(request, buckets, base, on_line)
+        _lay_out(request, buckets, base, on_line, access)
     except ChannelError as exc:
         return _describe(request, base, started, "Failed", "Failed", str(exc))
+    for warning in access.warnings(HOST) if access else []:
+        on_line(f"{NOTE} {warning}")
+    began = time.time()
     container = _Container(request, base, job_dir / f"{HOST}.log", on_line, env or {})
     status, secondary, reason = container.run()
+    refused = access and _refused_checkpoints(request, buckets, access, began)
+    if refused and status != "Failed":
+        status, secondary, reason = "Failed", "Failed", refused
     answer = _describe(request, base, started, status, secondary, reason)
     if status == "Completed" or (status == "Stopped" and any((base / "model").iterdir())):
         # SageMaker uploads whatever model/ holds, a stopped job's too.
-        answer["ModelArtifacts"] = {"S3ModelArtifacts": _upload_model(request, buckets, base)}
+        uri = _model_uri(request)
+        refused = access and access.refused_upload(uri, [_split_key(uri)], "Artifact")
+        if refused:
+            status, secondary, reason = "Failed", "Failed", refused
+            answer = _describe(request, base, started, status, secondary, reason)
+        else:
+            answer["ModelArtifacts"] = {"S3ModelArtifacts": _upload_model(request, buckets, base)}
     answer["FinalMetricDataList"] = container.metrics.final()
     on_line(f"{NOTE} {name}: {status}" + (f" ({reason})" if reason else ""))
     return answer
+
+
+def _refused_checkpoints(
+    request: dict, buckets: Path, access: JobAccess, since: float
+) -> str | None:
+    """SageMaker uploads what the job wrote under LocalPath to the checkpoint S3Uri."""
+    config = request.get("CheckpointConfig")
+    if not config:
+        return None
+    folder = s3_path(buckets, config["S3Uri"])
+    written = [
+        path for path in folder.rglob("*") if path.is_file() and path.stat().st_mtime >= since
+    ]
+    root = s3_path(buckets, f"s3://{_split_bucket(config['S3Uri'])}")
+    keys = [path.relative_to(root).as_posix() for path in written]
+    return access.refused_upload(config["S3Uri"], keys, "Checkpoint") if keys else None
+
+
+def _split_bucket(uri: str) -> str:
+    return S3_URI.fullmatch(uri).group(1)
+
+
+def _split_key(uri: str) -> str:
+    return S3_URI.fullmatch(uri).group(2) or ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,8 +256,17 @@ def _arn(name: str) -> str:
 # /opt/ml, as SageMaker prepares it
 
 
-def _lay_out(request: dict, buckets: Path, base: Path, on_line: Callable[[str], None]) -> None:
+def _lay_out(
+    request: dict,
+    buckets: Path,
+    base: Path,
+    on_line: Callable[[str], None],
+    access: JobAccess | None,
+) -> None:
     """Config files, channels and checkpoints: everything there before the container starts."""
+    refused = access and access.refused_volume_key()
+    if refused:
+        raise ChannelError(refused)
     config = base / "input" / "config"
     config.mkdir(parents=True)
     (base / "model").mkdir()
@@ -224,9 +280,10 @@ def _lay_out(request: dict, buckets: Path, base: Path, on_line: Callable[[str], 
     for file_name, content in files.items():
         (config / file_name).write_text(json.dumps(content, indent=2), encoding="utf-8")
     for channel in request.get("InputDataConfig") or []:
-        _download_channel(channel, buckets, base / "input" / "data" / channel["ChannelName"])
+        target = base / "input" / "data" / channel["ChannelName"]
+        _download_channel(channel, buckets, target, access)
     if request.get("CheckpointConfig"):
-        _link_checkpoints(request["CheckpointConfig"], buckets, base)
+        _link_checkpoints(request["CheckpointConfig"], buckets, base, access)
 
 
 def _hosts(request: dict, on_line: Callable[[str], None]) -> list[str]:
@@ -269,11 +326,14 @@ def _input_data_config(request: dict) -> dict[str, dict[str, str]]:
     return config
 
 
-def _download_channel(channel: dict, buckets: Path, target: Path) -> None:
+def _download_channel(channel: dict, buckets: Path, target: Path, access: JobAccess | None) -> None:
     """Copy every object the channel's S3Uri selects, as File mode downloads them."""
     name = channel["ChannelName"]
     uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
     objects = list(_objects(buckets, uri))
+    refused = access and access.refused_download(name, uri, _keys(buckets, uri, objects))
+    if refused:
+        raise ChannelError(refused)
     if not objects:
         raise ChannelError(
             f'ClientError: Data download failed: No S3 objects found under S3 URL "{uri}" '
@@ -306,6 +366,11 @@ def _objects(buckets: Path, uri: str) -> Iterator[tuple[str, Path]]:
                 yield key[len(folder) :].lstrip("/"), path
 
 
+def _keys(buckets: Path, uri: str, objects: list[tuple[str, Path]]) -> list[str]:
+    root, _ = _bucket_path(buckets, uri)
+    return [path.relative_to(root).as_posix() for _, path in objects]
+
+
 def _bucket_path(buckets: Path, uri: str) -> tuple[Path, str]:
     """The bucket's folder and the key of an s3:// URI; a key may not climb out of it."""
     if not _valid_uri(uri):
@@ -320,7 +385,7 @@ def s3_path(buckets: Path, uri: str) -> Path:
     return root / key
 
 
-def _link_checkpoints(config: dict, buckets: Path, base: Path) -> None:
+def _link_checkpoints(config: dict, buckets: Path, base: Path, access: JobAccess | None) -> None:
     """Make LocalPath the S3Uri folder itself.
 
     SageMaker copies S3Uri into LocalPath before the container starts and then uploads
@@ -329,6 +394,11 @@ def _link_checkpoints(config: dict, buckets: Path, base: Path) -> None:
     difference (deletions reach "S3" too, uploads are never torn) shows no checkpoint
     that SageMaker would not.
     """
+    objects = list(_objects(buckets, config["S3Uri"].rstrip("/") + "/"))
+    keys = _keys(buckets, config["S3Uri"], objects)
+    refused = access and access.refused_download("checkpoints", config["S3Uri"], keys)
+    if refused:
+        raise ChannelError(refused)
     local = config.get("LocalPath") or DEFAULT_CHECKPOINT_PATH
     remote = s3_path(buckets, config["S3Uri"])
     remote.mkdir(parents=True, exist_ok=True)
@@ -524,10 +594,14 @@ def _restore_signals(previous: dict[int, Any]) -> None:
 # The answer
 
 
+def _model_uri(request: dict) -> str:
+    output = request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+    return f"{output}/{request['TrainingJobName']}/output/model.tar.gz"
+
+
 def _upload_model(request: dict, buckets: Path, base: Path) -> str:
     """Pack model/ as SageMaker does, to <S3OutputPath>/<job>/output/model.tar.gz."""
-    output = request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
-    uri = f"{output}/{request['TrainingJobName']}/output/model.tar.gz"
+    uri = _model_uri(request)
     target = s3_path(buckets, uri)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")  # readers never see half an archive

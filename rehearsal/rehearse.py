@@ -18,12 +18,19 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ernie_sm.rehearsal import definition, faults
+from ernie_sm.rehearsal import authorization, definition, faults, policies
+from ernie_sm.rehearsal.authorization import Request
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_BIN = ROOT / "node_modules" / ".bin"
 RUNNER = Path(__file__).with_name("run_state_machine.mjs")
 STACK = "ErniePretraining"
+# The managed rule each `.sync` integration of the definition creates, and what it takes.
+SYNC_RULES = {
+    "sagemaker:createTrainingJob.sync": "StepFunctionsGetEventsForSageMakerTrainingJobsRule",
+    "sagemaker:createProcessingJob.sync": "StepFunctionsGetEventsForSageMakerProcessingJobsRule",
+}
+RULE_ACTIONS = ("events:PutTargets", "events:PutRule", "events:DescribeRule")
 
 
 def rehearse(
@@ -52,6 +59,9 @@ def rehearse(
         stage_dataset(dataset_dir, buckets / local.bucket / dataset_prefix)
     for prefix, folder in (folders or {}).items():
         stage_folder(folder, buckets / local.bucket / prefix.strip("/"))
+    refused = refused_deployment(local)
+    if refused:
+        return refused
     name = "rehearsal-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     files = {
         "definition.json": local.definition,
@@ -62,6 +72,10 @@ def rehearse(
             "buckets": str(buckets),
             "jobs": str(jobs),
             "faults": list(fault_names),
+            "policies": local.policies,
+            "state_machine_role": local.state_machine_role,
+            "prepare_role": local.prepare_role,
+            "prepare_log_group": local.prepare_log_group,
         },
     }
     run_dir = workdir / "executions" / name
@@ -70,6 +84,41 @@ def rehearse(
         (run_dir / file_name).write_text(json.dumps(content, indent=2))
     print(f"[rehearsal] execution {name}; S3 is {buckets}", file=sys.stderr, flush=True)
     return _run(run_dir)
+
+
+def refused_deployment(local: definition.LocalDefinition) -> dict | None:
+    """What CreateStateMachine checks of the role, which no execution would get past:
+    Step Functions must be able to assume it, and a `.sync` task needs the managed
+    EventBridge rule through which it learns that the job ended (Step Functions developer
+    guide, "IAM policies for ... SageMaker": events:PutTargets, PutRule, DescribeRule)."""
+    role = local.state_machine_role
+    trust = Request(
+        "states.amazonaws.com",
+        "sts:AssumeRole",
+        role,
+        {"aws:SourceAccount": definition.ACCOUNT, "aws:SourceArn": local.state_machine},
+    )
+    if authorization.decide([trust], local.policies)[0]:
+        return {
+            "error": "InvalidDefinition",
+            "cause": f"Neither the global service principal states.amazonaws.com, nor the "
+            f"regional one is authorized to assume the provided role ({role}): the stack "
+            "would not deploy",
+        }
+    rules = {
+        SYNC_RULES[r.rsplit(":::", 1)[-1]]
+        for r in (s.get("Resource", "") for s in local.definition["States"].values())
+        if r.rsplit(":::", 1)[-1] in SYNC_RULES
+    }
+    arns = [f"arn:aws:events:{definition.REGION}:{definition.ACCOUNT}:rule/{r}" for r in rules]
+    calls = [Request(role, a, arn) for arn in sorted(arns) for a in RULE_ACTIONS]
+    if any(authorization.decide(calls, local.policies)):
+        return {
+            "error": "AccessDeniedException",
+            "cause": f"'{role}' is not authorized to create managed-rule.: the stack would not "
+            "deploy",
+        }
+    return None
 
 
 def synth(cdk_out: Path) -> None:
@@ -194,6 +243,8 @@ def _main(args: argparse.Namespace) -> int:
         OSError,
         json.JSONDecodeError,
         definition.DefinitionError,
+        policies.PolicyError,
+        authorization.EvaluatorError,
         subprocess.CalledProcessError,
     ) as exc:
         print(f"ernie-sm rehearse: {exc}", file=sys.stderr)

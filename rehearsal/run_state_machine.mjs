@@ -46,15 +46,17 @@ function localTask(stateName) {
 
 const handlers = {};
 const waits = {};
+const retries = {};
 for (const [name, state] of Object.entries(definition.States)) {
   if (state.Type === 'Task') handlers[name] = localTask(name);
   if (state.Type === 'Wait') waits[name] = 0; // a rehearsal does not sit out back-offs
+  if (state.Retry) retries[name] = 0; // nor the intervals of a state's Retry
 }
 
 const machine = new StateMachine(definition);
 const execution = machine.run(input, {
   context,
-  overrides: { taskResourceLocalHandlers: handlers, waitTimeOverrides: waits },
+  overrides: { taskResourceLocalHandlers: handlers, waitTimeOverrides: waits, retryIntervalOverrides: retries },
 });
 
 const progress = (async () => {

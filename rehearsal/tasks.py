@@ -17,7 +17,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ernie_sm.rehearsal import faults
+from ernie_sm.rehearsal import authorization, faults
+from ernie_sm.rehearsal.authorization import AccessDenied, Request
+from ernie_sm.rehearsal.definition import ACCOUNT, REGION
 from ernie_sm.rehearsal.faults import TaskError
 from ernie_sm.rehearsal.local_sagemaker import ResourceInUse, ValidationException, run_training_job
 
@@ -31,7 +33,20 @@ def _say(text: str) -> None:
 
 
 def invoke_prepare(parameters: dict, config: dict) -> dict:
-    """The Prepare Lambda: its real handler, with the variables the stack gave it."""
+    """The Prepare Lambda: its real handler, with the variables the stack gave it, invoked
+    as the state machine's role."""
+    invoke = Request(
+        config["state_machine_role"], "lambda:InvokeFunction", parameters["FunctionName"]
+    )
+    try:
+        authorization.require([invoke], config["policies"])
+    except AccessDenied as exc:  # Lambda's AccessDeniedException has no class of its own
+        raise TaskError(
+            "Lambda.AWSLambdaException", _sdk_cause(exc, "AWSLambda", 403, "AccessDeniedException")
+        ) from None
+    _warn_denied(
+        _prepare_calls(config), config, "the function runs, but its logs and traces are lost"
+    )
     os.environ.update(config["prepare_environment"])
     from ernie_sm.pipeline.execution import handler
 
@@ -62,11 +77,18 @@ def create_training_job(request: dict, config: dict) -> dict:
         _say(f"[rehearsal] {request['TrainingJobName']}: playing the fault {fault!r}")
         request = faults.bend(fault, request)
     try:
+        authorization.require(
+            _create_calls(request, config["state_machine_role"]), config["policies"]
+        )
+    except AccessDenied as exc:
+        raise faults.api_error("AccessDeniedException", str(exc)) from None
+    try:
         job = run_training_job(
             request,
             Path(config["buckets"]),
             Path(config["jobs"]),
             on_line=lambda line: _say(f"  {line}"),
+            policies=config["policies"],
         )
     except ResourceInUse as exc:
         raise faults.api_error("ResourceInUse", str(exc)) from None
@@ -88,8 +110,97 @@ def _next_fault(config: dict) -> str | None:
     return config["faults"][played]
 
 
+def _create_calls(request: dict, role: str) -> list[Request]:
+    """What createTrainingJob.sync asks of the state machine's role: CreateTrainingJob with
+    the request's condition keys (SageMaker's "Actions, resources, and condition keys"),
+    AddTags for its Tags, PassRole of the job's role to SageMaker, and DescribeTrainingJob
+    while it waits."""
+    job = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{request['TrainingJobName'].lower()}"
+    tags = {t["Key"]: t["Value"] for t in request.get("Tags", [])}
+    resources, output = request.get("ResourceConfig", {}), request.get("OutputDataConfig", {})
+    vpc = request.get("VpcConfig", {})
+    context: dict[str, str | list[str]] = {
+        **{f"aws:RequestTag/{k}": v for k, v in tags.items()},
+        "aws:TagKeys": list(tags),
+        "sagemaker:InstanceTypes": [resources.get("InstanceType", "")],
+        "sagemaker:NetworkIsolation": str(request.get("EnableNetworkIsolation", False)).lower(),
+        "sagemaker:InterContainerTrafficEncryption": str(
+            request.get("EnableInterContainerTrafficEncryption", False)
+        ).lower(),
+        "sagemaker:VolumeKmsKey": resources.get("VolumeKmsKeyId", ""),
+        "sagemaker:OutputKmsKey": output.get("KmsKeyId", ""),
+        "sagemaker:VpcSubnets": vpc.get("Subnets", []),
+        "sagemaker:VpcSecurityGroupIds": vpc.get("SecurityGroupIds", []),
+    }
+    context = {k: v for k, v in context.items() if v not in ("", [])}
+    calls = [Request(role, "sagemaker:CreateTrainingJob", job, context)]
+    if tags:
+        calls.append(Request(role, "sagemaker:AddTags", job, context))
+    calls.append(
+        Request(
+            role,
+            "iam:PassRole",
+            request["RoleArn"],
+            {"iam:PassedToService": "sagemaker.amazonaws.com", "iam:AssociatedResourceArn": job},
+        )
+    )
+    return [*calls, Request(role, "sagemaker:DescribeTrainingJob", job)]
+
+
+def _prepare_calls(config: dict) -> list[Request]:
+    """What the Lambda service does as the Prepare function's role: its log and traces."""
+    role, group = config["prepare_role"], config["prepare_log_group"]
+    stream = f"{group}:log-stream:rehearsal"
+    return [
+        Request(role, "logs:CreateLogStream", stream),
+        Request(role, "logs:PutLogEvents", stream),
+        Request(role, "xray:PutTraceSegments", "*"),
+    ]
+
+
+def _warn_denied(calls: list[Request], config: dict, consequence: str) -> None:
+    """Calls whose refusal AWS does not turn into a failure, only into something missing."""
+    for denial in authorization.decide(calls, config["policies"]):
+        if denial is not None:
+            _say(f"[rehearsal] AWS would refuse: {denial.message()}: {consequence}")
+
+
+def _sdk_cause(exc: Exception, service: str, status: int, code: str) -> str:
+    """An AWS Java SDK error message, as Step Functions gives it as Cause."""
+    return (
+        f"{exc} (Service: {service}; Status Code: {status}; Error Code: {code}; "
+        f"Request ID: {uuid.uuid4()}; Proxy: null)"
+    )
+
+
 def publish(parameters: dict, config: dict) -> dict:
-    """SNS: print what subscribers would receive."""
+    """SNS Publish as the state machine's role: the topic's policy and, for a topic with SSE,
+    the KMS calls SNS makes with the publisher's credentials (SNS developer guide, "Key
+    management": a publisher needs kms:GenerateDataKey* and kms:Decrypt); then print what
+    subscribers would receive."""
+    role, topic = config["state_machine_role"], parameters["TopicArn"]
+    try:
+        authorization.require([Request(role, "sns:Publish", topic)], config["policies"])
+    except AccessDenied as exc:
+        raise TaskError(
+            "SNS.AuthorizationErrorException",
+            _sdk_cause(exc, "AmazonSNS", 403, "AuthorizationError"),
+        ) from None
+    key = config["policies"]["encryption"].get(topic)
+    if key:
+        context = {"kms:EncryptionContext:aws:sns:topicArn": topic}
+        calls = [
+            authorization.kms(role, a, key, "sns", context)
+            for a in ("kms:GenerateDataKey", "kms:Decrypt")
+        ]
+        try:
+            authorization.require(calls, config["policies"])
+        except AccessDenied as exc:
+            kms_error = _sdk_cause(exc, "AWSKMS", 400, "AccessDeniedException")
+            raise TaskError(
+                "SNS.KMSAccessDeniedException",
+                _sdk_cause(kms_error, "AmazonSNS", 400, "KMSAccessDenied"),
+            ) from None
     _say(f"[sns] {parameters.get('Subject', '')}: {json.dumps(parameters.get('Message'))}")
     return {"MessageId": "local"}
 

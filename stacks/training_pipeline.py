@@ -271,6 +271,9 @@ class TrainingPipeline(Construct):
             ),
         )
         self._grant_training(machine.role)
+        # SnsPublish grants sns:Publish only; a topic with SSE also needs kms:GenerateDataKey*
+        # and kms:Decrypt on its key (SNS developer guide, "Key management"): grant_publish.
+        self.topic.grant_publish(machine.role)
         return machine
 
     def backoff_seconds(self) -> list[int]:
