@@ -271,9 +271,10 @@ class TrainingPipeline(Construct):
             ),
         )
         self._grant_training(machine.role)
-        # SnsPublish grants sns:Publish only; a topic with SSE also needs kms:GenerateDataKey*
-        # and kms:Decrypt on its key (SNS developer guide, "Key management"): grant_publish.
-        self.topic.grant_publish(machine.role)
+        # SnsPublish grants sns:Publish only; a publisher to a topic with SSE also needs the
+        # key (SNS developer guide, "Key management": SNS calls GenerateDataKey and Decrypt
+        # with the publisher's credentials). Without it every notice fails.
+        self.props.key.grant(machine.role, "kms:GenerateDataKey", "kms:Decrypt")
         return machine
 
     def backoff_seconds(self) -> list[int]:
