@@ -50,7 +50,7 @@ from typing import Any
 from ernie_sm.pipeline import sagemaker_api
 from ernie_sm.rehearsal.job_access import JobAccess
 
-ARN_PREFIX = "arn:aws:sagemaker:us-east-1:000000000000:training-job/"
+ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:training-job/"
 CONTAINER_BASE = "/opt/ml"  # where SageMaker mounts the job; LocalPath lives under it
 DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath's default
 DEFAULT_MAX_RUNTIME = 86400  # StoppingCondition.MaxRuntimeInSeconds' default
