@@ -676,12 +676,13 @@ def test_handler(monkeypatch):
     out = execution.handler(
         {"input": {"hyperparameters": {"epoch": 3}}, "execution": "run-9", "attempt": 2}, None
     )
-    assert set(out) == {"request", "input", "attempt"}
+    # What the state machine selects (Prepare job's ResultSelector), nothing more.
+    assert set(out) == {"request", "attempt"}
     assert out["attempt"] == 2
     assert out["request"]["HyperParameters"] == {"epoch": "3"}
     assert re.search(r"-a2-\d{14}$", out["request"]["TrainingJobName"])
-    assert out["input"]["job_name_prefix"] == "ernie"
-    assert out["input"]["max_wait_hours"] == 48
+    assert out["request"]["TrainingJobName"].startswith("ernie-")
+    assert out["request"]["StoppingCondition"]["MaxWaitTimeInSeconds"] == 48 * 3600
     json.dumps(out)
     assert execution.handler({"input": {}, "execution": "run-9"}, None)["attempt"] == 1
     with pytest.raises(ExecutionInputError, match=r"instance_count: "):
