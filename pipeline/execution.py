@@ -177,13 +177,32 @@ STAGE_NAME_PATTERN = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
 STAGE_SETS = {"tasks": "tasks", "num_train_steps": "steps"}
 
 
+# The longest message of an ExecutionInputError. Lambda hands the state machine its error
+# as a JSON Cause (message, type, stack trace), which the state machine parses; Step
+# Functions holds a Cause to 32,768 characters, and one cut short would no longer parse.
+MAX_MESSAGE = 8192
+
+
 class ExecutionInputError(TrainingError):
-    """The execution input is unusable; the message names every bad field."""
+    """The execution input is unusable; the message names every bad field (as many as fit
+    in MAX_MESSAGE characters, then how many more there are; `problems` has them all)."""
 
     def __init__(self, problems: Mapping[str, str]) -> None:
         self.problems = dict(problems)
-        details = "; ".join(f"{name}: {problem}" for name, problem in self.problems.items())
-        super().__init__(f"invalid execution input: {details}")
+        message = "invalid execution input: "
+        items = [f"{name}: {problem}" for name, problem in self.problems.items()]
+        for shown, item in enumerate(items):
+            more = f"; ... and {len(items) - shown} more"
+            text = item if shown == 0 else f"; {item}"
+            if len(message) + len(text) + len(more) > MAX_MESSAGE:
+                room = MAX_MESSAGE - len(message) - len(more) - 3
+                if shown == 0:  # one long problem: its start
+                    message += text[:room] + "..."
+                    more = f"; ... and {len(items) - 1} more" if len(items) > 1 else ""
+                message += more
+                break
+            message += text
+        super().__init__(message)
 
 
 class StackEnvironmentError(TrainingError):

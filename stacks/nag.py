@@ -120,6 +120,13 @@ def acknowledge_pipeline(pipeline: TrainingPipeline) -> None:
     )
     _ack(
         machine_role,
+        "IAM5[Action::kms:GenerateDataKey*]",
+        "topic.grant_publish on the notices topic's key, scoped to that one key: SNS documents "
+        "kms:GenerateDataKey* (with kms:Decrypt) as what a publisher to a topic encrypted with "
+        "a customer managed key needs.",
+    )
+    _ack(
+        machine_role,
         f"IAM5[Resource::{_rendered(machine_role, pipeline.jobs_arn)}]",
         "Job names are made per attempt; the policy allows only this stack's name prefix.",
     )
