@@ -9,19 +9,25 @@
           ... -> (the last)
           Stages (the last model and the list of every stage's job) -> Evaluate? -> ...;
           the stages retry and fail as Train does, in states of their own (ids ending in
-          " (stage)"), a job's failure with its Cause prefixed by the stage's name
+          " (stage)"), a job's failure with its Cause prefixed by the stage's name, and so
+          a Prepare failure of the second stage or a later one
     With `evaluation` in the input: Model -> Prepare evaluation (the same Lambda, given
           the model URI) -> Evaluate (createTrainingJob.sync running `ernie-sm evaluate`)
           -> Evaluation (the model URI and the evaluation job's metrics and report) ->
           Succeeded; Evaluate fails, backs off and tries again as Train does, in states
-          of its own (their ids end in " (evaluation)"), its attempts counted from 1
+          of its own (their ids end in " (evaluation)"), its attempts counted from 1, a
+          failure's Cause prefixed "Evaluation job <name> failed: "
     Prepare refuses the input -> Notify -> Fail (the error names the field)
     Train cannot start for lack of quota (ResourceLimitExceeded), is throttled, or the
           job finds no capacity (FailureReason "CapacityError...") -> back off, Prepare
           again with a fresh job name (SageMaker rejects a reused name, which is what a
           plain Retry would send) -> ... -> attempts spent: Notify -> Fail
     Any other end: Notify -> Fail, whose Error/Cause say what happened: the job's
-          FailureReason, else the API error, else the job's status
+          FailureReason (the job described afresh, DescribeTrainingJob), else the API
+          error, else the job's status
+    Notices are retried; one that still cannot be published never hides a failure nor
+          fails a success (Succeeded keeps the execution's output). Prepare retries
+          Lambda's transient errors, throttling included.
 
 CDK's SageMakerCreateTrainingJob task cannot set managed spot training, CheckpointConfig,
 MaxWaitTimeInSeconds or inter-container encryption, so Train is a CustomState on the
@@ -639,7 +645,8 @@ class TrainingPipeline(Construct):
         """States.TaskFailed: a job that ended Failed or Stopped (its DescribeTrainingJob
         JSON as Cause) becomes TrainingJobFailed/TrainingJobStopped with its FailureReason,
         or its status when it has none; a capacity shortage tries again. The job is read
-        by describing it, not from the Cause, which may be cut short (JOB_CAUSE)."""
+        by describing it, not from the Cause, which may be cut short (JOB_CAUSE); its
+        description takes the error's place, so that the state holds one copy of it."""
         read = sfn.CustomState(
             self,
             phase.id("Read job"),
@@ -647,7 +654,7 @@ class TrainingPipeline(Construct):
                 "Type": "Task",
                 "Resource": f"arn:{Stack.of(self).partition}:states:::aws-sdk:{DESCRIBE_JOB}",
                 "Parameters": {"TrainingJobName.$": "$.job.request.TrainingJobName"},
-                "ResultPath": "$.failure.Job",
+                "ResultPath": "$.error",
             },
         )
         # SageMaker's throttling and internal errors pass; a job that cannot be described
@@ -660,11 +667,11 @@ class TrainingPipeline(Construct):
             jitter_strategy=sfn.JitterType.FULL,
         )
         read.add_catch(fail_notice, errors=["States.ALL"], result_path="$.failure.Describe")
-        error = "States.Format('TrainingJob{}', $.failure.Job.TrainingJobStatus)"
+        error = "States.Format('TrainingJob{}', $.error.TrainingJobStatus)"
         reason = sfn.Pass(
             self,
             phase.id("Failure reason"),
-            parameters={"Error.$": error, "Cause.$": "$.failure.Job.FailureReason"},
+            parameters={"Error.$": error, "Cause.$": "$.error.FailureReason"},
             result_path="$.error",
         )
         status = sfn.Pass(
@@ -673,8 +680,8 @@ class TrainingPipeline(Construct):
             parameters={
                 "Error.$": error,
                 "Cause.$": "States.Format('The training job {} ended {} ({}) without a "
-                "FailureReason', $.failure.Job.TrainingJobName, "
-                "$.failure.Job.TrainingJobStatus, $.failure.Job.SecondaryStatus)",
+                "FailureReason', $.error.TrainingJobName, $.error.TrainingJobStatus, "
+                "$.error.SecondaryStatus)",
             },
             result_path="$.error",
         )
@@ -682,7 +689,7 @@ class TrainingPipeline(Construct):
         capacity.when(sfn.Condition.string_matches("$.error.Cause", CAPACITY_REASON), again)
         has_reason = sfn.Choice(self, phase.id("Has a reason?"))
         has_reason.when(
-            sfn.Condition.is_present("$.failure.Job.FailureReason"),
+            sfn.Condition.is_present("$.error.FailureReason"),
             reason.next(capacity.otherwise(fail_notice)),
         ).otherwise(status.next(fail_notice))
         ended = sfn.Choice(self, phase.id("Job ended?"))

@@ -155,7 +155,7 @@ def test_a_long_cause_is_never_parsed_the_job_is_described_by_name(synth):
         assert read["Type"] == "Task"
         assert read["Resource"].endswith(":states:::aws-sdk:sagemaker:describeTrainingJob")
         assert read["Parameters"] == {"TrainingJobName.$": "$.job.request.TrainingJobName"}
-        assert read["ResultPath"] == "$.failure.Job"
+        assert read["ResultPath"] == "$.error"  # the description in the Cause's place
         assert read["Retry"][0]["ErrorEquals"] == ["States.ALL"]
         # Not described: the failure goes out as it came, with a notice.
         (catch,) = read["Catch"]
