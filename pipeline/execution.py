@@ -28,7 +28,9 @@ Fields:
       unknown name or a bad value fails, naming it (`hyperparameters.batch_size: bad value
       'x': expected an integer`). Names starting with `sagemaker_` are reserved. As
       SageMaker requires, a value has at most 2500 characters and no line break (\n, \r,
-      U+0085, U+2028, U+2029), and there are at most 100 of them.
+      U+0085, U+2028, U+2029), and there are at most 100 of them. A job's names and
+      values (a stage's with the top-level ones) take at most 16 KiB as JSON: Step
+      Functions holds each state's data to 256 KiB.
       `checkpoints` may only be empty or /opt/ml/checkpoints: only that folder is synced
       to S3, and a retried attempt resumes from there.
   dataset            string, default "datasets/demo"
@@ -162,19 +164,45 @@ DEFAULT_EVAL_RUNTIME_HOURS = 4
 EVAL_CHANNEL, BASELINE_CHANNEL = "eval", "baseline"  # evaluate's channels, with MODEL_CHANNEL
 EVAL_JOB_MARK = "eval"  # evaluation jobs are `<prefix>-eval-...`
 MAX_STAGES = 8
+# A job's hyperparameters as JSON text (UTF-8 bytes of the names and values). Step Functions
+# holds each state's input and output to 256 KiB (262,144 bytes; Step Functions quotas, and
+# States.DataLimitExceeded past it, which no Catch takes): a job's request and, after it,
+# its DescribeTrainingJob both carry them, beside the stages so far. SageMaker alone would
+# take 100 values of 2500 characters, some 270 KB. tests/test_state_payloads.py proves that
+# no input this allows makes any state's data too large.
+MAX_HYPERPARAMETERS_BYTES = 16 * 1024
 MAX_STEPS = 2**31 - 1
 STAGE_NAME_PATTERN = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
 # Hyperparameters a stage sets from its own fields: {hyperparameter: stage field}.
 STAGE_SETS = {"tasks": "tasks", "num_train_steps": "steps"}
 
 
+# The longest message of an ExecutionInputError. Lambda hands the state machine its error
+# as a JSON Cause (message, type, stack trace), which the state machine parses; Step
+# Functions holds a Cause to 32,768 characters, and one cut short would no longer parse.
+MAX_MESSAGE = 8192
+
+
 class ExecutionInputError(TrainingError):
-    """The execution input is unusable; the message names every bad field."""
+    """The execution input is unusable; the message names every bad field (as many as fit
+    in MAX_MESSAGE characters, then how many more there are; `problems` has them all)."""
 
     def __init__(self, problems: Mapping[str, str]) -> None:
         self.problems = dict(problems)
-        details = "; ".join(f"{name}: {problem}" for name, problem in self.problems.items())
-        super().__init__(f"invalid execution input: {details}")
+        message = "invalid execution input: "
+        items = [f"{name}: {problem}" for name, problem in self.problems.items()]
+        for shown, item in enumerate(items):
+            more = f"; ... and {len(items) - shown} more"
+            text = item if shown == 0 else f"; {item}"
+            if len(message) + len(text) + len(more) > MAX_MESSAGE:
+                room = MAX_MESSAGE - len(message) - len(more) - 3
+                if shown == 0:  # one long problem: its start
+                    message += text[:room] + "..."
+                    more = f"; ... and {len(items) - 1} more" if len(items) > 1 else ""
+                message += more
+                break
+            message += text
+        super().__init__(message)
 
 
 class StackEnvironmentError(TrainingError):
@@ -466,9 +494,39 @@ def parse_input(raw: object) -> ExecutionInput:
             f"{_number(wait)} is less than max_runtime_hours ({_number(runtime)}): "
             "the spot job's whole time must include its training time"
         )
+    problems.update(_hyperparameter_sizes(values))
     if problems:
         raise ExecutionInputError(problems)
     return ExecutionInput(**values)
+
+
+def _json_bytes(value: object) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _hyperparameter_sizes(values: Mapping[str, Any]) -> dict[str, str]:
+    """{field: problem} for each job whose hyperparameters pass MAX_HYPERPARAMETERS_BYTES:
+    the training's (each stage's merged with the top-level ones) and the evaluation's."""
+    common: dict[str, str] = values.get("hyperparameters", {})
+    jobs: dict[str, Mapping[str, str]] = {"hyperparameters": common}
+    for index, stage in enumerate(values.get("stages") or ()):
+        jobs[f"stages[{index}].hyperparameters"] = _merged_hyperparameters(common, stage)
+    evaluation = values.get("evaluation")
+    if evaluation is not None:
+        jobs["evaluation.hyperparameters"] = evaluation.hyperparameters
+    problems = {}
+    for where, hyperparameters in jobs.items():
+        size = _json_bytes(hyperparameters)
+        if size > MAX_HYPERPARAMETERS_BYTES:
+            stage_note = " (with the top-level ones, tasks and steps)" if "stages[" in where else ""
+            problems[where] = (
+                f"{size} bytes of names and values as JSON{stage_note}, more than the "
+                f"{MAX_HYPERPARAMETERS_BYTES} a job's may take: each state of the execution "
+                "holds at most 256 KiB, and a job's request and its description both carry them"
+            )
+            if where == "hyperparameters":
+                break  # every stage has them too
+    return problems
 
 
 class _Problem(ValueError):
@@ -1253,7 +1311,7 @@ def stage_summary(inp: ExecutionInput, index: int) -> dict[str, Any]:
 
 
 def handler(event: dict, context: object) -> dict:
-    """The Prepare step: {"input", "execution", "attempt"} -> {"request", "input", "attempt"}.
+    """The Prepare step: {"input", "execution", "attempt"} -> {"request", "attempt"}.
 
     With "model" (the S3 URI of the trained model.tar.gz) in the event, the request is the
     evaluation job's (the state machine's "Prepare evaluation"); without it, the training
@@ -1275,12 +1333,13 @@ def handler(event: dict, context: object) -> dict:
     if not isinstance(stage, dict) or not set(stage) <= {"index", "model"}:
         raise ValueError(f"'stage' must be an object of index and model, or null, got {stage!r}")
     index, previous = stage.get("index"), stage.get("model")
-    inp, env, request = prepare(
+    inp, _, request = prepare(
         event.get("input"), os.environ, execution, attempt, model, index, previous
     )
-    normalised = inp.to_dict()
-    normalised["job_name_prefix"] = inp.job_name_prefix or env.name_prefix
-    answer = {"request": request, "input": normalised, "attempt": attempt}
+    # Only what the state machine selects from the answer (Prepare's ResultSelector): each
+    # state's data is held to 256 KiB (Step Functions quotas), and the normalised input
+    # beside the request would take a two-stage input past it.
+    answer: dict[str, Any] = {"request": request, "attempt": attempt}
     if inp.stages is not None and model is None:
         answer["stage"] = stage_summary(inp, index or 0)
     return answer

@@ -10,6 +10,9 @@ fail one way each, in order, so that every route of the state machine can be reh
   invalid-request the request reaches the local SageMaker with an instance type that does
                   not exist, which refuses it as the API would
   stopped         the job stops at MaxRuntimeInSeconds, with no FailureReason
+  interrupted     the spot job is interrupted again and again (SecondaryStatusTransitions
+                  grow with each), then fails with an internal error: a Cause longer than
+                  the 32,768 characters Step Functions holds
 
 What Step Functions gives the definition: an API error is named "SageMaker." + the Java
 SDK's exception class (ResourceLimitExceededException has its own, every other error code
@@ -110,6 +113,29 @@ def _stopped(request: dict) -> dict:
     raise job_ended(_described(request, "Stopped", "MaxRuntimeExceeded", None))
 
 
+SPOT_INTERRUPTIONS = 150  # each adds its transitions to the job's description
+
+
+def _interrupted(request: dict) -> dict:
+    job = _described(
+        request,
+        "Failed",
+        "Failed",
+        "InternalServerError: We encountered an internal error. Please try again.",
+    )
+    now = datetime.now(timezone.utc).isoformat()
+    job["SecondaryStatusTransitions"] = [
+        {"Status": status, "StartTime": now, "EndTime": now, "StatusMessage": message}
+        for _ in range(SPOT_INTERRUPTIONS)
+        for status, message in (
+            ("Starting", "Starting the training job"),
+            ("Training", "Training image download completed. Training in progress."),
+            ("Interrupted", "The spot instance was interrupted; waiting for capacity."),
+        )
+    ]
+    raise job_ended(job)
+
+
 def _none(request: dict) -> dict:
     """No fault: the job runs as asked (to play a fault on a later job of the execution,
     e.g. ["none", "capacity"] for its evaluation)."""
@@ -124,6 +150,7 @@ FAULTS: dict[str, Callable[[dict], dict]] = {
     "access-denied": _access_denied,
     "invalid-request": _invalid_request,
     "stopped": _stopped,
+    "interrupted": _interrupted,
 }
 
 

@@ -26,6 +26,7 @@ from ernie_sm.rehearsal.local_sagemaker import ResourceInUse, ValidationExceptio
 LAMBDA_INVOKE = ":states:::lambda:invoke"
 TRAINING_JOB = ":states:::sagemaker:createTrainingJob.sync"
 SNS_PUBLISH = ":states:::sns:publish"
+DESCRIBE_JOB = ":states:::aws-sdk:sagemaker:describeTrainingJob"
 
 
 def _say(text: str) -> None:
@@ -71,7 +72,52 @@ def _lambda_error(exc: Exception) -> str:
 
 
 def create_training_job(request: dict, config: dict) -> dict:
-    """createTrainingJob.sync: run the job to its end, failing as the integration fails."""
+    """createTrainingJob.sync: run the job to its end, failing as the integration fails.
+    The job's description is kept for DescribeTrainingJob (describe_training_job)."""
+    try:
+        job = _run_job(request, config)
+    except TaskError as exc:
+        if exc.name == "States.TaskFailed":  # a job that ended: its description is the Cause
+            _remember(json.loads(exc.cause), config)
+        raise
+    _remember(job, config)
+    return job
+
+
+def _described_file(name: str, config: dict) -> Path:
+    return Path(config["jobs"]) / f".described-{name}.json"
+
+
+def _remember(job: dict, config: dict) -> None:
+    path = _described_file(job["TrainingJobName"], config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(job, default=str))
+
+
+def describe_training_job(parameters: dict, config: dict) -> dict:
+    """The AWS SDK integration's DescribeTrainingJob: a job this rehearsal ran or played,
+    else SageMaker's answer for a name it does not know."""
+    name = parameters["TrainingJobName"]
+    job = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name.lower()}"
+    describe = Request(config["state_machine_role"], "sagemaker:DescribeTrainingJob", job)
+    try:  # the SDK integrations name errors by the AWS SDK for Java 2.x's classes
+        authorization.require([describe], config["policies"])
+    except AccessDenied as exc:
+        raise TaskError(
+            "SageMaker.SageMakerException",
+            f"{exc} (Service: SageMaker, Status Code: 400, Request ID: {uuid.uuid4()})",
+        ) from None
+    path = _described_file(name, config)
+    if not path.is_file():
+        raise TaskError(
+            "SageMaker.SageMakerException",
+            f"Requested resource not found. (Service: SageMaker, Status Code: 400, "
+            f"Request ID: {uuid.uuid4()})",
+        )
+    return json.loads(path.read_text())
+
+
+def _run_job(request: dict, config: dict) -> dict:
     fault = _next_fault(config)
     if fault and fault != "none":
         _say(f"[rehearsal] {request['TrainingJobName']}: playing the fault {fault!r}")
@@ -177,7 +223,12 @@ def publish(parameters: dict, config: dict) -> dict:
     """SNS Publish as the state machine's role: the topic's policy and, for a topic with SSE,
     the KMS calls SNS makes with the publisher's credentials (SNS developer guide, "Key
     management": a publisher needs kms:GenerateDataKey* and kms:Decrypt); then print what
-    subscribers would receive."""
+    subscribers would receive. Where the rehearsal's settings say publishing fails
+    ("publish_error": [error name, cause]), it fails so."""
+    if config.get("publish_error"):
+        name, cause = config["publish_error"]
+        _say(f"[sns] not published ({name}): {parameters.get('Subject', '')}")
+        raise TaskError(name, cause)
     role, topic = config["state_machine_role"], parameters["TopicArn"]
     try:
         authorization.require([Request(role, "sns:Publish", topic)], config["policies"])
@@ -205,7 +256,12 @@ def publish(parameters: dict, config: dict) -> dict:
     return {"MessageId": "local"}
 
 
-SERVICES = {LAMBDA_INVOKE: invoke_prepare, TRAINING_JOB: create_training_job, SNS_PUBLISH: publish}
+SERVICES = {
+    LAMBDA_INVOKE: invoke_prepare,
+    TRAINING_JOB: create_training_job,
+    SNS_PUBLISH: publish,
+    DESCRIBE_JOB: describe_training_job,
+}
 
 
 def serve(task: dict[str, Any], config: dict) -> dict:

@@ -9,19 +9,25 @@
           ... -> (the last)
           Stages (the last model and the list of every stage's job) -> Evaluate? -> ...;
           the stages retry and fail as Train does, in states of their own (ids ending in
-          " (stage)"), a job's failure with its Cause prefixed by the stage's name
+          " (stage)"), a job's failure with its Cause prefixed by the stage's name, and so
+          a Prepare failure of the second stage or a later one
     With `evaluation` in the input: Model -> Prepare evaluation (the same Lambda, given
           the model URI) -> Evaluate (createTrainingJob.sync running `ernie-sm evaluate`)
           -> Evaluation (the model URI and the evaluation job's metrics and report) ->
           Succeeded; Evaluate fails, backs off and tries again as Train does, in states
-          of its own (their ids end in " (evaluation)"), its attempts counted from 1
+          of its own (their ids end in " (evaluation)"), its attempts counted from 1, a
+          failure's Cause prefixed "Evaluation job <name> failed: "
     Prepare refuses the input -> Notify -> Fail (the error names the field)
     Train cannot start for lack of quota (ResourceLimitExceeded), is throttled, or the
           job finds no capacity (FailureReason "CapacityError...") -> back off, Prepare
           again with a fresh job name (SageMaker rejects a reused name, which is what a
           plain Retry would send) -> ... -> attempts spent: Notify -> Fail
     Any other end: Notify -> Fail, whose Error/Cause say what happened: the job's
-          FailureReason, else the API error, else the job's status
+          FailureReason (the job described afresh, DescribeTrainingJob), else the API
+          error, else the job's status
+    Notices are retried; one that still cannot be published never hides a failure nor
+          fails a success (Succeeded keeps the execution's output). Prepare retries
+          Lambda's transient errors, throttling included.
 
 CDK's SageMakerCreateTrainingJob task cannot set managed spot training, CheckpointConfig,
 MaxWaitTimeInSeconds or inter-container encryption, so Train is a CustomState on the
@@ -79,9 +85,28 @@ LAMBDA_DATA = ("ernie_sm.pipeline/sagemaker_api.json",)
 RESOURCE_LIMIT = "SageMaker.ResourceLimitExceededException"
 API_ERROR = "SageMaker.AmazonSageMakerException"
 THROTTLED_CAUSE = "*ThrottlingException*"
-JOB_CAUSE = '{*"TrainingJobStatus"*'  # StringToJson on anything else would fail the execution
+# A job's Cause is its DescribeTrainingJob JSON, which grows with every spot interruption
+# (SecondaryStatusTransitions). Step Functions holds a Cause to 32,768 characters
+# (TaskFailedEventDetails / ExecutionFailedEventDetails, Step Functions API reference) and
+# documents no more: a longer one may come cut short, no longer JSON, and
+# States.StringToJson on it would fail the execution (States.Runtime, which no Catch takes)
+# without a notice. So the failure routing never parses the Cause: any JSON-looking Cause
+# of a States.TaskFailed has the job described afresh (DescribeTrainingJob, by the name
+# Prepare gave it), whatever its length, and only the fields the routing reads are used;
+# where describing fails, the Cause goes out as it came. Should Step Functions instead end
+# the execution itself, no state of ours runs: the ExecutionsFailed alarm (monitoring.py)
+# still publishes to the topic.
+JOB_CAUSE = "{*"
+DESCRIBE_JOB = "sagemaker:describeTrainingJob"  # an AWS SDK integration (aws-sdk:...)
 CAPACITY_REASON = "CapacityError*"  # a started job's FailureReason when no instances were found
 LAMBDA_CAUSE = '{*"errorMessage"*'  # a Lambda error's Cause: {"errorMessage", "errorType", ...}
+# Lambda's transient invoke errors. Step Functions' guide ("Handle Lambda service exceptions",
+# step-functions/latest/dg/bp-lambda-serviceexception.html) recommends retrying
+# Lambda.ClientExecutionTimeoutException, ServiceException, AWSLambdaException and
+# SdkClientException, which CDK's retry_on_service_exceptions does; a throttled invoke
+# (Lambda "hits the maximum number of invocations") is Lambda.TooManyRequestsException,
+# which it does not: a stage's Prepare throttled would throw away the stages before it.
+LAMBDA_THROTTLED = "Lambda.TooManyRequestsException"
 MAX_EXECUTION_SECONDS = 365 * 86400  # a standard workflow's longest execution
 # Request fields the Prepare step always returns; passed on one by one (JSONPath).
 REQUEST_FIELDS = (
@@ -230,7 +255,8 @@ class TrainingPipeline(Construct):
     def _state_machine(self) -> sfn.StateMachine:
         failed = sfn.Fail(self, "Failed", error_path="$.error.Error", cause_path="$.error.Cause")
         fail_notice = self._notify("NotifyFailure", "failed", "$.error")
-        # A notice that cannot be sent must not hide the failure it was about.
+        # A notice that cannot be sent (after its retries) must not hide the failure it was
+        # about.
         fail_notice.add_catch(failed, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
         fail_notice.next(failed)
         prepare, train = self._job_states(TRAINING, fail_notice)
@@ -244,7 +270,11 @@ class TrainingPipeline(Construct):
             },
         )
         success_notice = self._notify("NotifySuccess", "succeeded", "$")
-        success_notice.next(sfn.Succeed(self, "Done", output_path="$"))
+        done = sfn.Succeed(self, "Done", output_path="$")
+        # Nor turn a success into a failure: the execution succeeds with its output (the
+        # notice's error discarded, so the output is the model's, not the error).
+        success_notice.add_catch(done, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
+        success_notice.next(done)
         evaluate = self._evaluation(fail_notice, success_notice)
         single = sfn.Pass(self, "Start", parameters={"attempt": 1})
         single.next(prepare).next(train).next(succeeded).next(evaluate)
@@ -301,13 +331,15 @@ class TrainingPipeline(Construct):
         phase: Phase,
         fail_notice: sfn.IChainable,
         job_failed: sfn.IChainable | None = None,
+        prepare_failed: sfn.IChainable | None = None,
     ) -> tuple[tasks.LambdaInvoke, sfn.CustomState]:
         """Prepare and the job of a phase, with the job's retries and failure routing:
         a used-up quota, throttling or no capacity back off and Prepare a fresh job name;
         a job that ended Failed/Stopped fails with its reason; anything else fails too.
-        A job's failures go to `job_failed` (default fail_notice), Prepare's to fail_notice."""
+        A job's failures go to `job_failed`, Prepare's to `prepare_failed` (by default both
+        to fail_notice)."""
         failed = job_failed or fail_notice
-        prepare = self._prepare_state(fail_notice, phase)
+        prepare = self._prepare_state(prepare_failed or fail_notice, phase)
         again = self._another_attempt(prepare, failed, phase)
         job = self._train_state(phase)
         job.add_catch(again, errors=[RESOURCE_LIMIT], result_path="$.error")
@@ -341,7 +373,9 @@ class TrainingPipeline(Construct):
             result_path="$.error",
         )
         named.next(fail_notice)
-        prepare, train = self._job_states(STAGE, fail_notice, named)
+        prepare, train = self._job_states(
+            STAGE, fail_notice, named, self._name_unprepared_stage(fail_notice)
+        )
         result = STAGE.result_path
         outcome = sfn.Pass(
             self,
@@ -407,13 +441,74 @@ class TrainingPipeline(Construct):
         start.next(prepare).next(train)
         return start
 
+    def _name_unprepared_stage(self, fail_notice: sfn.IChainable) -> sfn.Choice:
+        """A Prepare failure of the second stage or a later one names the stage (Prepare
+        at the first checks the whole input, and its message names the fields), as the
+        input has it: its name, or stage-N (Prepare's default) where it has none."""
+        index = "$.stage.index"
+        look_up = sfn.Pass(
+            self,
+            "Look up the stage",
+            parameters={
+                "Stage.$": f"States.ArrayGetItem({STAGES_INPUT}, {index})",
+                "number.$": f"States.MathAdd({index}, 1)",
+            },
+            result_path="$.failure",
+        )
+        cause = "could not be prepared: {}"
+        by_name = sfn.Pass(
+            self,
+            "Name the unprepared stage",
+            parameters={
+                "Error.$": "$.error.Error",
+                "Cause.$": f"States.Format('Stage {{}} (stages[{{}}]) {cause}', "
+                f"$.failure.Stage.name, {index}, $.error.Cause)",
+            },
+            result_path="$.error",
+        )
+        by_name.next(fail_notice)
+        by_number = sfn.Pass(
+            self,
+            "Number the unprepared stage",
+            parameters={
+                "Error.$": "$.error.Error",
+                "Cause.$": f"States.Format('Stage stage-{{}} (stages[{{}}]) {cause}', "
+                f"$.failure.number, {index}, $.error.Cause)",
+            },
+            result_path="$.error",
+        )
+        by_number.next(fail_notice)
+        has_name = sfn.Choice(self, "Stage named?")
+        has_name.when(
+            sfn.Condition.and_(
+                sfn.Condition.is_present("$.failure.Stage.name"),
+                sfn.Condition.is_string("$.failure.Stage.name"),
+            ),
+            by_name,
+        ).otherwise(by_number)
+        later = sfn.Choice(self, "Later stage?")
+        later.when(sfn.Condition.number_greater_than(index, 0), look_up.next(has_name))
+        return later.otherwise(fail_notice)
+
     def _evaluation(
         self, fail_notice: sfn.IChainable, success_notice: sfn.IChainable
     ) -> sfn.Choice:
         """After Model: without `evaluation` in the input (absent or null) straight to the
-        success notice; with it, the evaluation job, then the output with its results."""
+        success notice; with it, the evaluation job, then the output with its results. The
+        evaluation job's failures name it, as a stage's do."""
         start = sfn.Pass(self, "Start evaluation", parameters={"attempt": 1, "trained.$": "$"})
-        prepare, evaluate = self._job_states(EVALUATION, fail_notice)
+        named = sfn.Pass(
+            self,
+            "Name the evaluation",
+            parameters={
+                "Error.$": "$.error.Error",
+                "Cause.$": "States.Format('Evaluation job {} failed: {}', "
+                "$.job.request.TrainingJobName, $.error.Cause)",
+            },
+            result_path="$.error",
+        )
+        named.next(fail_notice)
+        prepare, evaluate = self._job_states(EVALUATION, fail_notice, named)
         result = EVALUATION.result_path
         # The output is the training's (with its stages, if any) and the evaluation's.
         output = sfn.Pass(
@@ -472,6 +567,15 @@ class TrainingPipeline(Construct):
             },
             result_path="$.job",
             retry_on_service_exceptions=True,
+        )
+        # A throttled invoke passes as the function's concurrency frees up (LAMBDA_THROTTLED).
+        prepare.add_retry(
+            errors=[LAMBDA_THROTTLED],
+            interval=Duration.seconds(5),
+            max_attempts=8,
+            backoff_rate=2,
+            max_delay=Duration.minutes(2),
+            jitter_strategy=sfn.JitterType.FULL,
         )
         # A function's error (ExecutionInputError, ...) has Lambda's JSON as Cause: keep its
         # message. Anything else (a Lambda service error) goes out as it came.
@@ -540,18 +644,34 @@ class TrainingPipeline(Construct):
     ) -> sfn.Choice:
         """States.TaskFailed: a job that ended Failed or Stopped (its DescribeTrainingJob
         JSON as Cause) becomes TrainingJobFailed/TrainingJobStopped with its FailureReason,
-        or its status when it has none; a capacity shortage tries again."""
-        read = sfn.Pass(
+        or its status when it has none; a capacity shortage tries again. The job is read
+        by describing it, not from the Cause, which may be cut short (JOB_CAUSE); its
+        description takes the error's place, so that the state holds one copy of it."""
+        read = sfn.CustomState(
             self,
             phase.id("Read job"),
-            parameters={"Job.$": "States.StringToJson($.error.Cause)"},
-            result_path="$.failure",
+            state_json={
+                "Type": "Task",
+                "Resource": f"arn:{Stack.of(self).partition}:states:::aws-sdk:{DESCRIBE_JOB}",
+                "Parameters": {"TrainingJobName.$": "$.job.request.TrainingJobName"},
+                "ResultPath": "$.error",
+            },
         )
-        error = "States.Format('TrainingJob{}', $.failure.Job.TrainingJobStatus)"
+        # SageMaker's throttling and internal errors pass; a job that cannot be described
+        # fails with its Cause as it came (the describe's own error beside it).
+        read.add_retry(
+            errors=["States.ALL"],
+            interval=Duration.seconds(2),
+            max_attempts=4,
+            backoff_rate=2,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        read.add_catch(fail_notice, errors=["States.ALL"], result_path="$.failure.Describe")
+        error = "States.Format('TrainingJob{}', $.error.TrainingJobStatus)"
         reason = sfn.Pass(
             self,
             phase.id("Failure reason"),
-            parameters={"Error.$": error, "Cause.$": "$.failure.Job.FailureReason"},
+            parameters={"Error.$": error, "Cause.$": "$.error.FailureReason"},
             result_path="$.error",
         )
         status = sfn.Pass(
@@ -560,8 +680,8 @@ class TrainingPipeline(Construct):
             parameters={
                 "Error.$": error,
                 "Cause.$": "States.Format('The training job {} ended {} ({}) without a "
-                "FailureReason', $.failure.Job.TrainingJobName, "
-                "$.failure.Job.TrainingJobStatus, $.failure.Job.SecondaryStatus)",
+                "FailureReason', $.error.TrainingJobName, $.error.TrainingJobStatus, "
+                "$.error.SecondaryStatus)",
             },
             result_path="$.error",
         )
@@ -569,7 +689,7 @@ class TrainingPipeline(Construct):
         capacity.when(sfn.Condition.string_matches("$.error.Cause", CAPACITY_REASON), again)
         has_reason = sfn.Choice(self, phase.id("Has a reason?"))
         has_reason.when(
-            sfn.Condition.is_present("$.failure.Job.FailureReason"),
+            sfn.Condition.is_present("$.error.FailureReason"),
             reason.next(capacity.otherwise(fail_notice)),
         ).otherwise(status.next(fail_notice))
         ended = sfn.Choice(self, phase.id("Job ended?"))
@@ -579,7 +699,10 @@ class TrainingPipeline(Construct):
         return ended
 
     def _notify(self, construct_id: str, outcome: str, path: str) -> tasks.SnsPublish:
-        return tasks.SnsPublish(
+        """Publish the outcome, retrying what passes (SNS's throttling and internal errors,
+        KMS throttling on the topic's key); the caller decides what a notice that still
+        cannot be sent leads to."""
+        notice = tasks.SnsPublish(
             self,
             construct_id,
             topic=self.topic,
@@ -589,6 +712,14 @@ class TrainingPipeline(Construct):
             ),
             result_path=sfn.JsonPath.DISCARD,
         )
+        notice.add_retry(
+            errors=["States.ALL"],
+            interval=Duration.seconds(5),
+            max_attempts=4,
+            backoff_rate=2,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        return notice
 
     def _grant_training(self, role: iam.IRole) -> None:
         """What createTrainingJob.sync needs: jobs of this prefix, PassRole to SageMaker only."""
@@ -619,13 +750,19 @@ class TrainingPipeline(Construct):
                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
             )
         )
-        # Encrypted volumes and outputs: SageMaker takes a grant on the key for the job.
+        # Encrypted volumes and outputs: SageMaker takes a grant on the key for the job. The
+        # condition key kms:GrantIsForAWSResource is only in the request context of the
+        # grant operations (CreateGrant, ListGrants, RevokeGrant; AWS KMS condition keys),
+        # so DescribeKey, which SageMaker may call to check the key, stands on its own.
         role.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=["kms:CreateGrant", "kms:DescribeKey"],
+                actions=["kms:CreateGrant"],
                 resources=[self.props.key.key_arn],
                 conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
             )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["kms:DescribeKey"], resources=[self.props.key.key_arn])
         )
         rule = stack.format_arn(
             service="events",

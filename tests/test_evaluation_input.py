@@ -224,9 +224,11 @@ def test_handler_builds_the_evaluation_request_when_given_the_model(monkeypatch)
         monkeypatch.setenv(key, value)
     event = {"input": {"evaluation": EVALUATION}, "execution": "run-1", "attempt": 2}
     out = execution.handler({**event, "model": TRAINED}, None)
-    assert set(out) == {"request", "input", "attempt"} and out["attempt"] == 2
+    assert set(out) == {"request", "attempt"} and out["attempt"] == 2
     assert out["request"]["AlgorithmSpecification"]["ContainerArguments"] == ["evaluate"]
-    assert out["input"]["evaluation"]["dataset"] == "datasets/topics"
+    assert out["request"]["InputDataConfig"][1]["DataSource"]["S3DataSource"]["S3Uri"].endswith(
+        "/datasets/topics/"
+    )
     json.dumps(out)
     # Without the model, the same input gives the training request.
     trained = execution.handler(event, None)["request"]

@@ -676,12 +676,13 @@ def test_handler(monkeypatch):
     out = execution.handler(
         {"input": {"hyperparameters": {"epoch": 3}}, "execution": "run-9", "attempt": 2}, None
     )
-    assert set(out) == {"request", "input", "attempt"}
+    # What the state machine selects (Prepare job's ResultSelector), nothing more.
+    assert set(out) == {"request", "attempt"}
     assert out["attempt"] == 2
     assert out["request"]["HyperParameters"] == {"epoch": "3"}
     assert re.search(r"-a2-\d{14}$", out["request"]["TrainingJobName"])
-    assert out["input"]["job_name_prefix"] == "ernie"
-    assert out["input"]["max_wait_hours"] == 48
+    assert out["request"]["TrainingJobName"].startswith("ernie-")
+    assert out["request"]["StoppingCondition"]["MaxWaitTimeInSeconds"] == 48 * 3600
     json.dumps(out)
     assert execution.handler({"input": {}, "execution": "run-9"}, None)["attempt"] == 1
     with pytest.raises(ExecutionInputError, match=r"instance_count: "):
@@ -740,3 +741,20 @@ def test_example_inputs_are_valid_as_pasted_into_the_console(path):
         image_uri="img", role_arn="arn:aws:iam::123456789012:role/job", bucket="my-dataset-bucket"
     )
     assert execution.check_against_stack(inp, env) == {}
+
+
+def test_an_input_with_ever_so_many_problems_gives_a_message_a_cause_can_hold():
+    """Lambda's Cause (message, type, stack trace) is parsed by the state machine, and Step
+    Functions holds a Cause to 32,768 characters: the message stays within MAX_MESSAGE."""
+    raw = {f"unknown_{i:04d}_" + "x" * 200: "y" * 2000 for i in range(400)}
+    raw["hyperparameters"] = {f"nope_{i}": "z" * 2500 for i in range(100)}
+    with pytest.raises(ExecutionInputError) as refused:
+        parse_input(raw)
+    message = str(refused.value)
+    assert len(refused.value.problems) == 500
+    assert len(message) <= execution.MAX_MESSAGE
+    assert message.startswith("invalid execution input: ")
+    assert re.search(r"; \.\.\. and \d+ more$", message)
+    long_one = ExecutionInputError({"dataset": "d" * 20000})
+    assert len(str(long_one)) <= execution.MAX_MESSAGE and str(long_one).endswith("...")
+    assert str(ExecutionInputError({"a": "b", "c": "d"})) == "invalid execution input: a: b; c: d"

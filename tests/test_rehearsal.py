@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import tarfile
 from pathlib import Path
 
+import ernie_sm.rehearsal.rehearse as runner
 import pytest
 from ernie_sm.dataprep.prepare import PrepareOptions, prepare
-from ernie_sm.rehearsal import definition, demo
+from ernie_sm.rehearsal import definition, demo, faults
 from ernie_sm.rehearsal.rehearse import ROOT, STACK, rehearse
 from rich.console import Console
 
@@ -166,8 +168,11 @@ def test_a_failing_evaluation_ends_in_fail_with_its_failure_reason(
     train_tsv.write_text(train_tsv.read_text() + "a\tx\ty\n")  # three fields, not two
     result = rehearse(_evaluated_input(), tmp_path / "r", cdk_out, dataset, folders=labelled)
     assert result["error"] == "TrainingJobFailed"
-    assert "train.tsv line" in result["cause"]
-    assert "[sns] ernie pretraining failed" in capfd.readouterr().err
+    # Named: not the training job's failure, which would read the same.
+    assert result["cause"].startswith("Evaluation job ernie-eval-")
+    assert " failed: " in result["cause"] and "train.tsv line" in result["cause"]
+    notice = next(line for line in capfd.readouterr().err.splitlines() if line.startswith("[sns] "))
+    assert "ernie pretraining failed" in notice and "Evaluation job ernie-eval-" in notice
 
 
 def test_a_bad_evaluation_field_fails_before_any_job(cdk_out, dataset, tmp_path):
@@ -368,3 +373,178 @@ def test_a_failing_stage_fails_the_execution_naming_the_stage(cdk_out, dataset, 
     assert err.count("[prepare] job ") == 2
     notice = next(line for line in err.splitlines() if line.startswith("[sns] "))
     assert "ernie pretraining failed" in notice and "Stage second (stages[1])" in notice
+
+
+# --- Step Functions' limits and the routing around notices ----------------------------------
+
+
+def _run(
+    workdir: Path,
+    asl: dict,
+    execution_input: dict,
+    prepare_environment: dict | None = None,
+    **config: object,
+) -> dict:
+    """One execution of `asl` in the rehearsal's interpreter, its tasks served locally."""
+    run_dir = workdir / "run"
+    run_dir.mkdir(parents=True)
+    files = {
+        "definition.json": asl,
+        "input.json": execution_input,
+        "context.json": runner._context("rehearsal-test"),
+        "config.json": {
+            "prepare_environment": prepare_environment or {},
+            "buckets": str(workdir / "buckets"),
+            "jobs": str(workdir / "jobs"),
+            "faults": [],
+            **config,
+        },
+    }
+    for name, content in files.items():
+        (run_dir / name).write_text(json.dumps(content))
+    return runner._run(run_dir)
+
+
+def _from_state(cdk_out: Path, state: str, state_input: object) -> tuple[dict, dict]:
+    """The synthesized definition, made local, entered at `state` with `state_input` (a
+    Pass in front sets it), and the Prepare function's variables."""
+    local = definition.load(cdk_out / f"{STACK}.template.json")
+    asl = copy.deepcopy(local.definition)
+    # The interpreter refuses states it cannot reach: a branch never taken keeps them.
+    asl["States"]["Rehearsal start"] = {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.never", "IsPresent": True, "Next": asl["StartAt"]}],
+        "Default": "Rehearsal state",
+    }
+    asl["States"]["Rehearsal state"] = {"Type": "Pass", "Result": state_input, "Next": state}
+    asl["StartAt"] = "Rehearsal start"
+    return asl, local.prepare_environment
+
+
+BIG = "x" * 150_000  # twice over in one state: past 256 KiB
+
+
+def test_a_state_whose_data_passes_256_kib_fails_the_execution_as_on_aws(tmp_path, capfd):
+    """States.DataLimitExceeded, which no Catch takes, and nothing runs after it."""
+    asl = {
+        "StartAt": "Grow",
+        "States": {
+            "Grow": {
+                "Type": "Pass",
+                "Parameters": {"a.$": "$.big", "b.$": "$.big"},
+                "Next": "Work",
+            },
+            "Work": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sns:publish",
+                "Parameters": {"Message": "never sent"},
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}],
+                "End": True,
+            },
+            "Caught": {"Type": "Succeed"},
+        },
+    }
+    result = _run(tmp_path, asl, {"big": BIG})
+    assert result == {
+        "error": "States.DataLimitExceeded",
+        "cause": "The state/task 'Grow' returned a result with a size exceeding the maximum "
+        "number of bytes service limit.",
+    }
+    assert "[sns]" not in capfd.readouterr().err  # Work never ran
+    # Just within the limit (262,144 bytes of UTF-8, an output's JSON text) is fine.
+    fits = {"a": "é" * ((262_144 - len('{"a":""}')) // 2)}
+    assert len(json.dumps(fits, ensure_ascii=False, separators=(",", ":")).encode()) == 262_144
+    asl = {"StartAt": "Grow", "States": {"Grow": {"Type": "Pass", "Result": fits, "End": True}}}
+    assert _run(tmp_path / "fits", asl, {}) == {"output": fits}
+    asl["States"]["Grow"]["Result"] = {"a": fits["a"] + "!"}  # one byte more
+    assert _run(tmp_path / "over", asl, {})["error"] == "States.DataLimitExceeded"
+
+
+def test_a_task_result_past_256_kib_is_not_caught(tmp_path):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / ".described-big.json").write_text(json.dumps({"TrainingJobName": "big", "x": BIG * 2}))
+    asl = {
+        "StartAt": "Describe",
+        "States": {
+            "Describe": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::aws-sdk:sagemaker:describeTrainingJob",
+                "Parameters": {"TrainingJobName": "big"},
+                "ResultSelector": {"name.$": "$.TrainingJobName"},
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}],
+                "End": True,
+            },
+            "Caught": {"Type": "Succeed"},
+        },
+    }
+    result = _run(tmp_path, asl, {})
+    assert result["error"] == "States.DataLimitExceeded" and "'Describe'" in result["cause"]
+
+
+OUTPUT = {
+    "model": "s3://rehearsal-data/models/ernie-x/output/model.tar.gz",
+    "training_job": "ernie-x",
+    "attempts": 1,
+}
+SNS_DOWN = ["SNS.InternalErrorException", "Internal error (Service: Sns, Status Code: 500)"]
+
+
+def test_a_success_notice_that_cannot_be_published_still_succeeds_with_its_output(
+    cdk_out, tmp_path, capfd
+):
+    asl, _ = _from_state(cdk_out, "NotifySuccess", OUTPUT)
+    result = _run(tmp_path, asl, {}, publish_error=SNS_DOWN)
+    assert result == {"output": OUTPUT}  # the model's output, not the notice's error
+    err = capfd.readouterr().err
+    assert err.count("[sns] not published (SNS.InternalErrorException)") == 5  # 4 retries
+
+
+def test_a_failure_notice_is_retried_and_the_failure_still_ends_the_execution(
+    cdk_out, tmp_path, capfd
+):
+    error = {"Error": "TrainingJobFailed", "Cause": "AlgorithmError: boom"}
+    asl, _ = _from_state(cdk_out, "NotifyFailure", {"error": error})
+    result = _run(tmp_path, asl, {}, publish_error=SNS_DOWN)
+    assert result == {"error": "TrainingJobFailed", "cause": "AlgorithmError: boom"}
+    assert capfd.readouterr().err.count("[sns] not published") == 5
+
+
+@pytest.mark.parametrize("long_cause", ["cut", "keep"])
+def test_a_job_failure_whose_cause_passes_32768_characters_still_gives_its_notice(
+    cdk_out, tmp_path, capfd, monkeypatch, long_cause
+):
+    """A job's description grows with every spot interruption: Step Functions holds a
+    Cause to 32,768 characters. Whether it comes cut there or whole, the job is described
+    by name and the failure is reported with its reason, with a notice."""
+    if long_cause == "keep":
+        monkeypatch.setenv("REHEARSAL_LONG_CAUSE", "keep")
+    result = rehearse(tiny_input(), tmp_path / "r", cdk_out, fault_names=["interrupted"])
+    (described,) = (tmp_path / "r" / "jobs").glob(".described-*.json")
+    job = json.loads(described.read_text())
+    assert len(json.dumps(job)) > 32_768
+    assert len(job["SecondaryStatusTransitions"]) == 3 * faults.SPOT_INTERRUPTIONS
+    assert result == {"error": "TrainingJobFailed", "cause": job["FailureReason"]}
+    err = capfd.readouterr().err
+    notice = next(line for line in err.splitlines() if line.startswith("[sns] "))
+    assert "ernie pretraining failed" in notice and "InternalServerError" in notice
+
+
+def test_a_later_stage_that_cannot_be_prepared_is_named(cdk_out, tmp_path, capfd):
+    staged = _staged_input()
+    state = {
+        "attempt": 1,
+        "stage": {"index": 1, "model": "s3://elsewhere/model.tar.gz"},
+        "stages": {"text": "", "comma": ""},
+    }
+    asl, environment = _from_state(cdk_out, "Prepare stage", state)
+    result = _run(tmp_path, asl, staged, environment)
+    assert result["error"] == "ValueError"
+    assert result["cause"].startswith(
+        "Stage second (stages[1]) could not be prepared: a stage after the first needs "
+    )
+    # A stage without a name is named as Prepare names it.
+    del staged["stages"][1]["name"]
+    result = _run(tmp_path / "unnamed", asl, staged, environment)
+    assert result["cause"].startswith("Stage stage-2 (stages[1]) could not be prepared: ")
+    assert capfd.readouterr().err.count("[sns] ernie pretraining failed") == 2

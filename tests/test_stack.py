@@ -116,10 +116,11 @@ def test_train_catches_api_errors_before_job_failures_and_every_path_notifies(sy
     ]
     assert states["Throttled?"]["Choices"][0]["StringMatches"] == "*ThrottlingException*"
     assert states["Throttled?"]["Default"] == "NotifyFailure"
-    # Only a DescribeTrainingJob JSON is parsed; any other Cause is reported as it is.
+    # A JSON Cause (a job's description, perhaps cut short) has the job described afresh
+    # by name, never parsed; any other Cause is reported as it is.
     assert states["Job ended?"]["Choices"][0] == {
         "Variable": "$.error.Cause",
-        "StringMatches": '{*"TrainingJobStatus"*',
+        "StringMatches": "{*",
         "Next": "Read job",
     }
     assert states["Job ended?"]["Default"] == "NotifyFailure"
@@ -139,6 +140,93 @@ def test_train_catches_api_errors_before_job_failures_and_every_path_notifies(sy
         "CausePath": "$.error.Cause",
     }
     assert states["NotifySuccess"]["Next"] == "Done" and states["Done"]["Type"] == "Succeed"
+    assert "StringToJson" not in json.dumps(states["Read job"])
+
+
+def test_a_long_cause_is_never_parsed_the_job_is_described_by_name(synth):
+    """A Cause over Step Functions' 32,768 characters may come cut short: the failure
+    routing reads the job from DescribeTrainingJob (the AWS SDK integration), not from
+    States.StringToJson of the Cause, which would fail the execution without a notice."""
+    states = _definition(synth.template)["States"]
+    readers = [name for name in states if name.startswith("Read job")]
+    assert readers == ["Read job", "Read job (evaluation)", "Read job (stage)"]
+    for name in readers:
+        read = states[name]
+        assert read["Type"] == "Task"
+        assert read["Resource"].endswith(":states:::aws-sdk:sagemaker:describeTrainingJob")
+        assert read["Parameters"] == {"TrainingJobName.$": "$.job.request.TrainingJobName"}
+        assert read["ResultPath"] == "$.error"  # the description in the Cause's place
+        assert read["Retry"][0]["ErrorEquals"] == ["States.ALL"]
+        # Not described: the failure goes out as it came, with a notice.
+        (catch,) = read["Catch"]
+        assert (
+            catch["ErrorEquals"] == ["States.ALL"] and catch["ResultPath"] == "$.failure.Describe"
+        )
+    assert states["Read job"]["Catch"][0]["Next"] == "NotifyFailure"
+    assert states["Read job (stage)"]["Catch"][0]["Next"] == "Name the stage"
+    assert states["Read job (evaluation)"]["Catch"][0]["Next"] == "Name the evaluation"
+    # The one Cause still parsed is the Prepare function's, whose message it bounds
+    # (execution.MAX_MESSAGE).
+    parsed = [n for n, s in states.items() if "StringToJson($.error.Cause)" in json.dumps(s)]
+    assert {n.removesuffix(" (evaluation)").removesuffix(" (stage)") for n in parsed} == {
+        "Read Prepare error"
+    }
+    # Its calls fall under the state machine's grant on this stack's jobs.
+    (sagemaker,) = [
+        s
+        for s in _statements(synth.template, "StateMachineRole")
+        if "sagemaker:DescribeTrainingJob" in s["Action"]
+    ]
+    assert "training-job/ernie-*" in json.dumps(sagemaker["Resource"])
+
+
+def test_a_notice_that_cannot_be_sent_is_retried_and_never_fails_a_success(synth):
+    states = _definition(synth.template)["States"]
+    for name in ("NotifySuccess", "NotifyFailure"):
+        (retry,) = states[name]["Retry"]
+        assert retry["ErrorEquals"] == ["States.ALL"] and retry["MaxAttempts"] >= 3
+        assert retry["BackoffRate"] == 2 and retry["JitterStrategy"] == "FULL"
+    # Still not sent: the execution succeeds with its output (the error discarded).
+    assert states["NotifySuccess"]["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "Done"}
+    ]
+    assert states["NotifySuccess"]["ResultPath"] is None
+    assert states["Done"] == {"Type": "Succeed", "OutputPath": "$"}
+
+
+def test_every_prepare_retries_every_transient_lambda_error(synth):
+    """Step Functions' guide (bp-lambda-serviceexception): the four service exceptions,
+    and Lambda.TooManyRequestsException when Lambda throttles the invoke."""
+    states = _definition(synth.template)["States"]
+    transient = {
+        "Lambda.ClientExecutionTimeoutException",
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.TooManyRequestsException",
+    }
+    prepares = [n for n, s in states.items() if s.get("Resource", "").endswith(":lambda:invoke")]
+    assert sorted(prepares) == ["Prepare evaluation", "Prepare job", "Prepare stage"]
+    for name in prepares:
+        retries = states[name]["Retry"]
+        assert {e for r in retries for e in r["ErrorEquals"]} == transient, name
+        assert all(r["MaxAttempts"] >= 6 for r in retries)
+        (throttled,) = [r for r in retries if "Lambda.TooManyRequestsException" in r["ErrorEquals"]]
+        assert throttled["JitterStrategy"] == "FULL" and throttled["MaxDelaySeconds"] <= 300
+
+
+def test_prepare_returns_exactly_what_its_result_selectors_read(synth):
+    """Nothing rides in a state's data that no state reads (Step Functions' 256 KiB)."""
+    states = _definition(synth.template)["States"]
+    selected = {
+        name: {v.removeprefix("$.Payload.") for v in states[name]["ResultSelector"].values()}
+        for name in ("Prepare job", "Prepare stage", "Prepare evaluation")
+    }
+    assert selected == {
+        "Prepare job": {"request", "attempt"},
+        "Prepare stage": {"request", "attempt", "stage"},
+        "Prepare evaluation": {"request", "attempt"},
+    }
     assert states["Model"]["Parameters"]["model.$"] == "$.training.ModelArtifacts.S3ModelArtifacts"
 
 
@@ -205,6 +293,45 @@ def test_state_machine_may_only_run_this_prefix_and_pass_the_role_to_sagemaker(s
         events["Resource"]
     )
     assert not any(s["Action"] in ("*", "sagemaker:*", "s3:*") for s in statements)
+
+
+def _key_statements(template: Template, action: str) -> list[dict]:
+    return [
+        s
+        for s in _statements(template, "StateMachineRole")
+        if action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    ]
+
+
+def _the_key(template: Template) -> dict:
+    (key,) = template.find_resources("AWS::KMS::Key")
+    return {"Fn::GetAtt": [key, "Arn"]}
+
+
+def test_state_machine_role_may_publish_to_the_encrypted_topic(synth):
+    """SNS: a publisher to a topic encrypted with a customer managed key needs
+    kms:GenerateDataKey (SNS calls it, and Decrypt) on it; CDK's SnsPublish grants only
+    sns:Publish."""
+    key = _the_key(synth.template)
+    (topic,) = synth.template.find_resources("AWS::SNS::Topic").values()
+    assert topic["Properties"]["KmsMasterKeyId"] == key
+    for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+        statements = _key_statements(synth.template, action)
+        assert [s["Resource"] for s in statements] == [key], action
+        assert all(s["Effect"] == "Allow" and "Condition" not in s for s in statements)
+    assert _key_statements(synth.template, "sns:Publish")
+
+
+def test_kms_grant_condition_covers_only_the_grant(synth):
+    """kms:GrantIsForAWSResource is only in the request context of grant operations: under
+    it, DescribeKey would never be allowed."""
+    key = _the_key(synth.template)
+    (grant,) = _key_statements(synth.template, "kms:CreateGrant")
+    assert grant["Action"] == "kms:CreateGrant" and grant["Resource"] == key
+    assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+    (describe,) = _key_statements(synth.template, "kms:DescribeKey")
+    assert describe["Action"] == "kms:DescribeKey" and "Condition" not in describe
+    assert describe["Resource"] == key
 
 
 def test_training_job_role_reads_datasets_writes_checkpoints_and_models_only(synth):
@@ -613,7 +740,10 @@ def test_evaluate_is_retried_and_fails_as_train_is_in_states_of_its_own(synth):
     suffix = " (evaluation)"
 
     def own(name: str) -> str:
-        return name if name in ("NotifyFailure", "Prepare evaluation") else f"{name}{suffix}"
+        # The job's failures are named (Name the evaluation); Prepare's go out as they are.
+        if name == "NotifyFailure":
+            return "Name the evaluation"
+        return name if name == "Prepare evaluation" else f"{name}{suffix}"
 
     def routes(task: str, rename=lambda name: name) -> list:
         return [
@@ -644,6 +774,8 @@ def test_evaluate_is_retried_and_fails_as_train_is_in_states_of_its_own(synth):
             expected = (
                 "Prepare evaluation"
                 if states[name]["Next"] == "Prepare job"
+                else "NotifyFailure"
+                if name == "Prepare error"
                 else own(states[name]["Next"])
             )
             assert twin["Next"] == expected, name
@@ -652,7 +784,50 @@ def test_evaluate_is_retried_and_fails_as_train_is_in_states_of_its_own(synth):
     assert count["trained.$"] == "$.trained"
     assert count["attempt.$"] == states["Count attempt"]["Parameters"]["attempt.$"]
     assert states["Prepare evaluation"]["Catch"][0]["Next"] == f"Function error?{suffix}"
-    assert states[f"Another attempt?{suffix}"]["Default"] == "NotifyFailure"
+    assert states[f"Another attempt?{suffix}"]["Default"] == "Name the evaluation"
+
+
+def test_an_evaluation_failure_names_the_evaluation_job(synth):
+    """Not the training job's TrainingJobFailed / AlgorithmError alone: the Cause says the
+    evaluation job failed, and which."""
+    states = _definition(synth.template)["States"]
+    named = states["Name the evaluation"]
+    assert named["Parameters"] == {
+        "Error.$": "$.error.Error",
+        "Cause.$": "States.Format('Evaluation job {} failed: {}', "
+        "$.job.request.TrainingJobName, $.error.Cause)",
+    }
+    assert named["ResultPath"] == "$.error" and named["Next"] == "NotifyFailure"
+    # Every end of the evaluation job goes through it; the training's do not.
+    job_ends = [
+        ("Evaluate", [c["Next"] for c in states["Evaluate"]["Catch"]][-1]),
+        ("Another attempt? (evaluation)", states["Another attempt? (evaluation)"]["Default"]),
+        ("Throttled? (evaluation)", states["Throttled? (evaluation)"]["Default"]),
+        ("Job ended? (evaluation)", states["Job ended? (evaluation)"]["Default"]),
+        ("Job status (evaluation)", states["Job status (evaluation)"]["Next"]),
+        ("Out of capacity? (evaluation)", states["Out of capacity? (evaluation)"]["Default"]),
+    ]
+    assert all(target == "Name the evaluation" for _, target in job_ends), job_ends
+    assert states["Another attempt?"]["Default"] == "NotifyFailure"
+
+
+def test_a_later_stages_prepare_failure_names_the_stage(synth):
+    states = _definition(synth.template)["States"]
+    # The function's message, or a Lambda error as it came, then the stage's name.
+    assert states["Prepare error (stage)"]["Next"] == "Later stage?"
+    assert states["Function error? (stage)"]["Default"] == "Later stage?"
+    later = states["Later stage?"]
+    assert later["Choices"] == [
+        {"Variable": "$.stage.index", "NumericGreaterThan": 0, "Next": "Look up the stage"}
+    ]
+    assert later["Default"] == "NotifyFailure"  # the first: its message names the fields
+    look_up = states["Look up the stage"]["Parameters"]
+    assert look_up["Stage.$"] == "States.ArrayGetItem($$.Execution.Input.stages, $.stage.index)"
+    assert states["Stage named?"]["Default"] == "Number the unprepared stage"
+    for name in ("Name the unprepared stage", "Number the unprepared stage"):
+        state = states[name]
+        assert "could not be prepared: {}" in state["Parameters"]["Cause.$"]
+        assert state["ResultPath"] == "$.error" and state["Next"] == "NotifyFailure"
 
 
 def test_evaluation_jobs_fall_under_the_state_machines_grant(synth):
@@ -700,7 +875,7 @@ def test_an_input_with_stages_runs_them_in_a_loop_of_states_of_its_own(synth):
     ]
     assert states["Another attempt? (stage)"]["Default"] == "Name the stage"
     assert states["Prepare stage"]["Catch"][0]["Next"] == "Function error? (stage)"
-    assert states["Function error? (stage)"]["Default"] == "NotifyFailure"
+    assert states["Function error? (stage)"]["Default"] == "Later stage?"
     named = states["Name the stage"]
     assert named["ResultPath"] == "$.error" and named["Next"] == "NotifyFailure"
     assert "$.job.stage.name" in named["Parameters"]["Cause.$"]

@@ -252,11 +252,66 @@ def test_prepare_answers_the_stage_and_the_next_one(prepare_env):
     last = execution.handler({**event, "stage": {"index": 1, "model": PREVIOUS}}, None)
     assert last["stage"] == {"index": 1, "name": "multi"}  # no next: the last stage
     assert _model_channel(last["request"]) == PREVIOUS
-    assert [s["name"] for s in last["input"]["stages"]] == ["stage-1", "multi"]
+    # Only what the state machine selects: not the normalised input, whose stages would
+    # take the answer past Step Functions' 256 KiB (test_state_payloads.py).
+    assert set(last) == {"request", "attempt", "stage"}
     # The evaluation's Prepare has no stage to answer.
     evaluation = {"dataset": "datasets/topics"}
     evaluated = {**event, "input": staged(evaluation=evaluation), "model": PREVIOUS}
-    assert set(execution.handler(evaluated, None)) == {"request", "input", "attempt"}
+    assert set(execution.handler(evaluated, None)) == {"request", "attempt"}
+
+
+def test_a_two_stage_input_prepare_accepts_answers_far_under_256_kib(prepare_env):
+    """Today's 2 stages of hyperparameters as long as the budget allows: the answer was
+    the whole normalised input beside the request, some 288 KB, past the limit."""
+    names = ("train_filelist", "valid_filelist", "vocab_path", "ernie_config_path")
+    big = {name: "x" * 2500 for name in names}
+    stages = [{"tasks": KM, "steps": 1, "hyperparameters": {"epoch": " " * 2000 + "1"}}] * 2
+    event = {"input": staged(stages, hyperparameters=big), "execution": "run-1"}
+    answer = execution.handler({**event, "stage": {"index": 1, "model": PREVIOUS}}, None)
+    size = len(json.dumps(answer).encode())
+    assert size - len(json.dumps(answer["request"]).encode()) < 200  # the request, no input
+    assert size < 32 * 1024
+
+
+def test_hyperparameters_past_the_state_budget_are_refused_naming_the_job():
+    long = {"train_filelist": "x" * 2500, "valid_filelist": "x" * 2500, "vocab_path": "x" * 2500}
+    huge = {**long, "ernie_config_path": "x" * 2500}
+    many = {**huge, **{name: " " * 2490 + "1" for name in ("epoch", "batch_size", "skip_steps")}}
+    assert execution._json_bytes(many) > execution.MAX_HYPERPARAMETERS_BYTES
+    with pytest.raises(ExecutionInputError) as refused:
+        parse_input({"hyperparameters": many})
+    assert set(refused.value.problems) == {"hyperparameters"}
+    assert "more than the 16384 a job's may take" in refused.value.problems["hyperparameters"]
+    # A stage's own ones count with the top-level ones.
+    stage = {"tasks": KM, "steps": 1, "hyperparameters": {"epoch": " " * 2490 + "1"}}
+    with pytest.raises(ExecutionInputError) as refused:
+        parse_input(
+            staged(
+                [{"tasks": KM, "steps": 1}, stage],
+                hyperparameters=huge
+                | {"batch_size": " " * 2490 + "1", "skip_steps": " " * 2490 + "1"},
+            )
+        )
+    assert set(refused.value.problems) == {"stages[1].hyperparameters"}
+    evaluation = {
+        "dataset": "datasets/t",
+        "hyperparameters": {
+            name: " " * 2490 + "1"
+            for name in (
+                "num_train_steps",
+                "batch_size",
+                "max_seq_len",
+                "eval_steps",
+                "patience",
+                "random_seed",
+                "learning_rate",
+            )
+        },
+    }
+    with pytest.raises(ExecutionInputError) as refused:
+        parse_input({"evaluation": evaluation})
+    assert set(refused.value.problems) == {"evaluation.hyperparameters"}
 
 
 @pytest.mark.parametrize("stage", ["0", [0], {"index": 0, "other": 1}])
