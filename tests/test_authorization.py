@@ -269,16 +269,6 @@ def test_a_state_machine_role_without_the_sync_rule_would_not_deploy(cdk_out, da
     assert not (tmp_path / "r" / "executions").exists()
 
 
-def test_a_state_machine_role_without_the_topic_key_loses_every_notice(cdk_out, dataset, tmp_path):
-    """The defect the first deployment would have had: the failure notice cannot be sent,
-    and the execution still ends in Fail with the job's own reason."""
-    assembly = _without(cdk_out, tmp_path, "kms:GenerateDataKey", "PipelineStateMachineRole")
-    result = rehearse({"instance_count": 99}, tmp_path / "r", assembly, dataset)
-    assert result["error"] == "ExecutionInputError"
-    log = (tmp_path / "r" / "executions").glob("*/result.json")
-    assert next(log)  # the execution ran to its Fail
-
-
 def test_the_template_of_a_missing_managed_policy_is_refused(cdk_out, tmp_path):
     out = tmp_path / "cdk.out"
     shutil.copytree(cdk_out, out)

@@ -378,14 +378,40 @@ def test_a_failing_stage_fails_the_execution_naming_the_stage(cdk_out, dataset, 
 # --- Step Functions' limits and the routing around notices ----------------------------------
 
 
+# A hand-written definition has no template: its tasks run as a role that may do anything.
+ANYONE = f"arn:aws:iam::{definition.ACCOUNT}:role/Anyone"
+ANYTHING = {
+    "prepare_environment": {},
+    "policies": {
+        "identity": {
+            ANYONE: [
+                {
+                    "name": "everything",
+                    "policy": {
+                        "Version": "2012-10-17",
+                        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+                    },
+                }
+            ]
+        },
+        "resource": {},
+        "encryption": {},
+    },
+    "state_machine_role": ANYONE,
+    "prepare_role": ANYONE,
+    "prepare_log_group": f"arn:aws:logs:{definition.REGION}:{definition.ACCOUNT}:log-group:x",
+}
+
+
 def _run(
     workdir: Path,
     asl: dict,
     execution_input: dict,
-    prepare_environment: dict | None = None,
+    settings: dict | None = None,
     **config: object,
 ) -> dict:
-    """One execution of `asl` in the rehearsal's interpreter, its tasks served locally."""
+    """One execution of `asl` in the rehearsal's interpreter, its tasks served locally with
+    `settings` (the roles and policies, the Prepare function's variables: _from_state's)."""
     run_dir = workdir / "run"
     run_dir.mkdir(parents=True)
     files = {
@@ -393,7 +419,7 @@ def _run(
         "input.json": execution_input,
         "context.json": runner._context("rehearsal-test"),
         "config.json": {
-            "prepare_environment": prepare_environment or {},
+            **(settings or ANYTHING),
             "buckets": str(workdir / "buckets"),
             "jobs": str(workdir / "jobs"),
             "faults": [],
@@ -407,7 +433,8 @@ def _run(
 
 def _from_state(cdk_out: Path, state: str, state_input: object) -> tuple[dict, dict]:
     """The synthesized definition, made local, entered at `state` with `state_input` (a
-    Pass in front sets it), and the Prepare function's variables."""
+    Pass in front sets it), and the settings its tasks run with (roles, policies, the
+    Prepare function's variables)."""
     local = definition.load(cdk_out / f"{STACK}.template.json")
     asl = copy.deepcopy(local.definition)
     # The interpreter refuses states it cannot reach: a branch never taken keeps them.
@@ -418,7 +445,14 @@ def _from_state(cdk_out: Path, state: str, state_input: object) -> tuple[dict, d
     }
     asl["States"]["Rehearsal state"] = {"Type": "Pass", "Result": state_input, "Next": state}
     asl["StartAt"] = "Rehearsal start"
-    return asl, local.prepare_environment
+    settings = {
+        "prepare_environment": local.prepare_environment,
+        "policies": local.policies,
+        "state_machine_role": local.state_machine_role,
+        "prepare_role": local.prepare_role,
+        "prepare_log_group": local.prepare_log_group,
+    }
+    return asl, settings
 
 
 BIG = "x" * 150_000  # twice over in one state: past 256 KiB
@@ -493,19 +527,33 @@ SNS_DOWN = ["SNS.InternalErrorException", "Internal error (Service: Sns, Status 
 def test_a_success_notice_that_cannot_be_published_still_succeeds_with_its_output(
     cdk_out, tmp_path, capfd
 ):
-    asl, _ = _from_state(cdk_out, "NotifySuccess", OUTPUT)
-    result = _run(tmp_path, asl, {}, publish_error=SNS_DOWN)
+    asl, settings = _from_state(cdk_out, "NotifySuccess", OUTPUT)
+    result = _run(tmp_path, asl, {}, settings, publish_error=SNS_DOWN)
     assert result == {"output": OUTPUT}  # the model's output, not the notice's error
     err = capfd.readouterr().err
     assert err.count("[sns] not published (SNS.InternalErrorException)") == 5  # 4 retries
+
+
+def test_a_success_notice_that_aws_refuses_still_succeeds_with_its_output(cdk_out, tmp_path, capfd):
+    """The first deployment's defect: a state machine role without the topic's key, whose
+    every notice SNS refuses (KMSAccessDenied). The execution still ends with its output."""
+    asl, settings = _from_state(cdk_out, "NotifySuccess", OUTPUT)
+    for policy in settings["policies"]["identity"][settings["state_machine_role"]]:
+        for statement in policy["policy"]["Statement"]:
+            actions = statement["Action"]
+            actions = [actions] if isinstance(actions, str) else actions
+            kept = [a for a in actions if not a.startswith("kms:GenerateDataKey")]
+            statement["Action"] = kept or ["sts:GetCallerIdentity"]
+    assert _run(tmp_path, asl, {}, settings) == {"output": OUTPUT}
+    assert "[state] NotifySuccess caught an error" in capfd.readouterr().err
 
 
 def test_a_failure_notice_is_retried_and_the_failure_still_ends_the_execution(
     cdk_out, tmp_path, capfd
 ):
     error = {"Error": "TrainingJobFailed", "Cause": "AlgorithmError: boom"}
-    asl, _ = _from_state(cdk_out, "NotifyFailure", {"error": error})
-    result = _run(tmp_path, asl, {}, publish_error=SNS_DOWN)
+    asl, settings = _from_state(cdk_out, "NotifyFailure", {"error": error})
+    result = _run(tmp_path, asl, {}, settings, publish_error=SNS_DOWN)
     assert result == {"error": "TrainingJobFailed", "cause": "AlgorithmError: boom"}
     assert capfd.readouterr().err.count("[sns] not published") == 5
 
@@ -537,14 +585,14 @@ def test_a_later_stage_that_cannot_be_prepared_is_named(cdk_out, tmp_path, capfd
         "stage": {"index": 1, "model": "s3://elsewhere/model.tar.gz"},
         "stages": {"text": "", "comma": ""},
     }
-    asl, environment = _from_state(cdk_out, "Prepare stage", state)
-    result = _run(tmp_path, asl, staged, environment)
+    asl, settings = _from_state(cdk_out, "Prepare stage", state)
+    result = _run(tmp_path, asl, staged, settings)
     assert result["error"] == "ValueError"
     assert result["cause"].startswith(
         "Stage second (stages[1]) could not be prepared: a stage after the first needs "
     )
     # A stage without a name is named as Prepare names it.
     del staged["stages"][1]["name"]
-    result = _run(tmp_path / "unnamed", asl, staged, environment)
+    result = _run(tmp_path / "unnamed", asl, staged, settings)
     assert result["cause"].startswith("Stage stage-2 (stages[1]) could not be prepared: ")
     assert capfd.readouterr().err.count("[sns] ernie pretraining failed") == 2
