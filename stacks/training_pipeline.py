@@ -455,29 +455,23 @@ class TrainingPipeline(Construct):
             },
             result_path="$.failure",
         )
-        cause = "could not be prepared: {}"
-        by_name = sfn.Pass(
-            self,
-            "Name the unprepared stage",
-            parameters={
-                "Error.$": "$.error.Error",
-                "Cause.$": f"States.Format('Stage {{}} (stages[{{}}]) {cause}', "
-                f"$.failure.Stage.name, {index}, $.error.Cause)",
-            },
-            result_path="$.error",
-        )
-        by_name.next(fail_notice)
-        by_number = sfn.Pass(
-            self,
-            "Number the unprepared stage",
-            parameters={
-                "Error.$": "$.error.Error",
-                "Cause.$": f"States.Format('Stage stage-{{}} (stages[{{}}]) {cause}', "
-                f"$.failure.number, {index}, $.error.Cause)",
-            },
-            result_path="$.error",
-        )
-        by_number.next(fail_notice)
+
+        def naming(construct_id: str, label: str, value: str) -> sfn.Pass:
+            named = sfn.Pass(
+                self,
+                construct_id,
+                parameters={
+                    "Error.$": "$.error.Error",
+                    "Cause.$": f"States.Format('Stage {label} (stages[{{}}]) could not be "
+                    f"prepared: {{}}', {value}, {index}, $.error.Cause)",
+                },
+                result_path="$.error",
+            )
+            named.next(fail_notice)
+            return named
+
+        by_name = naming("Name the unprepared stage", "{}", "$.failure.Stage.name")
+        by_number = naming("Number the unprepared stage", "stage-{}", "$.failure.number")
         has_name = sfn.Choice(self, "Stage named?")
         has_name.when(
             sfn.Condition.and_(
