@@ -46,6 +46,32 @@ class LocalDefinition:
     state_machine: str  # the state machine's ARN
 
 
+def template_file(cdk_out: Path, stack: str) -> Path:
+    """The template of `stack` in the cloud assembly `cdk_out`, as its manifest names it:
+    `stack` is the stack's name (what `cdk deploy` and `--stack` of the operator commands
+    call it) or its construct id, in any app composing this project's constructs."""
+    manifest = cdk_out / "manifest.json"
+    if not manifest.is_file():
+        raise DefinitionError(
+            f"{cdk_out} is not a cloud assembly (no manifest.json): synthesize the app that "
+            "defines the stack first (`cdk synth` in its folder; `make synth` for this one)"
+        )
+    artifacts = json.loads(manifest.read_text()).get("artifacts", {})
+    stacks = {
+        artifact_id: artifact.get("properties", {})
+        for artifact_id, artifact in artifacts.items()
+        if artifact.get("type") == "aws:cloudformation:stack"
+    }
+    for artifact_id, properties in stacks.items():
+        if stack in (artifact_id, properties.get("stackName", artifact_id)):
+            return cdk_out / properties.get("templateFile", f"{artifact_id}.template.json")
+    names = ", ".join(p.get("stackName", a) for a, p in stacks.items()) or "none"
+    raise DefinitionError(
+        f"the cloud assembly {cdk_out} has no stack {stack} (it has: {names}): pass "
+        "--stack, or synthesize the app that defines it"
+    )
+
+
 def load(template_file: Path, bucket: str = "rehearsal-data") -> LocalDefinition:
     if not template_file.is_file():
         raise DefinitionError(f"{template_file} does not exist: run `make synth` first")
