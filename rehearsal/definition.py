@@ -72,10 +72,37 @@ def template_file(cdk_out: Path, stack: str) -> Path:
     )
 
 
+def _in_rehearsal_environment(template: dict[str, Any], template_file: Path) -> dict[str, Any]:
+    """The template of a stack synthesized for an account or region (`env=`; its
+    manifest's `environment`), with those literals made ACCOUNT and REGION, as the pseudo
+    parameters of an environment-agnostic stack are: its policies then name the
+    rehearsal's principals and resources, as on AWS they name the account's own."""
+    manifest = template_file.parent / "manifest.json"
+    if not manifest.is_file():
+        return template
+    environments = [
+        artifact.get("environment", "")
+        for artifact in json.loads(manifest.read_text()).get("artifacts", {}).values()
+        if artifact.get("type") == "aws:cloudformation:stack"
+        and artifact.get("properties", {}).get("templateFile") == template_file.name
+    ]
+    if len(environments) != 1:
+        return template
+    account, _, region = environments[0].removeprefix("aws://").partition("/")
+    text = json.dumps(template)
+    if account.isdigit() and account != ACCOUNT:
+        text = re.sub(rf"(?<!\d){account}(?!\d)", ACCOUNT, text)
+    if region not in ("", "unknown-region", REGION):
+        text = re.sub(rf"(?<![a-z0-9-]){re.escape(region)}(?![a-z0-9-])", REGION, text)
+    return json.loads(text)
+
+
 def load(template_file: Path, bucket: str = "rehearsal-data") -> LocalDefinition:
     if not template_file.is_file():
         raise DefinitionError(f"{template_file} does not exist: run `make synth` first")
-    resources = json.loads(template_file.read_text())["Resources"]
+    resources = _in_rehearsal_environment(json.loads(template_file.read_text()), template_file)[
+        "Resources"
+    ]
     machine_id = _only(resources, "AWS::StepFunctions::StateMachine", template_file)
     machine = resources[machine_id]
     prepare_ids = [

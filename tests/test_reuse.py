@@ -134,3 +134,26 @@ def test_rehearse_picks_the_stack_of_another_apps_cloud_assembly(team, tmp_path,
     assert "output" in result, result
     assert result["output"]["training_job"].startswith("team-")
     assert result["output"]["model"].startswith("s3://rehearsal-data/models/team-")
+
+
+def test_a_stack_synthesized_for_an_account_and_region_is_rehearsed_in_the_local_ones(tmp_path):
+    manifest = {
+        "artifacts": {
+            "Team": {
+                "type": "aws:cloudformation:stack",
+                "environment": "aws://111122223333/eu-west-1",
+                "properties": {"templateFile": "Team.template.json"},
+            }
+        }
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    arn = "arn:aws:states:eu-west-1:111122223333:stateMachine:*"
+    template = {
+        "Resources": {"R": {"Properties": {"A": arn, "Az": "eu-west-1a", "N": "1111222233334"}}}
+    }
+    local = definition._in_rehearsal_environment(template, tmp_path / "Team.template.json")
+    assert local["Resources"]["R"]["Properties"] == {
+        "A": f"arn:aws:states:{definition.REGION}:{definition.ACCOUNT}:stateMachine:*",
+        "Az": "eu-west-1a",  # not a region
+        "N": "1111222233334",  # not the account
+    }
