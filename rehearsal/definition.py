@@ -51,6 +51,8 @@ def template_file(cdk_out: Path, stack: str) -> Path:
     `stack` is the stack's name (what `cdk deploy` and `--stack` of the operator commands
     call it) or its construct id, in any app composing this project's constructs."""
     manifest = cdk_out / "manifest.json"
+    if not manifest.is_file() and (cdk_out / f"{stack}.template.json").is_file():
+        return cdk_out / f"{stack}.template.json"  # a folder of templates, as cdk synth names them
     if not manifest.is_file():
         raise DefinitionError(
             f"{cdk_out} is not a cloud assembly (no manifest.json): synthesize the app that "
