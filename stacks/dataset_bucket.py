@@ -12,7 +12,6 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
-from ernie_sm.stacks.outputs import add_output
 
 # The bucket's layout; the execution role and the state machine build their paths on these.
 DATASETS = "datasets/"
@@ -94,7 +93,6 @@ class DatasetBucket(Construct):
                 encryption_key=self.key,
             )
             self.access_log_bucket = None
-            self._output()
             return
 
         logs = s3.Bucket(
@@ -150,7 +148,3 @@ class DatasetBucket(Construct):
             removal_policy=props.removal_policy,
             auto_delete_objects=destroy,
         )
-        self._output()
-
-    def _output(self) -> None:
-        add_output(self, "DatasetBucket", self.bucket.bucket_name, "Datasets, checkpoints, models")

@@ -16,7 +16,6 @@ from constructs import Construct
 from ernie_sm.stacks import nag
 from ernie_sm.stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
 from ernie_sm.stacks.network import check_vpc
-from ernie_sm.stacks.outputs import add_output
 
 METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 SAGEMAKER = "sagemaker.amazonaws.com"
@@ -78,7 +77,6 @@ class ExecutionRole(Construct):
             else None
         )
         nag.acknowledge_execution_role(self, props.bucket)
-        add_output(self, "ExecutionRoleArn", self.role.role_arn, "The training jobs' role")
 
     def _allow(self, actions: list[str], resources: list[str], **conditions: dict) -> None:
         self.role.add_to_policy(

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
-from ernie_sm.stacks.outputs import add_output
 from ernie_sm.training.metrics import EVAL_METRIC_DEFINITIONS, METRIC_DEFINITIONS
 from ernie_sm.training.tasks import TASKS
 
@@ -153,13 +152,6 @@ class Monitoring(Construct):
                 "TimedOut", machine.metric_timed_out(period=Duration.minutes(5)), props.topic
             ),
         ]
-        add_output(
-            self,
-            "DashboardUrl",
-            f"https://console.aws.amazon.com/cloudwatch/home?region={Stack.of(self).region}"
-            f"#dashboards:name={self.dashboard.dashboard_name}",
-            "The pretraining dashboard",
-        )
 
     def _alarm(self, name: str, metric: cloudwatch.Metric, topic: sns.ITopic) -> cloudwatch.Alarm:
         alarm = cloudwatch.Alarm(

@@ -29,7 +29,6 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
-from ernie_sm.stacks.outputs import add_output
 
 # The Docker build context is the repository root (the image installs pyproject.toml and
 # training/); its .dockerignore is an allow-list, which CDK honours when staging and hashing.
@@ -193,8 +192,6 @@ class TrainingImage(Construct):
         )
 
         self._acknowledge(role)
-        add_output(self, "ImageRepository", self.repository.repository_uri, "The training image")
-        add_output(self, "ImageUri", self.image_uri, "The image the jobs run, by digest")
 
     def _log_group(
         self, construct_id: str, retention: logs.RetentionDays, writer: iam.IRole

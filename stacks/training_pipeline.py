@@ -66,7 +66,6 @@ from ernie_sm.stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
 from ernie_sm.stacks.execution_role import ExecutionRole
 from ernie_sm.stacks.lambda_bundle import lambda_code
 from ernie_sm.stacks.network import check_vpc
-from ernie_sm.stacks.outputs import add_output
 
 # The Prepare function carries the execution-input contract, the trainer's modules it
 # checks hyperparameters and metrics with, and the SageMaker API model it checks requests
@@ -221,8 +220,9 @@ def job_network(props: TrainingPipelineProps) -> TrainingPipelineProps:
 
 
 class TrainingPipeline(Construct):
-    """`topic`, `prepare_function`, `state_machine`; the stack outputs the operator
-    commands read (stacks/outputs.py) and its own cdk-nag acknowledgments (stacks/nag.py)."""
+    """`topic`, `prepare_function`, `state_machine`; it acknowledges its own cdk-nag
+    findings (stacks/nag.py). stacks/outputs.py gives its stack the outputs the operator
+    commands read."""
 
     def __init__(self, scope: Construct, construct_id: str, props: TrainingPipelineProps) -> None:
         super().__init__(scope, construct_id)
@@ -241,13 +241,6 @@ class TrainingPipeline(Construct):
         self.prepare_function = self._prepare_function()
         self.state_machine = self._state_machine()
         nag.acknowledge_pipeline(self)
-        for key, value, description in (
-            ("StateMachineArn", self.state_machine.state_machine_arn, "Start executions here"),
-            # Its environment holds the settings jobs are built from (the notebook route).
-            ("PrepareFunctionName", self.prepare_function.function_name, "Builds the jobs"),
-            ("NotificationTopicArn", self.topic.topic_arn, "Execution outcomes"),
-        ):
-            add_output(self, key, value, description)
 
     def _topic(self) -> sns.Topic:
         topic = sns.Topic(
