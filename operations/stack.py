@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 DEFAULT_STACK = "ErniePretraining"
-# The outputs ErnieTrainingStack declares (stacks/ernie_stack.py).
+# The outputs stacks/outputs.py `add_outputs` gives a stack (ErnieTrainingStack's too).
 OUTPUTS = (
     "DatasetBucket",
     "ImageRepository",
@@ -166,7 +166,8 @@ def require(outputs: dict[str, str], names: Iterable[str], stack_name: str) -> l
         has = ", ".join(sorted(outputs)) or "none"
         raise OperationsError(
             f"stack {stack_name} has no output {', '.join(missing)} (it has: {has}): is it "
-            "this project's stack? Pass --stack, or redeploy it with `cdk deploy`"
+            "this project's stack? Pass --stack, or redeploy it with `cdk deploy` (a stack "
+            "of your own gets them from ernie_sm.stacks.outputs.add_outputs)"
         )
     return [outputs[name] for name in names]
 

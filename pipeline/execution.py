@@ -149,7 +149,6 @@ MAX_HOURS = 28 * 24  # SageMaker's longest training run
 MAX_INSTANCES = 16
 MAX_VOLUME_GB = 16384
 MAX_PREFIX = 512
-JOB_NAME_PREFIX_MAX = 30
 # Patterns are used with fullmatch. S3 bucket naming is S3's, not in SageMaker's model.
 BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 S3_URI_PATTERN = re.compile(rf"s3://({BUCKET_PATTERN.pattern})/(.+)")
@@ -175,6 +174,25 @@ MAX_STEPS = 2**31 - 1
 STAGE_NAME_PATTERN = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
 # Hyperparameters a stage sets from its own fields: {hyperparameter: stage field}.
 STAGE_SETS = {"tasks": "tasks", "num_train_steps": "steps"}
+# Job names: `<prefix>[-<mark>]-<execution>-<digest>-a<attempt>-<yyyymmddHHMMSS>` (job_name),
+# the execution part shortened to fit SageMaker's TrainingJobName. A prefix leaves room
+# for the longest mark and tail Prepare appends; a stack's max_attempts is at most
+# MAX_ATTEMPTS so that the attempt's digits fit too.
+JOB_NAME_LIMIT = sagemaker_api.member_shape("TrainingJobName")["max"]
+MAX_ATTEMPTS = 99
+DIGEST_CHARS = 8
+TIMESTAMP_FORMAT = "%Y%m%d%H%M%S"
+LONGEST_MARK = max((EVAL_JOB_MARK, f"s{MAX_STAGES}"), key=len)
+JOB_NAME_PREFIX_MAX = JOB_NAME_LIMIT - len(
+    f"-{LONGEST_MARK}-{'0' * DIGEST_CHARS}-a{MAX_ATTEMPTS}-"
+    + datetime(2000, 1, 1).strftime(TIMESTAMP_FORMAT)
+)
+# A stack's name prefix begins every job name, and the state machine may create only
+# `training-job/<prefix>-*`. SageMaker lower-cases training-job ARNs (boto/boto3#4606,
+# aws/sagemaker-experiments#172) while IAM compares ARNs case-sensitively, so a prefix
+# with upper case would be denied every job: lower case only, and TrainingJobName's
+# other characters (no "_").
+NAME_PREFIX_PATTERN = re.compile(r"[a-z0-9](?:-*[a-z0-9])*")
 
 
 # The longest message of an ExecutionInputError. Lambda hands the state machine its error
@@ -329,8 +347,9 @@ class StackEnvironment:
             raise StackEnvironmentError(
                 "a VPC needs both subnets and security groups (SUBNETS, SECURITY_GROUPS)"
             )
-        if not _valid_prefix(self.name_prefix):
-            raise StackEnvironmentError(f"name prefix {self.name_prefix!r} is not a job name")
+        problem = name_prefix_problem(self.name_prefix)
+        if problem:
+            raise StackEnvironmentError(f"NAME_PREFIX {problem}")
         problems = _environment_problems(self)
         if problems:
             raise StackEnvironmentError(
@@ -910,6 +929,31 @@ def _valid_prefix(text: str) -> bool:
     return 0 < len(text) <= JOB_NAME_PREFIX_MAX and not _refusal("TrainingJobName", text)
 
 
+def name_prefix_problem(prefix: str) -> str | None:
+    """Why a stack's name prefix would fail its executions, or None: the one check of
+    the stack's synth (check_name_prefix) and of the Prepare function's environment."""
+    if (
+        0 < len(prefix) <= JOB_NAME_PREFIX_MAX
+        and NAME_PREFIX_PATTERN.fullmatch(prefix)
+        and not _refusal("TrainingJobName", prefix)
+    ):
+        return None
+    return (
+        f"{prefix!r} is refused: expected 1 to {JOB_NAME_PREFIX_MAX} lower-case letters, "
+        "digits and hyphens, starting and ending with a letter or digit. It begins every "
+        f"training job's name (at most {JOB_NAME_LIMIT} characters with what each job "
+        f"appends, -{LONGEST_MARK}-<execution>-<hash>-a<attempt>-<time>), and SageMaker "
+        "lower-cases the job ARNs that the state machine may create (training-job/<prefix>-*)"
+    )
+
+
+def check_name_prefix(prefix: str, setting: str = "name_prefix") -> None:
+    """Raise ValueError, naming `setting`, for a name prefix every execution would fail on."""
+    problem = name_prefix_problem(prefix)
+    if problem:
+        raise ValueError(f"{setting} {problem}")
+
+
 def _valid_key_prefix(prefix: str) -> bool:
     return (
         0 < len(prefix) <= MAX_PREFIX
@@ -937,13 +981,15 @@ def job_name(prefix: str, execution_name: str, attempt: int, now: datetime, mark
     names apart that sanitise or shorten alike. `now` is taken as UTC when naive.
     """
     if not _valid_prefix(prefix):
-        raise ValueError(f"job name prefix {prefix!r} is not 1..30 letters, digits and hyphens")
+        raise ValueError(
+            f"job name prefix {prefix!r} is not 1..{JOB_NAME_PREFIX_MAX} letters, digits and hyphens"
+        )
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise ValueError(f"attempt must be an integer >= 1, got {attempt!r}")
     if now.tzinfo is not None:
         now = now.astimezone(timezone.utc)
-    tail = [_digest(execution_name), f"a{attempt}", now.strftime("%Y%m%d%H%M%S")]
-    limit = sagemaker_api.member_shape("TrainingJobName")["max"]
+    tail = [_digest(execution_name), f"a{attempt}", now.strftime(TIMESTAMP_FORMAT)]
+    limit = JOB_NAME_LIMIT
     head = [prefix, *([mark] if mark else [])]
     room = limit - len("-".join([*head, *tail])) - 1
     slug = _slug(execution_name)[: max(room, 0)].rstrip("-")
@@ -975,7 +1021,7 @@ def _slug(text: str) -> str:
 
 
 def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGEST_CHARS]
 
 
 # ---------------------------------------------------------------------------------------

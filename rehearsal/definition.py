@@ -46,10 +46,65 @@ class LocalDefinition:
     state_machine: str  # the state machine's ARN
 
 
+def template_file(cdk_out: Path, stack: str) -> Path:
+    """The template of `stack` in the cloud assembly `cdk_out`, as its manifest names it:
+    `stack` is the stack's name (what `cdk deploy` and `--stack` of the operator commands
+    call it) or its construct id, in any app composing this project's constructs."""
+    manifest = cdk_out / "manifest.json"
+    if not manifest.is_file() and (cdk_out / f"{stack}.template.json").is_file():
+        return cdk_out / f"{stack}.template.json"  # a folder of templates, as cdk synth names them
+    if not manifest.is_file():
+        raise DefinitionError(
+            f"{cdk_out} is not a cloud assembly (no manifest.json): synthesize the app that "
+            "defines the stack first (`cdk synth` in its folder; `make synth` for this one)"
+        )
+    artifacts = json.loads(manifest.read_text()).get("artifacts", {})
+    stacks = {
+        artifact_id: artifact.get("properties", {})
+        for artifact_id, artifact in artifacts.items()
+        if artifact.get("type") == "aws:cloudformation:stack"
+    }
+    for artifact_id, properties in stacks.items():
+        if stack in (artifact_id, properties.get("stackName", artifact_id)):
+            return cdk_out / properties.get("templateFile", f"{artifact_id}.template.json")
+    names = ", ".join(p.get("stackName", a) for a, p in stacks.items()) or "none"
+    raise DefinitionError(
+        f"the cloud assembly {cdk_out} has no stack {stack} (it has: {names}): pass "
+        "--stack, or synthesize the app that defines it"
+    )
+
+
+def _in_rehearsal_environment(template: dict[str, Any], template_file: Path) -> dict[str, Any]:
+    """The template of a stack synthesized for an account or region (`env=`; its
+    manifest's `environment`), with those literals made ACCOUNT and REGION, as the pseudo
+    parameters of an environment-agnostic stack are: its policies then name the
+    rehearsal's principals and resources, as on AWS they name the account's own."""
+    manifest = template_file.parent / "manifest.json"
+    if not manifest.is_file():
+        return template
+    environments = [
+        artifact.get("environment", "")
+        for artifact in json.loads(manifest.read_text()).get("artifacts", {}).values()
+        if artifact.get("type") == "aws:cloudformation:stack"
+        and artifact.get("properties", {}).get("templateFile") == template_file.name
+    ]
+    if len(environments) != 1:
+        return template
+    account, _, region = environments[0].removeprefix("aws://").partition("/")
+    text = json.dumps(template)
+    if account.isdigit() and account != ACCOUNT:
+        text = re.sub(rf"(?<!\d){account}(?!\d)", ACCOUNT, text)
+    if region not in ("", "unknown-region", REGION):
+        text = re.sub(rf"(?<![a-z0-9-]){re.escape(region)}(?![a-z0-9-])", REGION, text)
+    return json.loads(text)
+
+
 def load(template_file: Path, bucket: str = "rehearsal-data") -> LocalDefinition:
     if not template_file.is_file():
         raise DefinitionError(f"{template_file} does not exist: run `make synth` first")
-    resources = json.loads(template_file.read_text())["Resources"]
+    resources = _in_rehearsal_environment(json.loads(template_file.read_text()), template_file)[
+        "Resources"
+    ]
     machine_id = _only(resources, "AWS::StepFunctions::StateMachine", template_file)
     machine = resources[machine_id]
     prepare_ids = [

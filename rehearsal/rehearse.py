@@ -31,27 +31,28 @@ SYNC_RULES = {
     "sagemaker:createProcessingJob.sync": "StepFunctionsGetEventsForSageMakerProcessingJobsRule",
 }
 RULE_ACTIONS = ("events:PutTargets", "events:PutRule", "events:DescribeRule")
+OWN_CDK_OUT = ROOT / "cdk.out"  # this project's app's cloud assembly (cdk.json's default)
 
 
 def rehearse(
     execution_input: dict,
     workdir: Path,
-    cdk_out: Path = ROOT / "cdk.out",
+    cdk_out: Path = OWN_CDK_OUT,
     dataset_dir: Path | None = None,
     dataset_prefix: str = "datasets/demo",
     fault_names: Sequence[str] = (),
     folders: Mapping[str, Path] | None = None,
+    stack: str = STACK,
 ) -> dict:
-    """Run one execution; returns {"output": ...} or {"error": ..., "cause": ...}.
+    """Run one execution of `stack` in the cloud assembly `cdk_out` (this project's
+    app's, or another app's that composes the constructs); returns {"output": ...} or
+    {"error": ..., "cause": ...}.
 
     `dataset_dir` is a prepared dataset, staged at `dataset_prefix` as `ernie-sm upload`
     would; `folders` maps more key prefixes to folders put into the bucket as they are
     (e.g. {"datasets/demo-topics": <a labelled set>} for an evaluation).
     """
-    template = cdk_out / f"{STACK}.template.json"
-    if not template.is_file():
-        synth(cdk_out)
-    local = definition.load(template)
+    local = definition.load(stack_template(cdk_out, stack))
     for note in local.notes:
         print(f"[rehearsal] {note}", file=sys.stderr)
     buckets, jobs = workdir / "buckets", workdir / "jobs"
@@ -119,6 +120,19 @@ def refused_deployment(local: definition.LocalDefinition) -> dict | None:
             "deploy",
         }
     return None
+
+
+def stack_template(cdk_out: Path, stack: str = STACK) -> Path:
+    """The stack's template in `cdk_out`. This project's own cdk.out is synthesized when
+    it lacks this project's stack; any other assembly never is (its app synthesizes it):
+    a missing template is a DefinitionError saying so."""
+    try:
+        return definition.template_file(cdk_out, stack)
+    except definition.DefinitionError:
+        if stack != STACK or cdk_out.resolve() != OWN_CDK_OUT.resolve():
+            raise
+    synth(cdk_out)
+    return definition.template_file(cdk_out, stack)
 
 
 def synth(cdk_out: Path) -> None:
@@ -197,7 +211,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input", type=Path, help="execution input JSON (default: {})")
     p.add_argument("--dir", type=Path, default=Path("build/rehearsal"), help="work folder")
-    p.add_argument("--cdk-out", type=Path, default=ROOT / "cdk.out", help="the cloud assembly")
+    p.add_argument(
+        "--cdk-out",
+        type=Path,
+        default=OWN_CDK_OUT,
+        help="the cloud assembly (default: this project's, synthesized if missing); another "
+        "app's once that app is synthesized",
+    )
+    p.add_argument(
+        "--stack",
+        default=STACK,
+        help=f"the stack of the cloud assembly to rehearse, by name (default: {STACK})",
+    )
     p.add_argument("--dataset", type=Path, help="a prepared dataset to put in the local bucket")
     p.add_argument("--dataset-prefix", default="datasets/demo", help="where it goes in the bucket")
     p.add_argument(
@@ -238,6 +263,7 @@ def _main(args: argparse.Namespace) -> int:
             args.dataset_prefix,
             args.faults,
             folders,
+            args.stack,
         )
     except (
         OSError,

@@ -23,7 +23,7 @@ from typing import Any
 from ernie_sm.operations import notebook
 from ernie_sm.rehearsal import definition
 from ernie_sm.rehearsal.local_sagemaker import ResourceInUse, ValidationException, run_training_job
-from ernie_sm.rehearsal.rehearse import ROOT, STACK, stage_dataset, synth
+from ernie_sm.rehearsal.rehearse import OWN_CDK_OUT, STACK, stack_template, stage_dataset
 
 REGION = "us-east-1"
 # The SDK's telemetry calls an AWS address: opted out, as its own config allows.
@@ -39,17 +39,15 @@ def rehearsal_trainer(
     run_name: str | None = None,
     dataset_dir: Path | None = None,
     dataset_prefix: str = "datasets/demo",
-    cdk_out: Path = ROOT / "cdk.out",
+    cdk_out: Path = OWN_CDK_OUT,
     on_line: Callable[[str], None] = print,
+    stack: str = STACK,
 ) -> Any:
-    """A ModelTrainer for the synthesized stack whose jobs run in the local SageMaker;
+    """A ModelTrainer for the synthesized `stack` whose jobs run in the local SageMaker;
     `dataset_dir` (a prepared dataset) is staged at `dataset_prefix` in its bucket."""
     from sagemaker.core.helper.session_helper import Session
 
-    template = cdk_out / f"{STACK}.template.json"
-    if not template.is_file():
-        synth(cdk_out)
-    local = definition.load(template)
+    local = definition.load(stack_template(cdk_out, stack))
     if dataset_dir is not None:
         stage_dataset(dataset_dir, workdir / "buckets" / local.bucket / dataset_prefix)
     request = notebook.training_request(execution_input, local.prepare_environment, run_name)

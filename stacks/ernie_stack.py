@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_kms as kms
 from constructs import Construct
-from ernie_sm.stacks import nag
+from ernie_sm.pipeline.execution import check_name_prefix
 from ernie_sm.stacks.dataset_bucket import DatasetBucket, DatasetBucketProps
 from ernie_sm.stacks.execution_role import ExecutionRole, ExecutionRoleProps
 from ernie_sm.stacks.monitoring import Monitoring, MonitoringProps
 from ernie_sm.stacks.network import check_vpc
+from ernie_sm.stacks.outputs import add_outputs
 from ernie_sm.stacks.training_image import TrainingImage, TrainingImageProps
 from ernie_sm.stacks.training_pipeline import TrainingPipeline, TrainingPipelineProps
 
@@ -35,6 +36,8 @@ class ErnieTrainingStack(Stack):
         self, scope: Construct, construct_id: str, props: ErnieStackProps, **kwargs: object
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        # Before any resource: every execution would fail on these (the app's context keys).
+        check_name_prefix(props.name_prefix, "name_prefix (-c ernie:namePrefix)")
         check_vpc(props.subnet_ids, props.security_group_ids)
         data = DatasetBucket(
             self,
@@ -80,8 +83,6 @@ class ErnieTrainingStack(Stack):
                 execution_role=role.role,
                 name_prefix=props.name_prefix,
                 notification_email=props.notification_email,
-                subnet_ids=props.subnet_ids,
-                security_group_ids=props.security_group_ids,
                 input_defaults={
                     k: v
                     for k, v in (
@@ -102,21 +103,5 @@ class ErnieTrainingStack(Stack):
                 name_prefix=props.name_prefix,
             ),
         )
-        nag.acknowledge_execution_role(role, data.bucket)
-        nag.acknowledge_pipeline(pipeline)
-        outputs = {
-            "DatasetBucket": data.bucket.bucket_name,
-            "ImageRepository": image.repository.repository_uri,
-            "ImageUri": image.image_uri,
-            "StateMachineArn": pipeline.state_machine.state_machine_arn,
-            # Its environment holds the settings jobs are built from (the notebook route).
-            "PrepareFunctionName": pipeline.prepare_function.function_name,
-            "ExecutionRoleArn": role.role.role_arn,
-            "NotificationTopicArn": pipeline.topic.topic_arn,
-            "DashboardUrl": (
-                f"https://console.aws.amazon.com/cloudwatch/home?region={self.region}"
-                f"#dashboards:name={monitoring.dashboard.dashboard_name}"
-            ),
-        }
-        for name, value in outputs.items():
-            CfnOutput(self, name, value=value)
+        # The role and the pipeline acknowledge their own cdk-nag findings (stacks/nag.py).
+        add_outputs(pipeline, image, monitoring)

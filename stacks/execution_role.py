@@ -13,6 +13,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
+from ernie_sm.stacks import nag
 from ernie_sm.stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
 from ernie_sm.stacks.network import check_vpc
 
@@ -36,21 +37,28 @@ class ExecutionRoleProps:
     key: kms.IKey
     repository: ecr.IRepository
     # The jobs' VpcConfig (both or neither): SageMaker creates their network interfaces
-    # there with this role.
+    # there with this role. The one place to give it: a TrainingPipeline given this role
+    # runs its jobs there.
     subnet_ids: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
 
 
 class ExecutionRole(Construct):
-    """`role`; `log_group_arn` and `network_interfaces_arn` (None without subnets) for cdk-nag."""
+    """`role`; `subnet_ids` and `security_group_ids`, the VPC its policy lets jobs run in;
+    `log_group_arn` and `network_interfaces_arn` (None without subnets) for cdk-nag, whose
+    findings on the role it acknowledges itself (stacks/nag.py, each with its reason)."""
 
     role: iam.Role
+    subnet_ids: tuple[str, ...]
+    security_group_ids: tuple[str, ...]
     log_group_arn: str
     network_interfaces_arn: str | None
 
     def __init__(self, scope: Construct, construct_id: str, props: ExecutionRoleProps) -> None:
         super().__init__(scope, construct_id)
         check_vpc(props.subnet_ids, props.security_group_ids)
+        self.subnet_ids = tuple(props.subnet_ids)
+        self.security_group_ids = tuple(props.security_group_ids)
         self.role = iam.Role(
             self,
             "Role",
@@ -68,6 +76,7 @@ class ExecutionRole(Construct):
             if props.subnet_ids
             else None
         )
+        nag.acknowledge_execution_role(self, props.bucket)
 
     def _allow(self, actions: list[str], resources: list[str], **conditions: dict) -> None:
         self.role.add_to_policy(

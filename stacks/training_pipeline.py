@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
@@ -53,13 +53,17 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 from ernie_sm.pipeline.execution import (
+    MAX_ATTEMPTS,
     MAX_HOURS,
     MAX_STAGES,
     ExecutionLimits,
+    check_name_prefix,
     execution_seconds,
     parse_input,
 )
+from ernie_sm.stacks import nag
 from ernie_sm.stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
+from ernie_sm.stacks.execution_role import ExecutionRole
 from ernie_sm.stacks.lambda_bundle import lambda_code
 from ernie_sm.stacks.network import check_vpc
 
@@ -178,7 +182,11 @@ class TrainingPipelineProps:
     bucket: s3.IBucket
     key: kms.IKey
     image_uri: str
+    # An ExecutionRole's `role`: the jobs then run in its VPC (subnet_ids and
+    # security_group_ids below may be left out, and must otherwise be the same). Any
+    # other role must allow what ExecutionRole's does, the VPC's network interfaces too.
     execution_role: iam.IRole
+    # Begins every job name (checked at synth as Prepare checks it: check_name_prefix).
     name_prefix: str = "ernie"
     notification_email: str | None = None
     subnet_ids: tuple[str, ...] = ()  # run jobs in these VPC subnets (private, with S3 access)
@@ -186,20 +194,53 @@ class TrainingPipelineProps:
     # Execution-input fields the stack sets for every execution unless the input does
     # (e.g. {"instance_type": "ml.p4d.24xlarge", "instance_count": 2}); checked at synth.
     input_defaults: Mapping[str, object] = field(default_factory=dict)
-    max_attempts: int = 3
+    max_attempts: int = 3  # 1..MAX_ATTEMPTS, so that every attempt's job name fits
     retry_wait_minutes: int = 5  # before the second attempt; doubled before each later one
 
 
+def job_network(props: TrainingPipelineProps) -> TrainingPipelineProps:
+    """The props with the jobs' VPC of the ExecutionRole they run as, whose policy lets
+    SageMaker create their network interfaces there (and only there): a VPC the role's
+    policy does not name would fail every job. Refused when the props name another."""
+    owner = props.execution_role.node.scope
+    if not isinstance(owner, ExecutionRole):
+        return props  # a role made elsewhere: whoever made it grants the network interfaces
+    role_vpc = (owner.subnet_ids, owner.security_group_ids)
+    given = (tuple(props.subnet_ids), tuple(props.security_group_ids))
+    if given == ((), ()):
+        return replace(props, subnet_ids=role_vpc[0], security_group_ids=role_vpc[1])
+    if given != role_vpc:
+        raise ValueError(
+            f"TrainingPipelineProps.subnet_ids/security_group_ids {given} differ from those "
+            f"of the ExecutionRole {owner.node.path} {role_vpc}: SageMaker creates the jobs' "
+            "network interfaces as that role, which may create them only in its own VPC "
+            "settings; give them to ExecutionRoleProps alone (the pipeline reads them there)"
+        )
+    return props
+
+
 class TrainingPipeline(Construct):
+    """`topic`, `prepare_function`, `state_machine`; it acknowledges its own cdk-nag
+    findings (stacks/nag.py). stacks/outputs.py gives its stack the outputs the operator
+    commands read."""
+
     def __init__(self, scope: Construct, construct_id: str, props: TrainingPipelineProps) -> None:
         super().__init__(scope, construct_id)
         # Fail the synth, not every execution.
+        check_name_prefix(props.name_prefix)
+        if not 1 <= props.max_attempts <= MAX_ATTEMPTS:
+            raise ValueError(
+                f"max_attempts must be 1 to {MAX_ATTEMPTS} (each attempt's job name ends "
+                f"-a<attempt>-<time>), got {props.max_attempts!r}"
+            )
         check_vpc(props.subnet_ids, props.security_group_ids)
+        props = job_network(props)
         parse_input(dict(props.input_defaults))
         self.props = props
         self.topic = self._topic()
         self.prepare_function = self._prepare_function()
         self.state_machine = self._state_machine()
+        nag.acknowledge_pipeline(self)
 
     def _topic(self) -> sns.Topic:
         topic = sns.Topic(
