@@ -18,6 +18,7 @@ allows the ACTION action"); each stand-in turns it into its service's own error.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NODE = ROOT / "node_modules" / ".bin" / "node"
 EVALUATOR = Path(__file__).with_name("authorize.mjs")
 SESSION = "rehearsal"  # the session name in an assumed role's ARN
+# Where a rehearsal has each decision recorded, one JSON line per call (a variable, as the
+# task stand-ins run in processes of their own).
+RECORD = "REHEARSAL_AUTHORIZATIONS"
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,11 @@ class EvaluatorError(Exception):
     """The evaluator could not run or could not evaluate a request."""
 
 
-def decide(requests: Sequence[Request], policies: Mapping[str, Any]) -> list[Denial | None]:
-    """For each request, None when AWS would allow it, else why it would not."""
+def decide(
+    requests: Sequence[Request], policies: Mapping[str, Any], record: str | None = None
+) -> list[Denial | None]:
+    """For each request, None when AWS would allow it, else why it would not; each decision
+    is appended to `record` (default: the file $REHEARSAL_AUTHORIZATIONS names, if any)."""
     if not requests:
         return []
     if not NODE.exists():
@@ -91,7 +98,27 @@ def decide(requests: Sequence[Request], policies: Mapping[str, Any]) -> list[Den
     )
     if run.returncode != 0:
         raise EvaluatorError(run.stderr.strip() or f"{EVALUATOR.name} exited {run.returncode}")
-    return [_denial(r, result) for r, result in zip(requests, json.loads(run.stdout), strict=True)]
+    denials = [_denial(r, d) for r, d in zip(requests, json.loads(run.stdout), strict=True)]
+    _record(requests, denials, record or os.environ.get(RECORD))
+    return denials
+
+
+def _record(
+    requests: Sequence[Request], denials: Sequence[Denial | None], path: str | None
+) -> None:
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as record:
+        for request, denial in zip(requests, denials, strict=True):
+            entry = {
+                "principal": request.principal,
+                "action": request.action,
+                "resource": request.resource,
+                "allowed": denial is None,
+            }
+            if denial is not None:
+                entry["denied"] = denial.message()
+            record.write(json.dumps(entry) + "\n")
 
 
 def require(requests: Sequence[Request], policies: Mapping[str, Any]) -> None:

@@ -31,6 +31,7 @@ SYNC_RULES = {
     "sagemaker:createProcessingJob.sync": "StepFunctionsGetEventsForSageMakerProcessingJobsRule",
 }
 RULE_ACTIONS = ("events:PutTargets", "events:PutRule", "events:DescribeRule")
+AUTHORIZATIONS = "authorizations.jsonl"  # every call's decision, in a run's folder
 OWN_CDK_OUT = ROOT / "cdk.out"  # this project's app's cloud assembly (cdk.json's default)
 
 
@@ -60,9 +61,6 @@ def rehearse(
         stage_dataset(dataset_dir, buckets / local.bucket / dataset_prefix)
     for prefix, folder in (folders or {}).items():
         stage_folder(folder, buckets / local.bucket / prefix.strip("/"))
-    refused = refused_deployment(local)
-    if refused:
-        return refused
     name = "rehearsal-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     files = {
         "definition.json": local.definition,
@@ -83,11 +81,15 @@ def rehearse(
     run_dir.mkdir(parents=True)
     for file_name, content in files.items():
         (run_dir / file_name).write_text(json.dumps(content, indent=2))
+    refused = refused_deployment(local, str(run_dir / AUTHORIZATIONS))
+    if refused:
+        _summarize_authorizations(run_dir / AUTHORIZATIONS)
+        return refused
     print(f"[rehearsal] execution {name}; S3 is {buckets}", file=sys.stderr, flush=True)
     return _run(run_dir)
 
 
-def refused_deployment(local: definition.LocalDefinition) -> dict | None:
+def refused_deployment(local: definition.LocalDefinition, record: str | None = None) -> dict | None:
     """What CreateStateMachine checks of the role, which no execution would get past:
     Step Functions must be able to assume it, and a `.sync` task needs the managed
     EventBridge rule through which it learns that the job ended (Step Functions developer
@@ -99,7 +101,7 @@ def refused_deployment(local: definition.LocalDefinition) -> dict | None:
         role,
         {"aws:SourceAccount": definition.ACCOUNT, "aws:SourceArn": local.state_machine},
     )
-    if authorization.decide([trust], local.policies)[0]:
+    if authorization.decide([trust], local.policies, record)[0]:
         return {
             "error": "InvalidDefinition",
             "cause": f"Neither the global service principal states.amazonaws.com, nor the "
@@ -113,7 +115,7 @@ def refused_deployment(local: definition.LocalDefinition) -> dict | None:
     }
     arns = [f"arn:aws:events:{definition.REGION}:{definition.ACCOUNT}:rule/{r}" for r in rules]
     calls = [Request(role, a, arn) for arn in sorted(arns) for a in RULE_ACTIONS]
-    if any(authorization.decide(calls, local.policies)):
+    if any(authorization.decide(calls, local.policies, record)):
         return {
             "error": "AccessDeniedException",
             "cause": f"'{role}' is not authorized to create managed-rule.: the stack would not "
@@ -187,6 +189,7 @@ def _run(run_dir: Path) -> dict:
         **_env(),
         "REHEARSAL_PYTHON": sys.executable,
         "REHEARSAL_CONFIG": str(run_dir / "config.json"),
+        authorization.RECORD: str(run_dir / AUTHORIZATIONS),
     }
     args = [str(NODE_BIN / "node"), str(RUNNER)] + [
         str(run_dir / f) for f in ("definition.json", "input.json", "context.json")
@@ -200,7 +203,20 @@ def _run(run_dir: Path) -> dict:
         }
     result = json.loads(lines[-1])
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    _summarize_authorizations(run_dir / AUTHORIZATIONS)
     return result
+
+
+def _summarize_authorizations(record: Path) -> None:
+    decisions = (
+        [json.loads(line) for line in record.read_text().splitlines()] if record.is_file() else []
+    )
+    refused = sum(not d["allowed"] for d in decisions)
+    print(
+        f"[rehearsal] {len(decisions)} AWS calls authorized against the template's policies, "
+        f"{refused} refused (each in {record})",
+        file=sys.stderr,
+    )
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

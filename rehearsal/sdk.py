@@ -10,13 +10,16 @@ settings (cdk.out) in place of the deployed one's, and this session behind the S
 
 CreateTrainingJob runs the job to its end before it answers (the job's lines go to
 `on_line`); DescribeTrainingJob then gives its outcome. What SageMaker would refuse comes
-back as the ClientError AWS sends (ValidationException, ResourceInUse). Every other AWS
-call fails as a call without credentials would: nothing leaves the machine.
+back as the ClientError AWS sends (ValidationException, ResourceInUse). What SageMaker does
+as the job's role is authorized against the synthesized stack's policies, as a rehearsal
+of the state machine does (rehearsal/job_access.py); the notebook's own caller is not in
+the template, so its calls are not. Every other AWS call fails as a call without
+credentials would: nothing leaves the machine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +54,38 @@ def rehearsal_trainer(
     if dataset_dir is not None:
         stage_dataset(dataset_dir, workdir / "buckets" / local.bucket / dataset_prefix)
     request = notebook.training_request(execution_input, local.prepare_environment, run_name)
-    session = Session(boto_session=local_session(workdir, on_line), sagemaker_config=SDK_CONFIG)
+    boto_session = local_session(workdir, on_line, local.policies)
+    session = Session(boto_session=boto_session, sagemaker_config=SDK_CONFIG)
     return notebook.trainer_for(request, session)
 
 
-def local_session(workdir: Path, on_line: Callable[[str], None] = print) -> Any:
-    """A boto3 session served by the local SageMaker; S3 is `workdir/buckets`."""
+def local_session(
+    workdir: Path,
+    on_line: Callable[[str], None] = print,
+    policies: Mapping[str, Any] | None = None,
+) -> Any:
+    """A boto3 session served by the local SageMaker; S3 is `workdir/buckets`. With a
+    template's `policies`, the jobs' calls are authorized against them."""
     import boto3
 
     session = boto3.Session(
         region_name=REGION, aws_access_key_id="rehearsal", aws_secret_access_key="rehearsal"
     )
-    served = _LocalSageMaker(workdir / "buckets", workdir / "jobs", on_line)
+    served = _LocalSageMaker(workdir / "buckets", workdir / "jobs", on_line, policies)
     session.events.register("provide-client-params.sagemaker.*", served.remember)
     session.events.register("before-call.*.*", served.answer)
     return session
 
 
 class _LocalSageMaker:
-    def __init__(self, buckets: Path, jobs: Path, on_line: Callable[[str], None]) -> None:
-        self.buckets, self.jobs, self.on_line = buckets, jobs, on_line
+    def __init__(
+        self,
+        buckets: Path,
+        jobs: Path,
+        on_line: Callable[[str], None],
+        policies: Mapping[str, Any] | None,
+    ) -> None:
+        self.buckets, self.jobs, self.on_line, self.policies = buckets, jobs, on_line, policies
         self.params: dict[str, Any] = {}
         self.answers: dict[str, dict] = {}  # DescribeTrainingJob, by job name
 
@@ -93,7 +108,9 @@ class _LocalSageMaker:
 
     def _create(self, request: dict) -> tuple[Any, dict]:
         try:
-            answer = run_training_job(request, self.buckets, self.jobs, self.on_line)
+            answer = run_training_job(
+                request, self.buckets, self.jobs, self.on_line, policies=self.policies
+            )
         except ResourceInUse as exc:
             return _error(400, "ResourceInUse", str(exc))
         except ValidationException as exc:

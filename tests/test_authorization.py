@@ -4,6 +4,7 @@ whose template lacks a permission the jobs need failing as they would on AWS."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from ernie_sm.rehearsal import definition
 from ernie_sm.rehearsal.authorization import Request, decide, kms, s3_list, s3_reads
+from ernie_sm.rehearsal.job_access import JobAccess
 from ernie_sm.rehearsal.rehearse import STACK, rehearse
 
 from tests.helpers import make_job, tiny_input
@@ -255,10 +257,14 @@ def test_a_state_machine_role_without_pass_role_is_refused_by_sagemaker(
     assert result["error"] == "SageMaker.AmazonSageMakerException"
     assert "is not authorized to perform: iam:PassRole on resource: " in result["cause"]
     assert "Error Code: AccessDeniedException" in result["cause"]
-    assert "iam:PassRole" in next(
-        line for line in capfd.readouterr().err.splitlines() if line.startswith("[sns]")
-    )
+    err = capfd.readouterr().err
+    assert "iam:PassRole" in next(line for line in err.splitlines() if line.startswith("[sns]"))
     assert not (tmp_path / "r" / "jobs").exists()  # no job was created
+    (refused,) = [d for d in _decisions(tmp_path / "r") if not d["allowed"]]
+    assert refused["action"] == "iam:PassRole" and refused["principal"].endswith(
+        "/PipelineStateMachineRole61BEBDFF"
+    )
+    assert "1 refused" in err
 
 
 def test_a_state_machine_role_without_the_sync_rule_would_not_deploy(cdk_out, dataset, tmp_path):
@@ -266,7 +272,15 @@ def test_a_state_machine_role_without_the_sync_rule_would_not_deploy(cdk_out, da
     result = rehearse(tiny_input(), tmp_path / "r", assembly, dataset)
     assert result["error"] == "AccessDeniedException"
     assert "is not authorized to create managed-rule" in result["cause"]
-    assert not (tmp_path / "r" / "executions").exists()
+    assert not (tmp_path / "r" / "jobs").exists()  # no execution started
+    refused = [d for d in _decisions(tmp_path / "r") if not d["allowed"]]
+    assert [d["action"] for d in refused] == ["events:PutRule"]
+
+
+def _decisions(workdir: Path) -> list[dict]:
+    """The rehearsal's record of every call it authorized."""
+    (record,) = workdir.glob("executions/*/authorizations.jsonl")
+    return [json.loads(line) for line in record.read_text().splitlines()]
 
 
 def test_the_template_of_a_missing_managed_policy_is_refused(cdk_out, tmp_path):
@@ -285,3 +299,62 @@ def test_the_template_of_a_missing_managed_policy_is_refused(cdk_out, tmp_path):
 
     with pytest.raises(PolicyError, match="AdministratorAccess"):
         definition.load(template_file)
+
+
+def _job_request(stack: definition.LocalDefinition, **resources: str) -> dict:
+    env = stack.prepare_environment
+    return {
+        "TrainingJobName": "ernie-x-a1",
+        "RoleArn": env["ROLE_ARN"],
+        "AlgorithmSpecification": {"TrainingImage": env["IMAGE_URI"]},
+        "ResourceConfig": {"InstanceType": "ml.p3.2xlarge", **resources},
+        "OutputDataConfig": {
+            "S3OutputPath": f"s3://{stack.bucket}/models",
+            "KmsKeyId": env["KMS_KEY_ARN"],
+        },
+    }
+
+
+def test_what_sagemaker_does_as_the_job_role_is_allowed_where_the_stack_means_it(stack):
+    env = stack.prepare_environment
+    access = JobAccess(_job_request(stack, VolumeKmsKeyId=env["KMS_KEY_ARN"]), stack.policies)
+    assert access.refused_request() is None  # assumed by SageMaker, the image pulled
+    assert access.refused_volume_key() is None
+    models = f"s3://{stack.bucket}/models"
+    assert (
+        access.refused_upload(models, ["models/ernie-x-a1/output/model.tar.gz"], "Artifact") is None
+    )
+    datasets = f"s3://{stack.bucket}/datasets/demo"
+    refused = access.refused_upload(datasets, ["datasets/demo/x.gz"], "Artifact")
+    assert refused.startswith("ClientError: Artifact upload failed:AccessDenied: User: ")
+    assert "s3:PutObject" in refused
+    assert access.warnings("algo-1") == []  # its log and metrics reach CloudWatch
+
+
+def test_a_role_sagemaker_may_not_assume_or_that_may_not_pull_is_refused_as_sagemaker_does(stack):
+    role = stack.prepare_environment["ROLE_ARN"]
+    policies = copy.deepcopy(stack.policies)
+    trust = policies["resource"][role]["Statement"][0]
+    trust["Principal"] = {"Service": "lambda.amazonaws.com"}
+    refused = JobAccess(_job_request(stack), policies).refused_request()
+    assert refused == (
+        f"Could not assume role {role}. Please ensure that the role exists and allows "
+        "principal 'sagemaker.amazonaws.com' to assume the role."
+    )
+    policies = copy.deepcopy(stack.policies)
+    for policy in policies["identity"][role]:
+        for statement in policy["policy"]["Statement"]:
+            if "ecr:BatchGetImage" in statement["Action"]:
+                statement["Action"] = ["ecr:BatchCheckLayerAvailability"]
+    refused = JobAccess(_job_request(stack), policies).refused_request()
+    assert refused.startswith("Access denied for repository: ") and role in refused
+    grantless = copy.deepcopy(stack.policies)
+    for policy in grantless["identity"][role]:
+        policy["policy"]["Statement"] = [
+            s for s in policy["policy"]["Statement"] if s["Action"] != "kms:CreateGrant"
+        ]
+    key = stack.prepare_environment["KMS_KEY_ARN"]
+    access = JobAccess(_job_request(stack, VolumeKmsKeyId=key), grantless)
+    assert access.refused_volume_key().startswith(
+        f"ClientError: Unable to create a grant on VolumeKmsKeyId {key}: User: "
+    )

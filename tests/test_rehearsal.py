@@ -74,6 +74,28 @@ def test_an_execution_on_the_demo_dataset_trains_and_returns_the_model_uri(
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
     assert {"model.pdparams", "vocab.txt", "ernie_config.json"} <= names
+    # Every call of the execution was authorized, by the principal that makes it on AWS.
+    (record,) = (tmp_path / "r").glob("executions/*/authorizations.jsonl")
+    decisions = [json.loads(line) for line in record.read_text().splitlines()]
+    assert all(d["allowed"] for d in decisions)
+    made = {(d["principal"].rsplit("/", 1)[-1], d["action"]) for d in decisions}
+    machine, job = "PipelineStateMachineRole61BEBDFF", "TrainingJobRole2D61265B"
+    assert {
+        ("states.amazonaws.com", "sts:AssumeRole"),
+        (machine, "lambda:InvokeFunction"),
+        (machine, "sagemaker:CreateTrainingJob"),
+        (machine, "iam:PassRole"),
+        (machine, "sns:Publish"),
+        (machine, "kms:GenerateDataKey"),
+        ("sagemaker.amazonaws.com", "sts:AssumeRole"),
+        (job, "ecr:BatchGetImage"),
+        (job, "s3:ListBucket"),
+        (job, "s3:GetObject"),
+        (job, "kms:Decrypt"),
+        (job, "s3:PutObject"),
+        (job, "kms:GenerateDataKey"),  # the output key (g5 volumes are NVMe: no volume key)
+        (job, "logs:PutLogEvents"),
+    } <= made
 
 
 def test_bad_input_fails_before_any_job(cdk_out, dataset, tmp_path, capfd):
