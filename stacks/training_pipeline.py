@@ -694,13 +694,7 @@ class TrainingPipeline(Construct):
         )
         # SageMaker's throttling and internal errors pass; a job that cannot be described
         # fails with its Cause as it came (the describe's own error beside it).
-        read.add_retry(
-            errors=["States.ALL"],
-            interval=Duration.seconds(2),
-            max_attempts=4,
-            backoff_rate=2,
-            jitter_strategy=sfn.JitterType.FULL,
-        )
+        _retry_transient(read, first_wait_seconds=2)
         read.add_catch(fail_notice, errors=["States.ALL"], result_path="$.failure.Describe")
         error = "States.Format('TrainingJob{}', $.error.TrainingJobStatus)"
         reason = sfn.Pass(
@@ -747,13 +741,7 @@ class TrainingPipeline(Construct):
             ),
             result_path=sfn.JsonPath.DISCARD,
         )
-        notice.add_retry(
-            errors=["States.ALL"],
-            interval=Duration.seconds(5),
-            max_attempts=4,
-            backoff_rate=2,
-            jitter_strategy=sfn.JitterType.FULL,
-        )
+        _retry_transient(notice, first_wait_seconds=5)
         return notice
 
     def _grant_training(self, role: iam.IRole) -> None:
@@ -810,3 +798,15 @@ class TrainingPipeline(Construct):
                 resources=[rule],
             )
         )
+
+
+def _retry_transient(state: sfn.TaskStateBase | sfn.CustomState, first_wait_seconds: int) -> None:
+    """Four more tries of a call whose errors are mostly passing (throttling, internal
+    errors), waits doubling with full jitter; what still fails goes to the state's Catch."""
+    state.add_retry(
+        errors=["States.ALL"],
+        interval=Duration.seconds(first_wait_seconds),
+        max_attempts=4,
+        backoff_rate=2,
+        jitter_strategy=sfn.JitterType.FULL,
+    )
