@@ -138,17 +138,23 @@ def distance_lines(
     """One line per sentence of document `doc` but its last (A always has a next one)."""
     sentences = docs[doc]
     others = [d for d in range(len(docs)) if d != doc and docs[d]]
+    # The sentences not A nor right after it ("far") are every index but a and a + 1:
+    # the k-th of them is k below a, k + 2 from there, so none is listed (which made a
+    # document quadratic in its sentences) and the draws are those of the list.
+    far = len(sentences) - 2
     lines = []
     for a in range(len(sentences) - 1):
-        far = [b for b in range(len(sentences)) if b not in (a, a + 1)]
-        possible = [label for label, ok in ((0, True), (1, far), (2, others)) if ok]
+        possible = [label for label, ok in ((0, True), (1, far > 0), (2, others)) if ok]
         stats["classes_unavailable"] += len(possible) < 3
         label = possible[int(rng.integers(len(possible)))]
         if label == 2:
             other = docs[others[int(rng.integers(len(others)))]]
             b = other[int(rng.integers(len(other)))]
+        elif label == 0:
+            b = sentences[a + 1]
         else:
-            b = sentences[a + 1 if label == 0 else far[int(rng.integers(len(far)))]]
+            k = int(rng.integers(far))
+            b = sentences[k if k < a else k + 2]
         stats[f"label_{label}"] += 1
         lines.append(_line([sentences[a], b], [0, 1], [label], settings))
     return lines

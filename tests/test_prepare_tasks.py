@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -187,6 +188,57 @@ def test_sentence_distance_draws_among_the_classes_a_document_allows():
     lone = make_docs(np.random.default_rng(5), 1, sentences=(1, 2))
     lines, stats = run(SENTENCE_DISTANCE, lone, max_seq_len=24)
     assert lines == [] and stats["documents_without_lines"] == 1
+
+
+def _quadratic_distance_lines(doc, docs, settings, rng, stats):
+    """sentence_distance's lines as first written, listing the far sentences per A: the
+    reference its linear form must match line for line and draw for draw."""
+    from ernie_sm.dataprep.task_samples import _line
+
+    sentences = docs[doc]
+    others = [d for d in range(len(docs)) if d != doc and docs[d]]
+    lines = []
+    for a in range(len(sentences) - 1):
+        far = [b for b in range(len(sentences)) if b not in (a, a + 1)]
+        possible = [label for label, ok in ((0, True), (1, far), (2, others)) if ok]
+        stats["classes_unavailable"] += len(possible) < 3
+        label = possible[int(rng.integers(len(possible)))]
+        if label == 2:
+            other = docs[others[int(rng.integers(len(others)))]]
+            b = other[int(rng.integers(len(other)))]
+        else:
+            b = sentences[a + 1 if label == 0 else far[int(rng.integers(len(far)))]]
+        stats[f"label_{label}"] += 1
+        lines.append(_line([sentences[a], b], [0, 1], [label], settings))
+    return lines
+
+
+def test_sentence_distance_lines_are_those_of_the_quadratic_reference(monkeypatch):
+    from ernie_sm.dataprep import task_samples
+
+    docs = make_docs(np.random.default_rng(6), 30, sentences=(1, 40), length=(1, 14))
+    docs[3] = docs[3][:2]  # a pair: no far sentence
+    for only in ([docs[0]], [docs[3]], docs):  # one document (no others), and a chunk
+        for seed in range(3):
+            ours, our_stats = run(SENTENCE_DISTANCE, only, max_seq_len=24, seed=seed)
+            with monkeypatch.context() as m:
+                budget, _ = task_samples._MAKERS[SENTENCE_DISTANCE.name]
+                m.setitem(
+                    task_samples._MAKERS,
+                    SENTENCE_DISTANCE.name,
+                    (budget, _quadratic_distance_lines),
+                )
+                theirs, their_stats = run(SENTENCE_DISTANCE, only, max_seq_len=24, seed=seed)
+            assert ours == theirs and our_stats == their_stats
+    assert len(ours) > 300 and {line[-1] for line in ours} == {"0", "1", "2"}
+
+
+def test_sentence_distance_is_linear_in_the_sentences_of_a_document():
+    doc = [([5 + i % 100], [0]) for i in range(20_000)]
+    start = time.perf_counter()
+    lines, _ = run(SENTENCE_DISTANCE, [doc], max_seq_len=16)
+    # 0.1 s here; listing the far sentences per sentence took about 50 s.
+    assert len(lines) == 19_999 and time.perf_counter() - start < 5
 
 
 def test_reordering_of_a_one_token_paragraph_has_one_segment():
