@@ -88,7 +88,8 @@ Fields:
         tasks              object, required: {task name: sampling weight}, at least one
             task of training/tasks.py's TASKS (knowledge_masking, sentence_reordering,
             sentence_distance, token_document_relation), each weight a finite number
-            > 0. The job's `tasks` hyperparameter (`knowledge_masking:1,...`).
+            > 0, not subnormal and at least 2^-53 of their sum, which is finite
+            (tasks.parse_mix). The job's `tasks` hyperparameter (`knowledge_masking:1,...`).
         steps              integer 1..2147483647, required: the job's num_train_steps.
         hyperparameters    object, default {}: overrides for this stage only, over the
             top-level hyperparameters, checked as they are
@@ -720,10 +721,16 @@ def _stage_tasks(value: object, where: str) -> tuple[dict[str, float], dict[str,
         elif not _positive_finite(weight):
             problems[f"{where}.{name}"] = f"expected a finite number > 0, got {_describe(weight)}"
         else:
-            weights[name] = float(weight)
+            try:  # as the job reads it: six digits, which may round below the least normal
+                weights |= tasks.parse_weights(tasks.format_weights({name: float(weight)}))
+            except ValueError as exc:
+                problems[f"{where}.{name}"] = f"{exc}, got {_describe(weight)}"
+    if not problems:  # the sum and the shares, as the trainer checks them (tasks.parse_mix)
+        for name, problem in tasks.mix_problems(weights).items():
+            problems[where if name is None else f"{where}.{name}"] = problem
     if problems:
         return {}, problems
-    return tasks.parse_weights(tasks.format_weights(weights)), {}
+    return tasks.parse_mix(tasks.format_weights(weights)), {}
 
 
 def _positive_finite(value: object) -> bool:

@@ -105,6 +105,25 @@ def test_task_weights_parse_and_name_what_is_wrong():
             tasks.parse_weights(text)
 
 
+def test_sampling_weights_that_overflow_or_are_never_drawn_are_refused():
+    huge = "knowledge_masking:1e308,sentence_distance:1e308"
+    with pytest.raises(ValueError, match=r"the weights sum to more than 1\.798e\+308"):
+        tasks.parse_mix(huge)
+    with pytest.raises(ValueError, match="weight '1e-320' of sentence_distance is subnormal"):
+        tasks.parse_mix("knowledge_masking,sentence_distance:1e-320")
+    with pytest.raises(ValueError, match=r"weight of sentence_distance 1e-17 .* never be drawn"):
+        tasks.parse_mix("knowledge_masking,sentence_distance:1e-17")
+    assert tasks.parse_mix("knowledge_masking:1e307,sentence_distance:1e292") == {
+        "knowledge_masking": 1e307,
+        "sentence_distance": 1e292,
+    }
+    assert tasks.parse_mix("sentence_distance:1e-300") == {"sentence_distance": 1e-300}
+    # The trainer refuses them by hyperparameter, before any work.
+    for text in (huge, "knowledge_masking,sentence_distance:1e-320"):
+        assert "tasks" in hyperparams.validate({"tasks": text})
+    assert hyperparams.validate({"task_loss_weights": "knowledge_masking:1e308"}) == {}
+
+
 def test_a_token_level_task_reads_one_label_per_token(tmp_path):
     shard = parse_shard(write(tmp_path, TDR, TDR), limits(TOKEN_DOCUMENT_RELATION))
     assert shard.token_labels and shard.label.tolist() == [-1, 1, 0, -1] * 2

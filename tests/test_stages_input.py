@@ -109,6 +109,20 @@ def test_a_weight_is_a_finite_number_above_zero(weight):
 
 
 @pytest.mark.parametrize(
+    ("weights", "field", "says"),
+    [
+        ({"knowledge_masking": 1e308, "sentence_distance": 1e308}, "", "weights sum to more"),
+        ({"knowledge_masking": 1, "sentence_distance": 1e-320}, ".sentence_distance", "subnormal"),
+        ({"knowledge_masking": 1, "sentence_distance": 1e-17}, ".sentence_distance", "never"),
+        ({"knowledge_masking": 2.2250738585072014e-308}, ".knowledge_masking", "subnormal"),
+    ],
+)
+def test_weights_the_job_could_not_draw_by_are_refused_at_prepare(weights, field, says):
+    found = problems(staged([{"tasks": weights, "steps": 1}]))
+    assert says in found[f"stages[0].tasks{field}"], found
+
+
+@pytest.mark.parametrize(
     ("hyperparameters", "field", "says"),
     [
         ({"batch_size": "x"}, "stages[0].hyperparameters.batch_size", "expected an integer"),

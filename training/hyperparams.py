@@ -157,7 +157,7 @@ SPECS: dict[str, Spec] = {
     "weight_sharing": Spec(_bool, "true", "Tie the MLM output projection to the word embeddings."),
     # ERNIE 2.0 (training/tasks.py)
     "tasks": Spec(
-        tasks.parse_weights,
+        tasks.parse_mix,
         "",
         "New. ERNIE 2.0 multi-task training: `task:weight,...`, each micro-batch drawing its "
         "task by weight (knowledge_masking, sentence_reordering, sentence_distance, "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +74,43 @@ def parse_weights(text: str) -> dict[str, float]:
             raise ValueError(f"weight {number!r} of {name} is not a number") from None
         if not math.isfinite(weight) or weight <= 0:
             raise ValueError(f"weight {number!r} of {name} must be a finite number > 0")
+        if weight < sys.float_info.min:
+            raise ValueError(
+                f"weight {number!r} of {name} is subnormal (below {sys.float_info.min:.4g}): "
+                "too small to compute with"
+            )
         weights[name] = weight
     return weights
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """parse_weights for weights the tasks are drawn by (the `tasks` hyperparameter): the
+    weights must also sum to a finite number and each task be drawable (mix_problems)."""
+    weights = parse_weights(text)
+    for name, problem in mix_problems(weights).items():
+        raise ValueError(problem if name is None else f"weight of {name} {problem}")
+    return weights
+
+
+# A draw is a uniform double of 53 bits in [0, 1): a task whose share of the weights is
+# below 2**-53 is never drawn.
+MIN_SHARE = 2.0**-53
+
+
+def mix_problems(weights: dict[str, float]) -> dict[str | None, str]:
+    """What keeps sampling weights (each finite, > 0) from being drawn by: {None: ...} when
+    their sum overflows, {task: ...} for a task whose share is too small to ever be drawn."""
+    total = sum(weights.values())
+    if not math.isfinite(total):
+        return {None: f"the weights sum to more than {sys.float_info.max:.4g}: scale them down"}
+    return {
+        name: (
+            f"{weight:g} is {weight / total:.3g} of the weights' sum: below {MIN_SHARE:.3g}, "
+            "it would never be drawn"
+        )
+        for name, weight in weights.items()
+        if weight / total < MIN_SHARE
+    }
 
 
 def format_weights(weights: dict[str, float]) -> str:
