@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import itertools
 import json
 import logging
@@ -172,6 +173,36 @@ def test_stopped_and_resumed_run_logs_the_same_losses(tmp_path, sm_env, logs):
     assert sorted(resumed) == [5, 6, 7, 8, 9, 10]
     for step, loss in {**first, **resumed}.items():
         assert loss == pytest.approx(straight[step], rel=1e-6), step
+
+
+def test_a_checkpoint_without_data_positions_is_skipped_for_the_one_before(tmp_path, sm_env, logs):
+    sm_env(make_job(tmp_path / "straight", num_train_steps="6", save_steps="100"))
+    _train(layout.from_environment(), StopAfter(1000))
+    straight = _losses(logs)
+    sm_env(make_job(tmp_path / "stopped", num_train_steps="6", save_steps="2"))
+    job = layout.from_environment()
+    with pytest.raises(train.Stopped):
+        _train(job, StopAfter(4))
+    newest = job.base_dir / "checkpoints" / "step_000000004"
+    meta = json.loads((newest / "meta.json").read_text())
+    del meta["positions"]  # a meta.json written without them, its manifest consistent
+    (newest / "meta.json").write_text(json.dumps(meta))
+    manifest = json.loads((newest / "manifest.json").read_text())
+    manifest["files"]["meta.json"] = {
+        "size": (newest / "meta.json").stat().st_size,
+        "sha256": hashlib.sha256((newest / "meta.json").read_bytes()).hexdigest(),
+    }
+    (newest / "manifest.json").write_text(json.dumps(manifest))
+    logs.clear()
+    _train(job, StopAfter(1000))
+    resumed = _losses(logs)
+    assert sorted(resumed) == [3, 4, 5, 6]  # from step 2's checkpoint
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(straight[step], rel=1e-6), step
+    assert any(
+        "skipping checkpoint" in r.getMessage() and "no usable data position" in r.getMessage()
+        for r in logs.records
+    )
 
 
 def test_sigterm_mid_run_saves_a_checkpoint_and_exits_143(tmp_path):

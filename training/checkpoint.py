@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,15 +73,22 @@ class CheckpointManager:
         log.info("saved checkpoint %s", final)
         return final
 
-    def load_latest(self) -> Checkpoint | None:
-        """The newest checkpoint that verifies and loads, or None for a fresh start."""
+    def load_latest(
+        self, check: Callable[[Checkpoint], str | None] | None = None
+    ) -> Checkpoint | None:
+        """The newest checkpoint that verifies, loads and passes `check` (what keeps a loaded
+        one from being resumed from, or None), or None for a fresh start."""
         for path in reversed(self._folders()):
             problem = _problem(path)
             if problem is None:
                 try:
-                    return _load(path)
+                    checkpoint = _load(path)
                 except Exception as exc:  # a damaged pickle raises whatever the unpickler meets
                     problem = f"it does not load ({type(exc).__name__}: {exc})"
+                else:
+                    problem = check(checkpoint) if check else None
+                    if problem is None:
+                        return checkpoint
             log.warning("skipping checkpoint %s: %s", path, problem)
         return None
 

@@ -28,7 +28,12 @@ import paddle
 from ernie_sm.training import flops, hyperparams, launch, metrics, presets
 from ernie_sm.training import layout as job_layout
 from ernie_sm.training import tasks as job_tasks
-from ernie_sm.training.checkpoint import Checkpoint, CheckpointManager, rename_optimizer_state
+from ernie_sm.training.checkpoint import (
+    META_FILE,
+    Checkpoint,
+    CheckpointManager,
+    rename_optimizer_state,
+)
 from ernie_sm.training.config import ErnieConfig, load_config
 from ernie_sm.training.data import (
     Batch,
@@ -40,7 +45,7 @@ from ernie_sm.training.data import (
     read_filelist,
     validation_batches,
 )
-from ernie_sm.training.errors import ConfigError, TrainingError
+from ernie_sm.training.errors import ConfigError, DataError, TrainingError
 from ernie_sm.training.export import export_model, warm_start
 from ernie_sm.training.host_reports import HostReports
 from ernie_sm.training.hyperparams import Hyperparameters
@@ -616,10 +621,7 @@ def _own_positions(
 ) -> dict[str, DataPosition]:
     """This rank's data position in each task's stream: one is valid only for the rank and
     world size that wrote it. An ERNIE 1.0 checkpoint holds knowledge masking's alone."""
-    saved = checkpoint.meta.get("task_positions") or {
-        KNOWLEDGE_MASKING.name: checkpoint.meta.get("positions")
-        or [checkpoint.meta.get("position")]
-    }
+    saved = _saved_positions(checkpoint.meta)
     if sorted(saved) != sorted(names):
         raise ConfigError(
             f"checkpoint {checkpoint.path} was saved training {', '.join(saved)} and this job "
@@ -634,7 +636,27 @@ def _own_positions(
             "or start the execution afresh"
         )
     rank = paddle.distributed.get_rank() if world_size > 1 else 0
-    return {name: DataPosition.from_dict(saved[name][rank]) for name in names}
+    return {name: saved[name][rank] for name in names}
+
+
+def _saved_positions(meta: dict) -> dict[str, list[DataPosition]]:
+    """{task: every rank's data position} of a checkpoint's meta; DataError when it holds
+    none or one is malformed (a damaged checkpoint, which a restart skips)."""
+    saved = meta.get("task_positions") or {
+        KNOWLEDGE_MASKING.name: meta.get("positions") or [meta.get("position")]
+    }
+    if not isinstance(saved, dict) or not all(isinstance(p, list) and p for p in saved.values()):
+        raise DataError(f"checkpoint data positions {saved!r} are unusable")
+    return {name: [DataPosition.from_dict(p) for p in ranks] for name, ranks in saved.items()}
+
+
+def _positions_problem(checkpoint: Checkpoint) -> str | None:
+    """Why a checkpoint that loads cannot be resumed from, or None (load_latest's check)."""
+    try:
+        _saved_positions(checkpoint.meta)
+    except DataError as exc:
+        return f"its {META_FILE} holds no usable data position ({exc})"
+    return None
 
 
 def _any_rank(flag: bool, world_size: int) -> bool:
@@ -667,7 +689,7 @@ def _restore(
     names: list[str],
 ) -> tuple[int, dict[str, DataPosition]]:
     """Resume from the newest complete checkpoint, else warm-start from the model channel."""
-    checkpoint = checkpoints.load_latest()
+    checkpoint = checkpoints.load_latest(_positions_problem)
     steps = {s for (s,) in _every_rank([checkpoint.meta["step"] if checkpoint else 0], world_size)}
     if len(steps) > 1:  # hosts restore their own copies of the checkpoint folder
         raise TrainingError(
