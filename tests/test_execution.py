@@ -373,7 +373,9 @@ def test_hyperparameters_sagemaker_or_the_trainer_would_refuse(hyperparameters, 
 def test_the_largest_seed_paddle_takes_is_accepted():
     inp = parse_input({"hyperparameters": {"random_seed": 2**64 - 1}})
     assert inp.hyperparameters == {"random_seed": str(2**64 - 1)}
-    assert request({"hyperparameters": {"vocab_path": "😀" * 1250}})
+    # 2,500 UTF-16 units, SageMaker's limit, in names of 240 bytes (a file system's is 255).
+    longest = "/".join(["😀" * 60] * 20 + ["😀" * 40])
+    assert request({"hyperparameters": {"vocab_path": longest}})
 
 
 def test_checkpoints_elsewhere_would_not_be_synced():

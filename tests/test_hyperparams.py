@@ -69,6 +69,20 @@ def test_bad_names_and_values_are_named(name, value, expected):
     assert expected in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "name", ["vocab_path", "train_filelist", "valid_filelist", "ernie_config_path"]
+)
+def test_a_path_no_file_system_can_look_up_is_refused_by_name(name):
+    # SageMaker takes values of 2,500 characters; a file system, names of 255 bytes.
+    assert hyperparams.validate({name: "/".join(["d" * 255] * 9)}) == {}
+    for value, says in [
+        ("x" * 300, "got a name of 300 bytes"),
+        ("a/" + "é" * 128, "got a name of 256 bytes"),
+        ("a\0b", "NUL"),
+    ]:
+        assert says in hyperparams.validate({name: value})[name]
+
+
 def test_non_string_values_are_rejected_as_sagemaker_would_send_strings():
     problems = hyperparams.validate({"batch_size": 8192})
     assert "must be a string" in problems["batch_size"]

@@ -279,7 +279,7 @@ def test_a_two_stage_input_prepare_accepts_answers_far_under_256_kib(prepare_env
     """Today's 2 stages of hyperparameters as long as the budget allows: the answer was
     the whole normalised input beside the request, some 288 KB, past the limit."""
     names = ("train_filelist", "valid_filelist", "vocab_path", "ernie_config_path")
-    big = {name: "x" * 2500 for name in names}
+    big = {name: "x" * 100 + "/x" * 1200 for name in names}  # names a file system takes
     stages = [{"tasks": KM, "steps": 1, "hyperparameters": {"epoch": " " * 2000 + "1"}}] * 2
     event = {"input": staged(stages, hyperparameters=big), "execution": "run-1"}
     answer = execution.handler({**event, "stage": {"index": 1, "model": PREVIOUS}}, None)
@@ -289,8 +289,9 @@ def test_a_two_stage_input_prepare_accepts_answers_far_under_256_kib(prepare_env
 
 
 def test_hyperparameters_past_the_state_budget_are_refused_naming_the_job():
-    long = {"train_filelist": "x" * 2500, "valid_filelist": "x" * 2500, "vocab_path": "x" * 2500}
-    huge = {**long, "ernie_config_path": "x" * 2500}
+    path = "x" * 100 + "/x" * 1200  # as long as SageMaker allows, in names a file system takes
+    long = {"train_filelist": path, "valid_filelist": path, "vocab_path": path}
+    huge = {**long, "ernie_config_path": path}
     many = {**huge, **{name: " " * 2490 + "1" for name in ("epoch", "batch_size", "skip_steps")}}
     assert execution._json_bytes(many) > execution.MAX_HYPERPARAMETERS_BYTES
     with pytest.raises(ExecutionInputError) as refused:

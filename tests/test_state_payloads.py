@@ -94,7 +94,8 @@ def _filled(names: list[str], char: str, extra: dict[str, str], budget: int) -> 
             del values[name]
             break
         count = min(2500 // (2 if ord(char) > 0xFFFF else 1), room // len(char.encode()))
-        values[name] = char * count
+        # Every 61st a "/": names of at most 240 bytes, as a file system takes (255).
+        values[name] = "".join("/" if i % 61 == 60 else char for i in range(count))
     for name in extra:
         del values[name]
     return values

@@ -249,6 +249,18 @@ def test_sigterm_mid_run_saves_a_checkpoint_and_exits_143(tmp_path):
             lambda base: _hyperparameter(base, "max_seq_len", "1000"),
             "exceeds the model's max_position",
         ),
+        (
+            lambda base: _hyperparameter(base, "vocab_path", "v" * 300),
+            "vocab_path: bad value 'vvv",
+        ),
+        (
+            lambda base: _hyperparameter(base, "train_filelist", "sub/" + "f" * 300),
+            "train_filelist: bad value 'sub/fff",
+        ),
+        (
+            lambda base: _config(base, vocab_size=10**9),
+            "vocab_size 1000000000 times hidden_size 32: 3.3e+10 parameters",
+        ),
     ],
 )
 def test_failures_leave_a_reason_for_sagemaker(tmp_path, sm_env, logs, breakage, reason):
@@ -342,6 +354,11 @@ def _hyperparameter(base: Path, name: str, value: str) -> None:
     hp = json.loads(path.read_text())
     hp[name] = value
     path.write_text(json.dumps(hp))
+
+
+def _config(base: Path, **values) -> None:
+    path = base / "input" / "data" / "train" / "ernie_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
 
 
 def _remove(path: Path) -> None:

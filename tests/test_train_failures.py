@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,16 @@ def test_data_running_out_before_num_train_steps_fails_and_keeps_a_checkpoint(
     assert f"ran out after 1 epoch(s) at step {steps[-1]} of num_train_steps 100000" in reason
     assert _checkpoint_steps(base) == [steps[-1]]  # a new job can continue from there
     assert not (base / "model" / "model.pdparams").exists()
+
+
+def test_data_of_which_nothing_fits_max_seq_len_fails_after_one_pass(tmp_path, sm_env, logs):
+    base = sm_env(make_job(tmp_path))
+    shutil.rmtree(base / "input" / "data" / "valid")  # it is checked before any step
+    status, reason = _run(base, max_seq_len="4", epoch="100", num_train_steps="10")
+    assert status == 1
+    assert "no training step was taken: no sample of the train channel is at most" in reason
+    passes = [r for r in logs.records if "line(s) longer than max_seq_len 4" in r.getMessage()]
+    assert len(passes) == 2  # one pass of each of the 2 shards, not 100 epochs of them
 
 
 def test_divergence_fails_at_the_step_and_saves_nothing_of_it(tmp_path, sm_env, logs):

@@ -89,6 +89,24 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+NAME_MAX = 255  # bytes in one name of a path, on Linux's file systems
+
+
+def _path(text: str) -> str:
+    """A file's path: each of its names short enough for a file system to look up (a
+    longer one fails every open with "File name too long")."""
+    value = text.strip()
+    if "\0" in value:
+        raise ValueError("expected a path, got one with a NUL character")
+    longest = max((len(name.encode()) for name in value.split("/")), default=0)
+    if longest > NAME_MAX:
+        raise ValueError(
+            f"expected a path whose every file or folder name is at most {NAME_MAX} bytes "
+            f"(a file system's limit), got a name of {longest} bytes"
+        )
+    return value
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().lower()
@@ -109,13 +127,13 @@ class Spec:
 SPECS: dict[str, Spec] = {
     # Data
     "train_filelist": Spec(
-        _text, "train_filelist", "Filelist of training shards, relative to the train channel."
+        _path, "train_filelist", "Filelist of training shards, relative to the train channel."
     ),
     "valid_filelist": Spec(
-        _text, "valid_filelist", "Filelist of validation shards, relative to the valid channel."
+        _path, "valid_filelist", "Filelist of validation shards, relative to the valid channel."
     ),
     "vocab_path": Spec(
-        _text,
+        _path,
         "vocab.txt",
         "Vocab (`token<TAB>id`) path relative to the train channel, or the bundled preset "
         "ernie-1.0 (the released ERNIE 1.0 vocab).",
@@ -149,7 +167,7 @@ SPECS: dict[str, Spec] = {
     ),
     # Model
     "ernie_config_path": Spec(
-        _text,
+        _path,
         "ernie-1.0-base",
         "ernie_config.json path relative to the train channel, or a bundled preset: "
         "ernie-1.0-base, ernie-tiny.",

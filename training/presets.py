@@ -32,7 +32,11 @@ def locate(value: str | Path, base_dir: Path, kind: PresetKind, setting: str) ->
         )
     path = Path(value)
     path = path if path.is_absolute() else base_dir / path
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL
+        raise ConfigError(f"{setting} {str(value)!r} cannot be a file: {exc}") from None
+    if not found:
         raise ConfigError(
             f"{setting} {str(value)!r}: {path} does not exist "
             f"(give a file or a bundled preset: {', '.join(kind.names)})"

@@ -190,9 +190,17 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
         )
         _check_valid_channel(shards, limits)
     rank, world_size = _start_devices(hp)
+    _check_model_fits(config, hp.weight_sharing, hp.ernie_config_path)
 
     paddle.seed(hp.random_seed)
-    model = ErnieForPretraining(config, vocab.pad_id, hp.weight_sharing)
+    try:
+        model = ErnieForPretraining(config, vocab.pad_id, hp.weight_sharing)
+    except MemoryError as exc:  # what the estimate leaves out, or memory others hold
+        raise ConfigError(
+            f"model config {hp.ernie_config_path} (vocab_size {config.vocab_size}, hidden_size "
+            f"{config.hidden_size}, num_hidden_layers {config.num_hidden_layers}) does not fit "
+            f"in the memory of {paddle.device.get_device()}: {exc}"
+        ) from None
     schedule = paddle.optimizer.lr.LambdaDecay(
         hp.learning_rate, _learning_rate_factor(hp.warmup_steps, hp.num_train_steps)
     )
@@ -614,6 +622,45 @@ def _start_devices(hp: Hyperparameters) -> tuple[int, int]:
     else:
         paddle.set_device("cpu")
     return rank, world_size
+
+
+# Bytes of training state per parameter: float32 weights and gradients, Adam's two moments.
+STATE_BYTES = 16
+
+
+def _parameters(config: ErnieConfig, weight_sharing: bool) -> tuple[int, int]:
+    """(parameters of the model, of them those of its vocab-sized embedding and output),
+    biases and LayerNorms of the encoder left out."""
+    h = config.hidden_size
+    vocab = config.vocab_size * h * (1 if weight_sharing else 2) + config.vocab_size
+    rows = config.max_position_embeddings + config.type_vocab_size + config.task_type_vocab_size
+    return vocab + rows * h + config.num_hidden_layers * 12 * h * h + 2 * h * h, vocab
+
+
+def _device_memory() -> int:
+    """Bytes of memory of the device training runs on: the GPU's, else the host's."""
+    if paddle.device.get_device().startswith("gpu"):
+        return int(paddle.device.cuda.get_device_properties().total_memory)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_model_fits(config: ErnieConfig, weight_sharing: bool, source: str) -> None:
+    """Refuse, naming the sizes, a model whose training state alone exceeds the device's
+    memory (building it would end in a MemoryError, or worse, in the kernel's OOM kill)."""
+    total, vocab = _parameters(config, weight_sharing)
+    need, have = total * STATE_BYTES, _device_memory()
+    if need > have:
+        most = (
+            f"vocab_size {config.vocab_size} times hidden_size {config.hidden_size}"
+            if 2 * vocab > total
+            else f"hidden_size {config.hidden_size} and num_hidden_layers "
+            f"{config.num_hidden_layers}"
+        )
+        raise ConfigError(
+            f"model config {source}: {most}: {total:.3g} parameters, whose training "
+            f"state ({STATE_BYTES} bytes each) is {need / 2**30:.4g} GiB, more than the "
+            f"{have / 2**30:.4g} GiB of memory of {paddle.device.get_device()}"
+        )
 
 
 def _own_positions(

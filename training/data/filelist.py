@@ -21,7 +21,7 @@ class Shard:
 def read_filelist(path: str | Path) -> list[Shard]:
     """Read and check a filelist eagerly, so a bad entry fails the job before training starts."""
     path = Path(path)
-    if not path.is_file():
+    if not _is_file(path):
         raise DataError(f"filelist {path} does not exist")
     shards: list[Shard] = []
     for lineno, line in enumerate(read_text(path, "filelist", DataError).splitlines(), 1):
@@ -48,6 +48,14 @@ def _parse_line(filelist: Path, lineno: int, line: str, index: int) -> Shard:
     if not prob >= 0:  # also rejects NaN
         raise DataError(f"{where}: MASK_WORD_PROB {prob_text!r} must be >= 0")
     shard_path = filelist.parent / name  # an absolute name replaces the folder
-    if not shard_path.is_file():
+    if not _is_file(shard_path):
         raise DataError(f"{where}: shard {shard_path} does not exist")
     return Shard(path=shard_path, mask_word_prob=prob, index=index)
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False too for a path no file can have (a name too long, a NUL)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False

@@ -139,10 +139,19 @@ class PretrainingData:
         self._pool: ProcessPoolExecutor | None = None
 
     def batches(self, start: DataPosition = DataPosition()) -> Iterator[tuple[Batch, DataPosition]]:
-        """Yield each batch with the position after it; resuming there yields the next one."""
+        """Yield each batch with the position after it; resuming there yields the next one.
+        The stream ends early once every shard has given a whole pass of no batch before
+        any batch came (no line fits max_seq_len): every later pass would give none too."""
+        empty: set[int] = set()  # shards a whole pass of which gave no batch
+        given = False
         for (epoch, k, n_shards), task, result in self._results(self._tasks(start)):
             self.skipped_over_length += result.skipped
             _warn_skipped(task.shard, result.skipped, self.limits.max_seq_len)
+            given = given or bool(result.batches)
+            if not given and task.skip == 0:
+                empty.add(task.shard.index)
+                if len(empty) == len(self.shards):
+                    return
             last = task.skip + len(result.batches)
             for b, batch in enumerate(result.batches, start=task.skip + 1):
                 if b < last:
