@@ -399,3 +399,42 @@ def test_each_new_task_learns_well_above_its_majority_class(
     accuracy = {m[1]: float(m[2]) for m in found if m}
     chance = majority_share(learnable / "valid", tasks.TASKS[name])
     assert accuracy[name] > chance + 0.1, (accuracy, chance)
+
+
+VALID_LINE = re.compile(r"\[valid(?:_task)?\] step=(\d+) ")
+
+
+def valid_lines(caplog) -> dict[int, list[str]]:
+    """The validation lines logged, by step."""
+    lines: dict[int, list[str]] = {}
+    for message in (r.getMessage() for r in caplog.records):
+        if m := VALID_LINE.match(message):
+            lines.setdefault(int(m[1]), []).append(message)
+    return lines
+
+
+@pytest.mark.parametrize("ernie2", [False, True], ids=["ernie-1.0", "ernie-2.0"])
+@pytest.mark.parametrize("steps", [6, 3], ids=["mid-run", "last-step"])
+def test_a_validation_a_stop_cuts_short_is_run_by_the_resumed_job(
+    tmp_path, sm_env, logs, ernie2, steps
+):
+    job = ernie2_job if ernie2 else make_job
+    settings = dict(num_train_steps=str(steps), validation_steps="3", save_steps="100")
+    runs = {}
+    for name in ("straight", "stopped"):
+        sm_env(job(tmp_path / name, **settings))
+        runs[name] = layout.from_environment()
+    hp = hyperparams.parse(runs["straight"].hyperparameters)
+    train.train(runs["straight"], hp, StopAfter(1000))
+    straight = valid_lines(logs)
+    assert sorted(straight) == list(range(3, steps + 1, 3))
+    logs.clear()
+    # Checks 1-3 are the steps', check 4 the first validation batch of step 3.
+    with pytest.raises(train.Stopped):
+        train.train(runs["stopped"], hp, StopAfter(3))
+    assert valid_lines(logs) == {}
+    assert not (runs["stopped"].model_dir / "model.pdparams").exists()  # none without it
+    logs.clear()
+    train.train(runs["stopped"], hp, StopAfter(1000))
+    assert valid_lines(logs) == straight  # step 3's first, then any later ones
+    assert (runs["stopped"].model_dir / "model.pdparams").exists()

@@ -226,9 +226,12 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
 
     checkpoints = CheckpointManager(layout.checkpoint_dir(hp.checkpoints), hp.keep_checkpoints)
     structured = {p.name: n for n, p in model.named_parameters()}
-    step, positions = _restore(
+    step, positions, pending = _restore(
         checkpoints, model, optimizer, scaler, layout, vocab, world_size, list(weights)
     )
+    # The step whose validation a stop cut short: the checkpoint of that step records it,
+    # so the job that resumes from it runs that validation first (None: none is owed).
+    pending_validation = step if pending and valid_shards else None
     # Each micro-batch trains one task's head: the others get no gradient that step.
     unused = bool(config.task_type_vocab_size)
     trainer = paddle.DataParallel(model, find_unused_parameters=unused) if world_size > 1 else model
@@ -290,6 +293,8 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
                 else {"positions": saved[KNOWLEDGE_MASKING.name]}
             )
             meta["config"] = asdict(config)
+            if pending_validation == step:
+                meta[VALIDATION_PENDING] = True
             optimizer_state = rename_optimizer_state(optimizer.state_dict(), structured)
             trainer_state = {"optimizer": optimizer_state, "scaler": scaler.state_dict()}
             checkpoints.save(step, model.state_dict(), trainer_state, meta)
@@ -300,6 +305,18 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
     mix, window = TaskMix(weights, hp.random_seed), TaskFigures(tasks)
     accumulation = hp.gradient_accumulation_steps
     divergence = _DivergenceWatch(hp, amp_dtype)
+
+    def validate() -> None:
+        """Validate the model of this step; one a stop cuts short is owed (and saved so)."""
+        nonlocal pending_validation
+        valid, cut = _validate(model, valid_shards, vocab, reading, stop, world_size)
+        pending_validation = step if cut else None
+        if valid is not None and rank == 0:
+            _log_validation(step, valid, bool(hp.tasks))
+
+    if pending_validation is not None:
+        log.info("running the validation of step %d, which a stop cut short", step)
+        validate()
     with contextlib.ExitStack() as streams_open:
         for stream in data.values():
             streams_open.enter_context(stream)
@@ -369,9 +386,7 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
                 tokens, padded, work, window_start = 0, 0, 0, time.perf_counter()
                 window = TaskFigures(tasks)
             if valid_shards and step % hp.validation_steps == 0:
-                valid = _validate(model, valid_shards, vocab, reading, stop, world_size)
-                if valid is not None and rank == 0:
-                    _log_validation(step, valid, bool(hp.tasks))
+                validate()
             if step % hp.save_steps == 0:
                 save()
 
@@ -383,6 +398,8 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
             hp.max_seq_len,
         )
     save()
+    if pending_validation is not None:  # the last step's, cut by a stop: resume to run it
+        raise Stopped
     if step < hp.num_train_steps:
         raise TrainingError(_ran_out(hp, step, skipped))
     if rank != 0:
@@ -441,10 +458,11 @@ def _validate(
     reading: dict,
     stop: StopSignal,
     world_size: int,
-) -> dict[str, dict[str, float]] | None:
+) -> tuple[dict[str, dict[str, float]] | None, bool]:
     """Each task's figures over its whole valid set, with the same masks every time, each
-    rank scoring every world_size-th batch (so none waits on another's pass); None when a
-    pass was cut short by a stop or met no sample (nothing was measured then)."""
+    rank scoring every world_size-th batch (so none waits on another's pass), and whether
+    a stop cut the pass short; the figures are None when it was cut or met no sample
+    (nothing was measured then)."""
     rank = paddle.distributed.get_rank() if world_size > 1 else 0
     figures = TaskFigures([TASKS[name] for name in shards])
     cut = False
@@ -460,9 +478,9 @@ def _validate(
                 figures.add(task, forward(model, batch, task)[1])
     model.train()
     means = figures.means(world_size)
-    if _any_rank(cut, world_size) or not means:
-        return None
-    return means
+    if _any_rank(cut, world_size):
+        return None, True
+    return means or None, False
 
 
 def _log_validation(step: int, valid: dict[str, dict[str, float]], per_task: bool) -> None:
@@ -624,6 +642,8 @@ def _start_devices(hp: Hyperparameters) -> tuple[int, int]:
     return rank, world_size
 
 
+# In a checkpoint's meta: a stop cut short the validation of its step, which is owed.
+VALIDATION_PENDING = "validation_pending"
 # Bytes of training state per parameter: float32 weights and gradients, Adam's two moments.
 STATE_BYTES = 16
 
@@ -734,8 +754,9 @@ def _restore(
     vocab: Vocab,
     world_size: int,
     names: list[str],
-) -> tuple[int, dict[str, DataPosition]]:
-    """Resume from the newest complete checkpoint, else warm-start from the model channel."""
+) -> tuple[int, dict[str, DataPosition], bool]:
+    """Resume from the newest complete checkpoint, else warm-start from the model channel;
+    (step, data positions, whether the step's validation is owed)."""
     checkpoint = checkpoints.load_latest(_positions_problem)
     steps = {s for (s,) in _every_rank([checkpoint.meta["step"] if checkpoint else 0], world_size)}
     if len(steps) > 1:  # hosts restore their own copies of the checkpoint folder
@@ -759,7 +780,8 @@ def _restore(
         optimizer.set_state_dict(rename_optimizer_state(checkpoint.trainer["optimizer"], unique))
         scaler.load_state_dict(checkpoint.trainer["scaler"])
         log.info("resumed from %s", checkpoint.path)
-        return checkpoint.meta["step"], _own_positions(checkpoint, world_size, names)
+        pending = checkpoint.meta.get(VALIDATION_PENDING) is True
+        return checkpoint.meta["step"], _own_positions(checkpoint, world_size, names), pending
     if job_layout.MODEL in layout.channels:
         warm_start(model, layout.channel(job_layout.MODEL), vocab)
-    return 0, {name: DataPosition(0, 0, 0) for name in names}
+    return 0, {name: DataPosition(0, 0, 0) for name in names}, False
