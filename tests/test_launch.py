@@ -32,6 +32,57 @@ def test_trainer_environments_rank_hosts_major():
     assert single[0]["PADDLE_DISTRI_BACKEND"] == "gloo"
 
 
+def _listening(port: int) -> socket.socket | None:
+    """A socket listening on `port` of every address, or None where it is taken already."""
+    sock = socket.socket()
+    try:
+        sock.bind(("", port))
+    except OSError:
+        sock.close()
+        return None
+    sock.listen()
+    sock.setblocking(False)
+    return sock
+
+
+def test_several_hosts_check_their_fixed_ports_and_name_a_taken_one(monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(launch, "BASE_PORT", port - 1)
+        with pytest.raises(launch.PortError, match=rf"port {port}, which trainer 1 of each host"):
+            launch.trainer_ports(("algo-1", "algo-2"), 2)
+        monkeypatch.setattr(launch, "BASE_PORT", port)
+        with pytest.raises(launch.PortError, match=rf"port {port}, .* and the job's store .*taken"):
+            launch.trainer_ports(("algo-1", "algo-2"), 2)
+    assert launch.trainer_ports(("algo-1", "algo-2"), 2) == [port, port + 1]
+
+
+def test_one_host_takes_free_ports_of_its_own():
+    ports = launch.trainer_ports(("algo-1",), 3)
+    assert len(set(ports)) == 3 and launch.BASE_PORT not in ports
+    envs = launch.trainer_environments(("algo-1",), "algo-1", 3, False, ports)
+    assert envs[2]["PADDLE_CURRENT_ENDPOINT"] == f"127.0.0.1:{ports[2]}"
+
+
+def test_trainers_whose_default_ports_are_taken_train_and_join_no_other_store(tmp_path):
+    # Another job's store (or anything) on the fixed ports: before, trainer 0 could not
+    # listen there (SIGABRT) and trainer 1 joined what listened.
+    others = [s for s in map(_listening, (launch.BASE_PORT, launch.BASE_PORT + 1)) if s]
+    try:
+        base = _job(tmp_path, num_train_steps="2", save_steps="100", validation_steps="100")
+        proc = _start(base)
+        out = proc.communicate(timeout=240)[0]
+        assert proc.returncode == 0, out
+        for other in others:
+            with pytest.raises(BlockingIOError):
+                other.accept()  # no trainer connected to it
+    finally:
+        for other in others:
+            other.close()
+
+
 def _start(base: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "PADDLE_"))}
     env[layout.BASE_DIR_ENV] = str(base)

@@ -36,13 +36,59 @@ def is_trainer() -> bool:
     return TRAINER_ID_ENV in os.environ
 
 
+class PortError(Exception):
+    """A port this job's trainers need is another process's; the message names it."""
+
+
+def trainer_ports(hosts: tuple[str, ...], per_host: int) -> list[int]:
+    """The port of each trainer on a host (the first, trainer 0's on the first host, is
+    the job's store, which every trainer joins), each free on this host.
+
+    Several hosts agree on them without talking: BASE_PORT onwards, checked free here
+    (PortError naming one that is not). One host takes ports the system finds free, so
+    two jobs on one machine never meet: with fixed ones the second's trainer 0 could not
+    listen on the store's port, and its others joined the first job's store.
+    """
+    if len(hosts) > 1:
+        ports = [BASE_PORT + i for i in range(per_host)]
+        for i, port in enumerate(ports):
+            _check_free(port, i)
+        return ports
+    with contextlib.ExitStack() as held:  # held at once, so no two are the same
+        probes = [held.enter_context(socket.socket()) for _ in range(per_host)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+
+
+def _check_free(port: int, local: int) -> None:
+    """PortError unless this host's trainer `local` can listen on `port`."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the store does
+        try:
+            probe.bind(("", port))
+            probe.listen()
+        except OSError as exc:
+            role = "and the job's store " if local == 0 else ""
+            raise PortError(
+                f"port {port}, which trainer {local} of each host {role}listens on, is taken "
+                f"on this host ({exc.strerror}): stop the process that holds it"
+            ) from None
+
+
 def trainer_environments(
-    hosts: tuple[str, ...], current_host: str, per_host: int, use_gpu: bool
+    hosts: tuple[str, ...],
+    current_host: str,
+    per_host: int,
+    use_gpu: bool,
+    ports: list[int] | None = None,
 ) -> list[dict[str, str]]:
-    """The variables of each trainer on this host: ranks are host-major, one port per trainer."""
+    """The variables of each trainer on this host: ranks are host-major, one port per
+    trainer, `ports` those of a host's trainers (BASE_PORT onwards by default)."""
     # One host talks to itself over loopback: its SageMaker name may not resolve locally.
     addresses = ["127.0.0.1"] if len(hosts) == 1 else hosts
-    endpoints = [f"{host}:{BASE_PORT + i}" for host in addresses for i in range(per_host)]
+    ports = ports or [BASE_PORT + i for i in range(per_host)]
+    endpoints = [f"{host}:{port}" for host in addresses for port in ports]
     first_rank = hosts.index(current_host) * per_host
     envs = []
     for local in range(per_host):

@@ -140,7 +140,12 @@ def _trainer_environments(hp: Hyperparameters, layout: JobLayout) -> list[dict[s
         )
     if not hp.is_distributed or per_host * len(layout.hosts) == 1:
         return []
-    return launch.trainer_environments(layout.hosts, layout.current_host, per_host, gpus > 0)
+    try:
+        ports = launch.trainer_ports(layout.hosts, per_host)
+    except launch.PortError as exc:
+        raise TrainingError(str(exc)) from None
+    log.info("trainer ports: %s", ", ".join(map(str, ports)))
+    return launch.trainer_environments(layout.hosts, layout.current_host, per_host, gpus > 0, ports)
 
 
 def _run_trainers(envs: list[dict[str, str]], output_dir: Path, layout: JobLayout) -> int:
