@@ -136,6 +136,33 @@ def test_format_errors_name_file_and_line(tmp_path, file, lines, message):
         read_labelled_set(tmp_path)
 
 
+def test_a_set_of_one_label_is_refused(tmp_path):
+    for name in ("train.tsv", "dev.tsv", "test.tsv"):
+        _write_tsv(tmp_path / name, ["label\ttext_a", "pos\t好", "pos\t妙"])
+    with pytest.raises(DataError, match=r"train\.tsv has one label \('pos'\)"):
+        read_labelled_set(tmp_path)
+
+
+def test_lines_end_at_newline_alone(tmp_path):
+    """U+2028, U+0085 and a form feed are part of a text (str.splitlines() would cut there),
+    CRLF line ends are read as LF, and errors name the line the file has."""
+    texts = ["好\u2028坏", "妙\x0c行", "差\x85棒", "天\x1c地"]
+    _write_tsv(
+        tmp_path / "train.tsv", [f"{label}\t{t}" for label, t in zip("abab", texts, strict=True)]
+    )
+    (tmp_path / "dev.tsv").write_bytes("label\ttext_a\r\na\t天\r\n\r\nb\t地\r\n".encode())
+    _write_tsv(tmp_path / "test.tsv", ["a\tx"])
+    data = read_labelled_set(tmp_path)
+    assert [e.texts for e in data.splits["train"]] == [(t,) for t in texts]
+    assert [(e.label, e.texts, e.line) for e in data.splits["dev"]] == [
+        ("a", ("天",), 2),
+        ("b", ("地",), 4),
+    ]
+    _write_tsv(tmp_path / "test.tsv", ["a\tx\x0cy", "b\u2028y", "a\tz"])
+    with pytest.raises(DataError, match=r"test\.tsv line 2: 1 tab-separated field"):
+        read_labelled_set(tmp_path)
+
+
 def test_missing_file_is_named(tmp_path):
     _write_tsv(tmp_path / "train.tsv", ["a\tx"])
     with pytest.raises(ConfigError, match=r"has no dev\.tsv"):
@@ -269,6 +296,18 @@ def test_failure_is_written_and_exits_1(tmp_path, sm_env, channels, overrides, r
     assert cli.main(["evaluate"]) == 1
     assert reason in (base / "output" / "failure").read_text()
     assert not (base / "model" / "evaluation.json").exists()
+
+
+def test_a_set_of_one_label_fails_the_job_before_any_training(tmp_path, sm_env, logs):
+    base = sm_env(_job(tmp_path, num_train_steps="3"))
+    eval_dir = base / "input" / "data" / "eval"
+    for name in ("train.tsv", "dev.tsv", "test.tsv"):
+        _write_tsv(eval_dir / name, [line for line in _toy_lines(20, 0) if line[0] == "a"])
+    assert cli.main(["evaluate"]) == 1
+    failure = (base / "output" / "failure").read_text()
+    assert f"{eval_dir / 'train.tsv'} has one label ('a')" in failure
+    assert not (base / "model" / "evaluation.json").exists()
+    assert not any("[finetune]" in r.getMessage() for r in logs.records)
 
 
 def test_a_model_of_another_architecture_is_refused(tmp_path, sm_env):
