@@ -325,6 +325,87 @@ def test_a_model_of_another_architecture_is_refused(tmp_path, sm_env):
     assert "parameter ernie.pooler.weight is missing" in (base / "output" / "failure").read_text()
 
 
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory) -> Path:
+    """model.tar.gz of a tiny model, made once for the tests that break it."""
+    return _export_tiny(tmp_path_factory.mktemp("tiny") / "model") / "model.tar.gz"
+
+
+def _with_member(archive: Path, out: Path, member: tarfile.TarInfo, data: bytes = b"") -> None:
+    """A copy of `archive` with one member more, as a crafted upload would have."""
+    import io
+
+    with tarfile.open(archive) as src, tarfile.open(out, "w:gz") as tar:
+        for info in src.getmembers():
+            tar.addfile(info, src.extractfile(info))
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+
+
+def _broken_channel(kind: str, archive: Path, model: Path) -> str:
+    """Break the model channel `model` in the way `kind` names; returns what the failure says."""
+    import pickle
+
+    model.mkdir(parents=True)
+    target = model / "model.tar.gz"
+    if kind == "truncated":
+        data = archive.read_bytes()
+        target.write_bytes(data[: len(data) // 2])
+        return f"the model channel ({target}) cannot be unpacked, it is truncated or not a .tar.gz"
+    if kind == "not gzip":
+        target.write_bytes(b"PK\x03\x04 a zip file, say")
+        return f"the model channel ({target}) cannot be unpacked, it is truncated or not a .tar.gz"
+    if kind == "escaping member":
+        _with_member(archive, target, tarfile.TarInfo("../../escaped.txt"), b"x")
+        return f"the model channel ({target}) holds a member that is not unpacked: '../../escaped"
+    if kind == "absolute symlink":
+        link = tarfile.TarInfo("passwd")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        _with_member(archive, target, link)
+        return "holds a member that is not unpacked: 'passwd' is a link to an absolute path"
+    with tarfile.open(archive) as tar:
+        tar.extractall(model, filter="data")
+    weights = model / "model.pdparams"
+    if kind == "garbage weights":
+        weights.write_bytes(b"\x00garbage" * 100)
+        return f"{weights} cannot be read as Paddle weights (ValueError"
+    if kind == "empty weights":
+        weights.write_bytes(b"")
+        return f"{weights} cannot be read as Paddle weights (EOFError"
+    if kind == "weights of another kind":
+        weights.write_bytes(pickle.dumps([1, 2, 3]))
+        return f"{weights} holds a list, not the parameters by name"
+    assert kind == "weights of strings"
+    weights.write_bytes(pickle.dumps({"ernie.pooler.weight": "x"}))
+    return f"{weights}: entry 'ernie.pooler.weight' is a str, not a float tensor"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "truncated",
+        "not gzip",
+        "escaping member",
+        "absolute symlink",
+        "garbage weights",
+        "empty weights",
+        "weights of another kind",
+        "weights of strings",
+    ],
+)
+def test_a_broken_model_channel_is_named_without_a_traceback(
+    tmp_path, sm_env, logs, tiny_export, kind
+):
+    base = sm_env(_job(tmp_path, ("eval",), num_train_steps="3"))
+    expected = _broken_channel(kind, tiny_export, base / "input" / "data" / "model")
+    layout.write_local_job(base, {**EVAL_HYPERPARAMETERS}, ["model", "eval"])
+    assert cli.main(["evaluate"]) == 1
+    assert expected in (base / "output" / "failure").read_text()
+    assert not any("Traceback" in r.getMessage() for r in logs.records)
+    assert not (base / "model" / "evaluation.json").exists()
+    assert not list(tmp_path.parent.glob("escaped.txt")) and not (tmp_path / "escaped.txt").exists()
+
+
 # The demo labelled set
 
 
