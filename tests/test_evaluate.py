@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
+from ernie_sm.dataprep.documents import CorpusError
 from ernie_sm.dataprep.topics import chunks, topic_splits, write_topic_set
 from ernie_sm.training import hyperparams, layout, metrics
 from ernie_sm.training.config import config_from_dict
@@ -437,8 +438,57 @@ def test_prepare_topics_splits_by_document_with_every_topic(tmp_path):
     assert topic_splits(corpus, seed=1)["dev"] != topic_splits(corpus, seed=0)["dev"]
 
 
-def test_prepare_topics_refuses_a_topic_without_documents(tmp_path):
-    (tmp_path / "one.txt").write_text("第一句。第二句。\n")
-    (tmp_path / "two.txt").write_text("\n\n")
-    with pytest.raises(Exception, match=r"two.txt holds no document"):
-        topic_splits(tmp_path)
+def _topic(folder: Path, name: str, documents: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("".join(f"第{i}句。又一句。\n\n" for i in range(documents)), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("documents", "held"), [(0, "no document"), (1, "1 document"), (2, "2 documents")]
+)
+def test_prepare_topics_refuses_a_topic_of_too_few_documents(tmp_path, documents, held):
+    _topic(tmp_path / "corpus", "one.txt", 3)
+    two = _topic(tmp_path / "corpus", "two.txt", documents)
+    argv = ["prepare-topics", str(tmp_path / "corpus"), "--output", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(CorpusError, match=rf"{two} holds {held}: topic 'two' needs at least 3"):
+        topic_splits(tmp_path / "corpus")
+    _topic(tmp_path / "corpus", "two.txt", 3)  # three are enough for every split
+    assert cli.main(argv) == 0
+    data = read_labelled_set(tmp_path / "out")
+    assert all({e.label for e in data.splits[s]} == {"one", "two"} for s in data.splits)
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["a\tb.txt", "c.txt"], r"'.*/a\\tb.txt': its label holds a control character \('\\t'\)"),
+        (["a\nb.txt", "c.txt"], r"'.*/a\\nb.txt': its label holds a control character"),
+        (["a\u2028b.txt", "c.txt"], r"its label holds a line break \('\\u2028'\)"),
+        ([" .txt", "c.txt"], r"'.*/ .txt': its name gives an empty label"),
+        ([" a .txt", "a.txt", "b.txt"], r"'.*/ a .txt' and '.*/a.txt' give the same label 'a'"),
+    ],
+)
+def test_prepare_topics_refuses_file_names_that_break_labels(tmp_path, names, message):
+    for name in names:
+        _topic(tmp_path / "corpus", name, 3)
+    with pytest.raises(CorpusError, match=message):
+        topic_splits(tmp_path / "corpus")
+    argv = ["prepare-topics", str(tmp_path / "corpus"), "--output", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "below a file"])
+def test_prepare_topics_names_an_output_that_is_not_a_folder(tmp_path, capsys, where):
+    _topic(tmp_path / "corpus", "a.txt", 3)
+    _topic(tmp_path / "corpus", "b.txt", 3)
+    (tmp_path / "taken").write_text("x")
+    output = tmp_path / "taken" if where == "file" else tmp_path / "taken" / "eval"
+    assert cli.main(["prepare-topics", str(tmp_path / "corpus"), "--output", str(output)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"prepare-topics failed: --output {output}" in err and "Traceback" not in err
+    assert (tmp_path / "taken").read_text() == "x"
