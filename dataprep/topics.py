@@ -3,18 +3,22 @@
     CORPUS_DIR/<topic>.txt   one file per topic; documents are blank-line-separated blocks
     OUTPUT/train.tsv, dev.tsv, test.tsv   `label<TAB>text_a`, with that header line
 
-The label is the file's stem; each text is a chunk of a document: whole sentences
-(dataprep/sentences.py) joined up to about CHUNK_CHARS characters (a longer sentence is a
-chunk of its own). The split is by document, never a document's chunks in two splits:
-each topic's documents are shuffled with the seed, and DEV_FRACTION and TEST_FRACTION of
-them (at least one each, while the topic keeps at least one for train) go to dev and
-test, so that every split holds every topic that has three documents or more. A topic
-without a document fails, as it could not be learnt. The output is the same for a seed.
+The label is the file's stem without surrounding whitespace (as `ernie-sm evaluate` reads
+labels); each text is a chunk of a document: whole sentences (dataprep/sentences.py)
+joined up to about CHUNK_CHARS characters (a longer sentence is a chunk of its own). The
+split is by document, never a document's chunks in two splits: each topic's documents are
+shuffled with the seed, and DEV_FRACTION and TEST_FRACTION of them (at least one each,
+while the topic keeps at least one for train) go to dev and test, so that every split
+holds every topic. Refused, before anything is written: a topic of fewer than
+MIN_DOCUMENTS documents, a file name whose label would be empty or hold a tab, a line
+break or another control character, and two files of the same label (" a .txt" and
+"a.txt"). The output is the same for a seed.
 """
 
 from __future__ import annotations
 
 import argparse
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +30,9 @@ SPLITS = ("train", "dev", "test")
 CHUNK_CHARS = 120
 DEV_FRACTION = TEST_FRACTION = 0.15
 HEADER = "label\ttext_a"
+MIN_DOCUMENTS = 3  # one each for train, dev and test
+# Characters a label cannot hold: they would end or split its TSV line (tab, line breaks).
+_BAD_CATEGORIES = {"Cc": "a control character", "Zl": "a line break", "Zp": "a line break"}
 
 
 def chunks(text: str, limit: int = CHUNK_CHARS) -> list[str]:
@@ -62,15 +69,18 @@ def topic_splits(corpus_dir: Path, seed: int = 0) -> dict[str, list[tuple[str, s
         raise CorpusError(
             f"{corpus_dir} holds {len(files)} topic file(s) (*.txt): a labelled set needs two or more"
         )
+    labels = _labels(files)
     rng = np.random.default_rng(seed)
     splits: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
     for path in files:
         check_regular_file(path, "topic file")
         documents = [d.text for d in read_documents([path])]
-        if not documents:
+        if len(documents) < MIN_DOCUMENTS:
+            held = {0: "no document", 1: "1 document"}.get(len(documents), "2 documents")
             raise CorpusError(
-                f"topic file {path} holds no document, so topic {path.stem!r} would not be in "
-                "train (documents are blank-line-separated blocks)"
+                f"topic file {path} holds {held}: topic {labels[path]!r} needs at least "
+                f"{MIN_DOCUMENTS}, one each for train, dev and test (documents are "
+                "blank-line-separated blocks)"
             )
         order = rng.permutation(len(documents))
         n_dev, n_test = _held_out(len(documents))
@@ -81,8 +91,32 @@ def topic_splits(corpus_dir: Path, seed: int = 0) -> dict[str, list[tuple[str, s
         }
         for split, indices in assigned.items():
             for i in sorted(indices):
-                splits[split] += [(path.stem, chunk) for chunk in chunks(documents[i])]
+                splits[split] += [(labels[path], chunk) for chunk in chunks(documents[i])]
     return splits
+
+
+def _labels(files: list[Path]) -> dict[Path, str]:
+    """The label of each topic file: its stem, stripped as `ernie-sm evaluate` strips labels;
+    one that would be empty, hold a tab or line break, or be another file's fails."""
+    labels: dict[Path, str] = {}
+    owners: dict[str, Path] = {}
+    for path in files:
+        label = path.stem.strip()
+        if not label:
+            raise CorpusError(f"topic file {str(path)!r}: its name gives an empty label")
+        bad = next((c for c in label if unicodedata.category(c) in _BAD_CATEGORIES), None)
+        if bad is not None:
+            raise CorpusError(
+                f"topic file {str(path)!r}: its label holds {_BAD_CATEGORIES[unicodedata.category(bad)]} "
+                f"({bad!r}), which would break its lines of the .tsv files; rename the file"
+            )
+        if label in owners:
+            raise CorpusError(
+                f"topic files {str(owners[label])!r} and {str(path)!r} give the same label "
+                f"{label!r} (labels are stripped of surrounding whitespace); rename one"
+            )
+        labels[path], owners[label] = label, path
+    return labels
 
 
 def _held_out(n: int) -> tuple[int, int]:
@@ -95,11 +129,18 @@ def _held_out(n: int) -> tuple[int, int]:
 
 def write_topic_set(corpus_dir: Path, output: Path, seed: int = 0) -> dict[str, Counter]:
     """Write OUTPUT/{train,dev,test}.tsv; returns the examples per label of each split."""
+    if output.exists() and not output.is_dir():
+        raise CorpusError(f"--output {output} is a file, not a folder for the three .tsv files")
     splits = topic_splits(corpus_dir, seed)
-    output.mkdir(parents=True, exist_ok=True)
-    for split, examples in splits.items():
-        lines = [HEADER, *(f"{label}\t{text}" for label, text in examples)]
-        (output / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        for split, examples in splits.items():
+            lines = [HEADER, *(f"{label}\t{text}" for label, text in examples)]
+            (output / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CorpusError(
+            f"--output {output}: cannot write the .tsv files there: {exc.strerror or exc}"
+        ) from None
     return {split: Counter(label for label, _ in examples) for split, examples in splits.items()}
 
 

@@ -7,11 +7,13 @@ import json
 import logging
 import re
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import paddle
 import pytest
+from ernie_sm.dataprep.documents import CorpusError
 from ernie_sm.dataprep.topics import chunks, topic_splits, write_topic_set
 from ernie_sm.training import hyperparams, layout, metrics
 from ernie_sm.training.config import config_from_dict
@@ -133,6 +135,33 @@ def test_format_errors_name_file_and_line(tmp_path, file, lines, message):
         _write_tsv(tmp_path / name, ["a\tx", "b\ty"])
     _write_tsv(tmp_path / file, lines)
     with pytest.raises(DataError, match=message):
+        read_labelled_set(tmp_path)
+
+
+def test_a_set_of_one_label_is_refused(tmp_path):
+    for name in ("train.tsv", "dev.tsv", "test.tsv"):
+        _write_tsv(tmp_path / name, ["label\ttext_a", "pos\t好", "pos\t妙"])
+    with pytest.raises(DataError, match=r"train\.tsv has one label \('pos'\)"):
+        read_labelled_set(tmp_path)
+
+
+def test_lines_end_at_newline_alone(tmp_path):
+    """U+2028, U+0085 and a form feed are part of a text (str.splitlines() would cut there),
+    CRLF line ends are read as LF, and errors name the line the file has."""
+    texts = ["好\u2028坏", "妙\x0c行", "差\x85棒", "天\x1c地"]
+    _write_tsv(
+        tmp_path / "train.tsv", [f"{label}\t{t}" for label, t in zip("abab", texts, strict=True)]
+    )
+    (tmp_path / "dev.tsv").write_bytes("label\ttext_a\r\na\t天\r\n\r\nb\t地\r\n".encode())
+    _write_tsv(tmp_path / "test.tsv", ["a\tx"])
+    data = read_labelled_set(tmp_path)
+    assert [e.texts for e in data.splits["train"]] == [(t,) for t in texts]
+    assert [(e.label, e.texts, e.line) for e in data.splits["dev"]] == [
+        ("a", ("天",), 2),
+        ("b", ("地",), 4),
+    ]
+    _write_tsv(tmp_path / "test.tsv", ["a\tx\x0cy", "b\u2028y", "a\tz"])
+    with pytest.raises(DataError, match=r"test\.tsv line 2: 1 tab-separated field"):
         read_labelled_set(tmp_path)
 
 
@@ -271,6 +300,18 @@ def test_failure_is_written_and_exits_1(tmp_path, sm_env, channels, overrides, r
     assert not (base / "model" / "evaluation.json").exists()
 
 
+def test_a_set_of_one_label_fails_the_job_before_any_training(tmp_path, sm_env, logs):
+    base = sm_env(_job(tmp_path, num_train_steps="3"))
+    eval_dir = base / "input" / "data" / "eval"
+    for name in ("train.tsv", "dev.tsv", "test.tsv"):
+        _write_tsv(eval_dir / name, [line for line in _toy_lines(20, 0) if line[0] == "a"])
+    assert cli.main(["evaluate"]) == 1
+    failure = (base / "output" / "failure").read_text()
+    assert f"{eval_dir / 'train.tsv'} has one label ('a')" in failure
+    assert not (base / "model" / "evaluation.json").exists()
+    assert not any("[finetune]" in r.getMessage() for r in logs.records)
+
+
 def test_a_model_of_another_architecture_is_refused(tmp_path, sm_env):
     base = sm_env(_job(tmp_path, ("eval",), num_train_steps="3"))
     model = base / "input" / "data" / "model"
@@ -284,6 +325,88 @@ def test_a_model_of_another_architecture_is_refused(tmp_path, sm_env):
     layout.write_local_job(base, {**EVAL_HYPERPARAMETERS}, ["model", "eval"])
     assert cli.main(["evaluate"]) == 1
     assert "parameter ernie.pooler.weight is missing" in (base / "output" / "failure").read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory) -> Path:
+    """model.tar.gz of a tiny model, made once for the tests that break it."""
+    return _export_tiny(tmp_path_factory.mktemp("tiny") / "model") / "model.tar.gz"
+
+
+def _with_member(archive: Path, out: Path, member: tarfile.TarInfo, data: bytes = b"") -> None:
+    """A copy of `archive` with one member more, as a crafted upload would have."""
+    import io
+
+    with tarfile.open(archive) as src, tarfile.open(out, "w:gz") as tar:
+        for info in src.getmembers():
+            tar.addfile(info, src.extractfile(info))
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+
+
+def _broken_channel(kind: str, archive: Path, model: Path) -> str:
+    """Break the model channel `model` in the way `kind` names; returns what the failure says."""
+    import pickle
+
+    model.mkdir(parents=True)
+    target = model / "model.tar.gz"
+    if kind == "truncated":
+        data = archive.read_bytes()
+        target.write_bytes(data[: len(data) // 2])
+        return f"the model channel ({target}) cannot be unpacked, it is truncated or not a .tar.gz"
+    if kind == "not gzip":
+        target.write_bytes(b"PK\x03\x04 a zip file, say")
+        return f"the model channel ({target}) cannot be unpacked, it is truncated or not a .tar.gz"
+    if kind == "escaping member":
+        _with_member(archive, target, tarfile.TarInfo("../../escaped.txt"), b"x")
+        return f"the model channel ({target}) holds a member that is not unpacked: '../../escaped"
+    if kind == "absolute symlink":
+        link = tarfile.TarInfo("passwd")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        _with_member(archive, target, link)
+        return "holds a member that is not unpacked: 'passwd' is a link to an absolute path"
+    with tarfile.open(archive) as tar:
+        tar.extractall(model, filter="data")
+    weights = model / "model.pdparams"
+    if kind == "garbage weights":
+        weights.write_bytes(b"\x00garbage" * 100)
+        return f"{weights} cannot be read as Paddle weights (ValueError"
+    if kind == "empty weights":
+        weights.write_bytes(b"")
+        return f"{weights} cannot be read as Paddle weights (EOFError"
+    if kind == "weights of another kind":
+        weights.write_bytes(pickle.dumps([1, 2, 3]))
+        return f"{weights} holds a list, not the parameters by name"
+    assert kind == "weights of strings"
+    weights.write_bytes(pickle.dumps({"ernie.pooler.weight": "x"}))
+    return f"{weights}: entry 'ernie.pooler.weight' is a str, not a float tensor"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "truncated",
+        "not gzip",
+        "escaping member",
+        "absolute symlink",
+        "garbage weights",
+        "empty weights",
+        "weights of another kind",
+        "weights of strings",
+    ],
+)
+def test_a_broken_model_channel_is_named_without_a_traceback(
+    tmp_path, sm_env, logs, tiny_export, kind
+):
+    base = sm_env(_job(tmp_path, ("eval",), num_train_steps="3"))
+    expected = _broken_channel(kind, tiny_export, base / "input" / "data" / "model")
+    layout.write_local_job(base, {**EVAL_HYPERPARAMETERS}, ["model", "eval"])
+    assert cli.main(["evaluate"]) == 1
+    assert expected in (base / "output" / "failure").read_text()
+    assert not any("Traceback" in r.getMessage() for r in logs.records)
+    assert not (base / "model" / "evaluation.json").exists()
+    # The archive is unpacked into a temporary folder: ../../ of it is the temp dir's parent.
+    assert not (Path(tempfile.gettempdir()).parent / "escaped.txt").exists()
 
 
 # The demo labelled set
@@ -317,8 +440,57 @@ def test_prepare_topics_splits_by_document_with_every_topic(tmp_path):
     assert topic_splits(corpus, seed=1)["dev"] != topic_splits(corpus, seed=0)["dev"]
 
 
-def test_prepare_topics_refuses_a_topic_without_documents(tmp_path):
-    (tmp_path / "one.txt").write_text("第一句。第二句。\n")
-    (tmp_path / "two.txt").write_text("\n\n")
-    with pytest.raises(Exception, match=r"two.txt holds no document"):
-        topic_splits(tmp_path)
+def _topic(folder: Path, name: str, documents: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("".join(f"第{i}句。又一句。\n\n" for i in range(documents)), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("documents", "held"), [(0, "no document"), (1, "1 document"), (2, "2 documents")]
+)
+def test_prepare_topics_refuses_a_topic_of_too_few_documents(tmp_path, documents, held):
+    _topic(tmp_path / "corpus", "one.txt", 3)
+    two = _topic(tmp_path / "corpus", "two.txt", documents)
+    argv = ["prepare-topics", str(tmp_path / "corpus"), "--output", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(CorpusError, match=rf"{two} holds {held}: topic 'two' needs at least 3"):
+        topic_splits(tmp_path / "corpus")
+    _topic(tmp_path / "corpus", "two.txt", 3)  # three are enough for every split
+    assert cli.main(argv) == 0
+    data = read_labelled_set(tmp_path / "out")
+    assert all({e.label for e in data.splits[s]} == {"one", "two"} for s in data.splits)
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["a\tb.txt", "c.txt"], r"'.*/a\\tb.txt': its label holds a control character \('\\t'\)"),
+        (["a\nb.txt", "c.txt"], r"'.*/a\\nb.txt': its label holds a control character"),
+        (["a\u2028b.txt", "c.txt"], r"its label holds a line break \('\\u2028'\)"),
+        ([" .txt", "c.txt"], r"'.*/ .txt': its name gives an empty label"),
+        ([" a .txt", "a.txt", "b.txt"], r"'.*/ a .txt' and '.*/a.txt' give the same label 'a'"),
+    ],
+)
+def test_prepare_topics_refuses_file_names_that_break_labels(tmp_path, names, message):
+    for name in names:
+        _topic(tmp_path / "corpus", name, 3)
+    with pytest.raises(CorpusError, match=message):
+        topic_splits(tmp_path / "corpus")
+    argv = ["prepare-topics", str(tmp_path / "corpus"), "--output", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "below a file"])
+def test_prepare_topics_names_an_output_that_is_not_a_folder(tmp_path, capsys, where):
+    _topic(tmp_path / "corpus", "a.txt", 3)
+    _topic(tmp_path / "corpus", "b.txt", 3)
+    (tmp_path / "taken").write_text("x")
+    output = tmp_path / "taken" if where == "file" else tmp_path / "taken" / "eval"
+    assert cli.main(["prepare-topics", str(tmp_path / "corpus"), "--output", str(output)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"prepare-topics failed: --output {output}" in err and "Traceback" not in err
+    assert (tmp_path / "taken").read_text() == "x"

@@ -15,6 +15,7 @@ import logging
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -57,8 +58,7 @@ def exported_model(channel: Path, what: str = "the model channel") -> Iterator[t
                 Path(stack.enter_context(tempfile.TemporaryDirectory())),
                 str(archives[0]),
             )
-            with tarfile.open(archives[0]) as tar:
-                tar.extractall(folder, filter="data")
+            _unpack(archives[0], folder, what)
         found = sorted(folder.rglob(WEIGHTS))
         if not found:
             raise ConfigError(f"{what} ({source}) holds no {WEIGHTS} from a previous job")
@@ -68,11 +68,61 @@ def exported_model(channel: Path, what: str = "the model channel") -> Iterator[t
         yield found[0].parent, source
 
 
+def _unpack(archive: Path, folder: Path, what: str) -> None:
+    """Extract `archive` into `folder` with the tar data filter (no member outside the folder,
+    no absolute or escaping link, no device or FIFO); a truncated or non-tar.gz archive, or a
+    member the filter refuses, fails naming the archive (and the member)."""
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(folder, filter="data")
+    except tarfile.FilterError as exc:
+        raise ConfigError(
+            f"{what} ({archive}) holds a member that is not unpacked: {exc} (a model.tar.gz "
+            "holds plain files and folders under its root)"
+        ) from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(
+            f"{what} ({archive}) cannot be unpacked, it is truncated or not a .tar.gz: {reason}"
+        ) from None
+
+
 def read_exported(folder: Path, source: str) -> tuple[ErnieConfig, Vocab, dict]:
     """The config, vocab and weights of a folder that exported_model() found."""
     vocab = load_vocab(folder / "vocab.txt")
     config = load_config(str(folder / "ernie_config.json"), folder, len(vocab))
-    return config, vocab, paddle.load(str(folder / WEIGHTS))
+    return config, vocab, load_weights(folder / WEIGHTS, source)
+
+
+def load_weights(path: Path, source: str) -> dict:
+    """The parameters in an exported model.pdparams: a dict of float tensors by name; a file
+    Paddle cannot read, or one holding anything else, fails naming it and `source`."""
+    what = str(path) if Path(source).is_dir() else f"{path.name} in {source}"
+    # TODO(issue 23, checkpoints are untrusted input): paddle.load unpickles, so a crafted
+    # model.pdparams can run code here. Read it through the one restricted unpickler that
+    # import-weights gets for PaddleNLP's model_state.pdparams once that lands; until then
+    # this only turns a broken file into a named error.
+    try:
+        state = paddle.load(str(path))
+    except Exception as exc:  # Paddle raises ValueError, EOFError, UnpicklingError, ...
+        reason = " ".join(str(exc).split()) or "no reason given"
+        raise ConfigError(
+            f"{what} cannot be read as Paddle weights ({type(exc).__name__}: {reason})"
+        ) from None
+    if not isinstance(state, dict):
+        raise ConfigError(
+            f"{what} holds a {type(state).__name__}, not the parameters by name that "
+            "`ernie-sm train` saves"
+        )
+    for name, value in state.items():
+        if not isinstance(name, str) or not (
+            isinstance(value, paddle.Tensor) and paddle.is_floating_point(value)
+        ):
+            raise ConfigError(
+                f"{what}: entry {str(name)[:80]!r} is a {type(value).__name__}, not a float "
+                "tensor as `ernie-sm train` saves"
+            )
+    return state
 
 
 # What an ERNIE 2.0 model has beyond ERNIE 1.0: initialised when warm-starting from 1.0.

@@ -4,7 +4,10 @@ The format of ERNIE's fine-tuning tasks (ChnSentiCorp, LCQMC, XNLI): `label<TAB>
 line, or `label<TAB>text_a<TAB>text_b` for sentence pairs; a first line whose first field
 is literally `label` is a header and skipped, blank lines are skipped. Every line of the
 three files has the same number of fields. The labels are the distinct labels of
-train.tsv, sorted; a dev or test label not among them is an error, as is an empty split.
+train.tsv, sorted; a dev or test label not among them is an error, as are an empty split
+and a train.tsv of one label (every model would score 1.0: nothing is measured).
+Lines end at `\n` alone (as `csv` reads them; a trailing `\r` of CRLF files is dropped):
+other line separators (U+2028, a form feed) are part of a text.
 
 Texts are tokenised with the model's own vocab by `ernie-sm prepare`'s tokenizer
 (dataprep/encoder.py), into `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` (token types 0
@@ -70,6 +73,11 @@ def read_labelled_set(channel: Path) -> LabelledSet:
             "all single texts or all sentence pairs"
         )
     labels = tuple(sorted({e.label for e in splits["train"]}))
+    if len(labels) < 2:
+        raise DataError(
+            f"{channel / 'train.tsv'} has one label ({labels[0]!r}): a classification set needs "
+            "two or more, or every model scores 1.0 and nothing is measured"
+        )
     for split in ("dev", "test"):
         path = channel / f"{split}.tsv"
         for example in splits[split]:
@@ -85,7 +93,9 @@ def _read_split(path: Path) -> tuple[list[Example], int]:
     examples: list[Example] = []
     fields = 0
     first = True
-    for number, line in enumerate(read_text(path, "eval file", DataError).splitlines(), 1):
+    text = read_text(path, "eval file", DataError)
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         parts = line.split("\t")
