@@ -55,9 +55,8 @@ def _convert(folder: Path, model_dir: Path, vocab: str | None, init_missing_head
     log.info("%s: the %s form of ERNIE 1.0", folder, checkpoint.form)
     for note in checkpoint.notes:
         log.warning("%s", note)
-    paddle.seed(0)  # heads that --init-missing-heads creates are the same on every run
-    model = ErnieForPretraining(checkpoint.config, tokens.pad_id)
-    own = {name: list(value.shape) for name, value in model.state_dict().items()}
+    # Checked before the model exists: its config alone could ask for terabytes.
+    own = released.expected_shapes(checkpoint.config)
     _check_shapes(checkpoint, own, folder)
     new_heads = released.missing_heads(checkpoint.state, list(own))
     if new_heads and not init_missing_heads:
@@ -67,6 +66,8 @@ def _convert(folder: Path, model_dir: Path, vocab: str | None, init_missing_head
         )
     if new_heads:
         log.warning("initialised, not imported: %s", ", ".join(new_heads))
+    paddle.seed(0)  # heads that --init-missing-heads creates are the same on every run
+    model = ErnieForPretraining(checkpoint.config, tokens.pad_id)
     state = model.state_dict()  # what the checkpoint lacks keeps its fresh initialisation
     state.update({k: paddle.to_tensor(v) for k, v in checkpoint.state.items()})
     model.set_state_dict(state)
