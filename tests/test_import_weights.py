@@ -628,3 +628,196 @@ def test_weights_that_are_not_finite_floats_are_refused_naming_them(
     folder = _hf_folder(tmp_path)
     save_file(tensors, str(folder / "model.safetensors"))
     _refused(folder, tmp_path / "m", capsys, message)
+
+
+def _tar(path: Path, *members: tuple[tarfile.TarInfo, bytes | None]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            info.size = len(data or b"")
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _symlink(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info, None
+
+
+def _garbage(folder: Path, name: str, data: bytes) -> Path:
+    (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        # Archives the tar data filter refuses: nothing lands outside the output.
+        (lambda t: _tar(t / "r.tar.gz", (tarfile.TarInfo("../outside"), b"x")),
+         r"refusing to unpack it: .*outside"),
+        # An absolute name loses its leading /: it lands inside, and is no checkpoint.
+        (lambda t: _tar(t / "r.tar.gz", (tarfile.TarInfo(str(t / "outside")), b"x")),
+         r"is not a released ERNIE checkpoint"),
+        (lambda t: _tar(t / "r.tar.gz", _symlink("params", str(t))),
+         r"refusing to unpack it: .*params"),
+        (lambda t: _tar(t / "r.tar.gz", _symlink("a", "../../outside")),
+         r"refusing to unpack it"),
+        (lambda t: _garbage(t, "r.tar.gz", _tar(t / "w.tar.gz", (tarfile.TarInfo("x"), os.urandom(50_000))).read_bytes()[:5000]) / "r.tar.gz",
+         r"r.tar.gz is a damaged or truncated archive"),
+        # Broken pickles and files, in each form.
+        (lambda t: _garbage(shutil.copytree(FIXTURES / "paddlenlp", t / "p"), "model_state.pdparams", b"\x80\x04garbage"),
+         r"model_state.pdparams is not a Paddle state dict: not a readable pickle"),
+        (lambda t: _garbage(shutil.copytree(FIXTURES / "paddlenlp", t / "p"), "model_state.pdparams",
+                            (FIXTURES / "paddlenlp" / "model_state.pdparams").read_bytes()[:5000]),
+         r"model_state.pdparams is not a Paddle state dict"),
+        (lambda t: _garbage(shutil.copytree(FIXTURES / "paddlenlp", t / "p"), "model_state.pdparams",
+                            pickle.dumps({"x": [1, 2]})),
+         r"entries that are not named arrays: x"),
+        (lambda t: _garbage(_hf_folder(t), "model.safetensors", b"\xff" * 8 + b"{}"),
+         r"model.safetensors is not a safetensors file \(a header of"),
+        (lambda t: _garbage(_hf_folder(t), "model.safetensors", (FIXTURES / "huggingface" / "model.safetensors").read_bytes()[:9000]),
+         r"model.safetensors is not a safetensors file \(tensor .* lie outside the data"),
+        (lambda t: _garbage(_hf_folder(t), "pytorch_model.bin", (FIXTURES / "huggingface-bin" / "pytorch_model.bin").read_bytes()[:4000]),
+         r"pytorch_model.bin is not a zip-format torch file"),
+        (lambda t: write_torch_bin(_hf_folder(t) / "pytorch_model.bin", _hf_tensors(), payload=b"\xff")
+         or t / "hf", r"pytorch_model.bin: not a readable pickle"),
+    ],
+)  # fmt: skip
+def test_hostile_or_broken_sources_are_refused_in_one_line(tmp_path, capsys, make, message):
+    source = make(tmp_path)
+    _refused(source, tmp_path / "out" / "model", capsys, message)
+    assert not (tmp_path / "outside").exists()
+    assert not (tmp_path.parent / "outside").exists()
+
+
+def test_a_truncated_variable_file_and_sizes_beyond_the_tensors_are_refused(
+    tmp_path, release, capsys
+):
+    word = release / "params" / "word_embedding"
+    word.write_bytes(word.read_bytes()[:-4])
+    _refused(
+        release,
+        tmp_path / "m",
+        capsys,
+        r"word_embedding is not a PaddlePaddle variable file \(dims \[40, 32\]",
+    )
+    # Config sizes are checked against the tensors before any memory is allocated for them.
+    shutil.copy(tmp_path / "release" / "params" / "sent_embedding", word)
+    release2 = write_original(tmp_path / "r2", original_ernie.random_params(CONFIG, seed=0))
+    config = release2 / "ernie_config.json"
+    config.write_text(json.dumps({**CONFIG, "vocab_size": 10**12}))
+    _refused(
+        release2,
+        tmp_path / "m",
+        capsys,
+        r"word_embedding is \[40, 32\], needs \[1000000000000, 32\]",
+    )
+    config.write_text(json.dumps({**CONFIG, "num_hidden_layers": 10**9}))
+    _refused(
+        release2,
+        tmp_path / "m",
+        capsys,
+        r"num_hidden_layers 1000000000, but its \d+ tensors hold at most 2 layers",
+    )
+    config.write_text(json.dumps({**CONFIG, "max_position_embeddings": 10**12}))
+    _refused(
+        release2,
+        tmp_path / "m",
+        capsys,
+        r"pos_embedding is \[24, 32\], needs \[1000000000000, 32\]",
+    )
+
+
+def test_special_files_and_an_output_under_a_file_are_refused(tmp_path, release, capsys):
+    import signal
+    import subprocess
+    import time
+
+    folder = _hf_folder(tmp_path)
+    fifos = [folder / "model.safetensors", tmp_path / "release.tar.gz"]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    # Should a read block on a FIFO (as it did), a writer unblocks it after 15 s: the test
+    # then fails instead of hanging.
+    unblock = [
+        subprocess.Popen(
+            ["timeout", "30", "sh", "-c", f'sleep 15; : > "{fifo}"'], start_new_session=True
+        )
+        for fifo in fifos
+    ]
+    try:
+        start = time.monotonic()
+        _refused(folder, tmp_path / "m", capsys, r"model.safetensors is not a regular file")
+        _refused(fifos[1], tmp_path / "m", capsys, r"is not a regular file or a folder")
+        assert time.monotonic() - start < 10
+    finally:
+        for process in unblock:  # each in its own process group: sh and sleep go too
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    (tmp_path / "file").write_text("")
+    _refused(
+        release,
+        tmp_path / "file" / "sub" / "model",
+        capsys,
+        r"--output .*: .*/file is not a folder",
+    )
+
+
+@pytest.mark.parametrize("name", ["model", "model.tar.gz"])
+def test_a_run_killed_while_the_model_moves_into_place_leaves_nothing(
+    tmp_path, release, monkeypatch, name
+):
+    """The model is built beside the output and renamed into place. A kill (here a
+    KeyboardInterrupt) in a copy across file systems used to leave a model folder without
+    inference/, or a 0-byte model.tar.gz that blocked the rerun with "already exists"."""
+    output = tmp_path / "out" / name
+    rename, copyfile = os.rename, shutil.copyfile
+
+    def other_file_system(src, dst, *args, **kwargs):
+        if Path(dst) == output:
+            raise OSError(18, "Invalid cross-device link")
+        return rename(src, dst, *args, **kwargs)
+
+    def killed(src, dst, *args, **kwargs):
+        if str(dst).startswith(str(output)):
+            Path(dst).write_bytes(b"")
+            raise KeyboardInterrupt
+        return copyfile(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", other_file_system)
+    monkeypatch.setattr(shutil, "copyfile", killed)
+    with pytest.raises((ConfigError, KeyboardInterrupt)):
+        import_weights(release, output)
+    assert not output.exists()
+    assert not output.parent.exists() or list(output.parent.iterdir()) == []
+    assert not any(p.name.startswith(f".{name}.") for p in tmp_path.iterdir())
+    monkeypatch.undo()
+    assert import_weights(release, output) == output  # the rerun is not blocked
+
+
+def test_a_run_killed_in_its_last_step_leaves_nothing(tmp_path, release, monkeypatch):
+    from ernie_sm.training import import_weights as module
+
+    def killed(model_dir, archive):
+        archive.write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "pack", killed)
+    with pytest.raises(KeyboardInterrupt):
+        import_weights(release, tmp_path / "model.tar.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]
+    monkeypatch.undo()
+    (tmp_path / "empty").mkdir()  # an empty folder is taken over whole
+    out = import_weights(release, tmp_path / "empty")
+    assert (out / "inference" / "ernie.pdiparams").is_file()
+
+
+def test_a_bad_upload_uri_is_refused_before_any_work(tmp_path, release, capsys):
+    output = tmp_path / "model.tar.gz"
+    argv = ["import-weights", str(release), "--output", str(output)]
+    assert cli.main([*argv, "--upload", "ernie-data/models/x/"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "ernie-sm import-weights: --upload 'ernie-data/models/x/' is not an s3://"
+    )
+    assert not output.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["release"]

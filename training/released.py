@@ -199,7 +199,8 @@ def locate(source: Path) -> tuple[str, str]:
 
 def _json(path: Path) -> dict:
     if not path.is_file():
-        raise ConfigError(f"{path} is missing: the checkpoint's model config")
+        what = "is not a regular file" if path.exists() else "is missing"
+        raise ConfigError(f"{path} {what}: the checkpoint's model config")
     return read_json_object(path, "model config", ConfigError)
 
 
