@@ -673,6 +673,8 @@ def _garbage(folder: Path, name: str, data: bytes) -> Path:
         (lambda t: _garbage(shutil.copytree(FIXTURES / "paddlenlp", t / "p"), "model_state.pdparams",
                             pickle.dumps({"x": [1, 2]})),
          r"entries that are not named arrays: x"),
+        (lambda t: _garbage(_hf_folder(t), "model.safetensors", (100_000).to_bytes(8, "little") + b"[" * 100_000),
+         r"model.safetensors is not a safetensors file \(maximum recursion depth"),
         (lambda t: _garbage(_hf_folder(t), "model.safetensors", b"\xff" * 8 + b"{}"),
          r"model.safetensors is not a safetensors file \(a header of"),
         (lambda t: _garbage(_hf_folder(t), "model.safetensors", (FIXTURES / "huggingface" / "model.safetensors").read_bytes()[:9000]),

@@ -20,6 +20,7 @@ import json
 import math
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -498,7 +499,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     tensor's dtype, shape and [begin, end) byte range in the data after it."""
     try:
         return _safetensors(_regular_file(path))
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise ConfigError(f"{path} is not a safetensors file ({exc})") from None
 
 
@@ -539,7 +540,7 @@ def _read_torch_zip(path: Path) -> dict[str, np.ndarray]:
     """A `torch.save` state dict, read without torch and without running pickled code."""
     try:
         archive = zipfile.ZipFile(_regular_file(path))
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise ConfigError(
             f"{path} is not a zip-format torch file (torch < 1.6 wrote another format): "
             "save it again with a current torch, or use model.safetensors"
@@ -558,13 +559,8 @@ def _read_torch_zip(path: Path) -> dict[str, np.ndarray]:
             storages = _TorchStorages(archive, root, ">" if order == "big" else "<")
             with archive.open(pickles[0]) as file:
                 state = safe_pickle.load(file, storages)
-        except (
-            safe_pickle.UnsafePickle,
-            zipfile.BadZipFile,
-            UnicodeDecodeError,
-            OSError,
-            EOFError,
-        ) as exc:
+        except (safe_pickle.UnsafePickle, zipfile.BadZipFile, zlib.error, OSError, EOFError,
+                UnicodeDecodeError, NotImplementedError, RuntimeError) as exc:  # fmt: skip
             raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict")
