@@ -3,6 +3,7 @@ implementation that owns each form, then used to warm-start a job."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -416,3 +417,409 @@ def test_a_masked_lm_conversion_lacks_the_nsp_head(tmp_path, caplog):
     caplog.set_level(logging.WARNING)
     import_weights(folder, tmp_path / "model", init_missing_heads=True)
     assert "initialised, not imported: nsp.weight, nsp.bias" in caplog.text
+
+
+# -- hostile and broken checkpoints ---------------------------------------------------------
+# Released checkpoints are downloaded from the internet: no byte of one may run code, read
+# memory outside its data or wedge the import. Each is refused in one line, with exit 2.
+
+
+class _Payload:
+    """Unpickled by a plain unpickler, it creates `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _refused(source: Path, output: Path, capsys, message: str) -> str:
+    assert cli.main(["import-weights", str(source), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ernie-sm import-weights: "), err
+    assert re.search(message, err), err
+    assert len(err.strip().splitlines()) == 1, err  # one line, no traceback
+    assert not output.exists()
+    return err
+
+
+def _hf_tensors() -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(FIXTURES / "huggingface" / "model.safetensors"))
+
+
+def _hf_folder(tmp_path: Path, name: str = "hf") -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    for file in ("config.json", "vocab.txt"):
+        shutil.copy(FIXTURES / "huggingface" / file, folder)
+    return folder
+
+
+# A torch.save zip written opcode by opcode, as torch lays it out (protocol 2).
+def _p_global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _p_str(text: str) -> bytes:
+    data = text.encode()
+    return b"X" + len(data).to_bytes(4, "little") + data
+
+
+def _p_int(n: int) -> bytes:
+    data = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(data)]) + data
+
+
+def _p_tuple(*items: bytes) -> bytes:
+    return b"(" + b"".join(items) + b"t"
+
+
+ORDERED_DICT = _p_global("collections", "OrderedDict") + b")R"
+
+
+def write_torch_bin(
+    path: Path, tensors: dict[str, np.ndarray], views: dict | None = None,
+    metadata: bool = False, storage: str = "FloatStorage", payload: bytes = b"",
+) -> None:  # fmt: skip
+    """`views`: name -> (offset, size, stride) declared for that tensor instead of its own."""
+    views = views or {}
+    entries = []
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, (name, value) in enumerate(tensors.items()):
+            archive.writestr(f"archive/data/{key}", np.ascontiguousarray(value).tobytes())
+            offset, size, stride = views.get(
+                name, (0, value.shape, tuple(s // value.itemsize for s in value.strides))
+            )
+            pid = _p_tuple(
+                _p_str("storage"), _p_global("torch", storage), _p_str(str(key)),
+                _p_str("cpu"), _p_int(value.size),
+            ) + b"Q"  # fmt: skip
+            tensor = _p_global("torch._utils", "_rebuild_tensor_v2") + _p_tuple(
+                pid, _p_int(offset), _p_tuple(*map(_p_int, size)),
+                _p_tuple(*map(_p_int, stride)), b"\x89", ORDERED_DICT,
+            ) + b"R"  # fmt: skip
+            entries.append(_p_str(name) + tensor)
+        body = ORDERED_DICT + b"(" + b"".join(entries) + payload + b"u"
+        if metadata:  # what torch.save(model.state_dict()) writes: OrderedDict._metadata
+            version = b"}" + _p_str("version") + _p_int(1) + b"s"
+            meta = ORDERED_DICT + b"(" + _p_str("") + version + _p_str("ernie") + version + b"u"
+            body += b"}" + _p_str("_metadata") + meta + b"s" + b"b"
+        archive.writestr("archive/data.pkl", b"\x80\x02" + body + b".")
+        archive.writestr("archive/byteorder", "little")
+
+
+def test_no_checkpoint_form_runs_pickled_code(tmp_path, release, capsys):
+    marker = tmp_path / "marker"
+    # PaddleNLP's model_state.pdparams: a pickle of a dict of arrays.
+    pdparams = tmp_path / "paddlenlp"
+    shutil.copytree(FIXTURES / "paddlenlp", pdparams)
+    state = {"ernie.embeddings.word_embeddings.weight": _Payload(marker)}
+    (pdparams / "model_state.pdparams").write_bytes(pickle.dumps(state, protocol=4))
+    _refused(pdparams, tmp_path / "m", capsys, r"refusing to load (io|_io|builtins)\.open")
+    # The original params/: a variable file that is a pickle, with and without a PROTO opcode.
+    for protocol in (0, 2):
+        (release / "params" / "word_embedding").write_bytes(
+            pickle.dumps(_Payload(marker), protocol)
+        )
+        _refused(
+            release,
+            tmp_path / "m",
+            capsys,
+            r"params/word_embedding is not a PaddlePaddle variable file",
+        )
+    # transformers' pytorch_model.bin: the payload among real tensors.
+    folder = _hf_folder(tmp_path)
+    write_torch_bin(
+        folder / "pytorch_model.bin",
+        _hf_tensors(),
+        payload=_p_str("x") + pickle.dumps(_Payload(marker), 2)[2:-1],
+    )
+    _refused(folder, tmp_path / "m", capsys, r"refusing to load (io|_io|builtins)\.open")
+    assert not marker.exists()
+
+
+def test_the_restricted_unpickler_still_reads_what_numpy_and_paddle_pickle(tmp_path):
+    from ernie_sm.training import safe_pickle
+
+    arrays = {"a": np.arange(6, dtype=">f4").reshape(2, 3), "b": np.asfortranarray(np.ones((2, 3)))}
+    for protocol in (2, 4, 5):
+        got = safe_pickle.load(io.BytesIO(pickle.dumps(arrays, protocol)))
+        for name, value in arrays.items():
+            np.testing.assert_array_equal(got[name], value)
+    with pytest.raises(safe_pickle.UnsafePickle, match="dtype 'O8' is not a number type"):
+        safe_pickle.load(io.BytesIO(pickle.dumps(np.array([{}], dtype=object))))
+    recursive: list = []
+    recursive.append(recursive)
+    with pytest.raises(safe_pickle.UnsafePickle, match="nested deeper"):
+        safe_pickle.load(io.BytesIO(pickle.dumps(recursive)))
+
+
+@pytest.mark.parametrize(
+    "view, message",
+    [
+        ((100_000, (2, 32), (32, 1)), r"at offset 100000 reach past its storage \d+ of 64 elements"),
+        ((0, (2, 32), (4096, 1)), r"strides \[4096, 1\] at offset 0 reach past"),
+        ((0, (2, 32), (2**40, 1)), r"strides \[1099511627776, 1\]"),  # a segfault, once
+        ((0, (2, 32), (-32, 1)), r"not a list of whole numbers >= 0"),
+        ((0, (64, 64), (0, 0)), r"reach past its storage"),  # 4096 elements out of 64
+        ((0, (2, 32), (32,)), r"do not fit its shape"),
+    ],
+)  # fmt: skip
+def test_a_tensor_declared_beyond_its_storage_is_refused(tmp_path, capsys, view, message):
+    folder = _hf_folder(tmp_path)
+    name = "ernie.embeddings.token_type_embeddings.weight"
+    write_torch_bin(folder / "pytorch_model.bin", _hf_tensors(), views={name: view})
+    err = _refused(folder, tmp_path / "m", capsys, message)
+    assert f"tensor {name}:" in err
+
+
+def test_a_state_dict_saved_by_torch_with_metadata_and_bfloat16_files_import(tmp_path):
+    tensors = _hf_tensors()
+    folder = _hf_folder(tmp_path, "bin")
+    write_torch_bin(folder / "pytorch_model.bin", tensors, metadata=True)
+    out = import_weights(folder, tmp_path / "from-bin")
+    word = tensors["ernie.embeddings.word_embeddings.weight"]
+    imported = paddle.load(str(out / "model.pdparams"))["ernie.word_emb.weight"].numpy()
+    np.testing.assert_array_equal(imported, word)
+
+    # bfloat16 safetensors: the top 16 bits of each float32.
+    folder = _hf_folder(tmp_path, "bf16")
+    header, data = {}, b""
+    for name, value in tensors.items():
+        raw = (
+            (np.ascontiguousarray(value, np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+        )
+        header[name] = {
+            "dtype": "BF16",
+            "shape": list(value.shape),
+            "data_offsets": [len(data), len(data) + len(raw)],
+        }
+        data += raw
+    text = json.dumps(header).encode()
+    (folder / "model.safetensors").write_bytes(len(text).to_bytes(8, "little") + text + data)
+    out = import_weights(folder, tmp_path / "from-bf16")
+    imported = paddle.load(str(out / "model.pdparams"))["ernie.word_emb.weight"].numpy()
+    truncated = (word.view(np.uint32) & 0xFFFF0000).view(np.float32)
+    np.testing.assert_array_equal(imported, truncated)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (np.float32("nan"), r"weights with NaN or infinite values .*: ernie.pooler.dense.weight"),
+        (np.float32("inf"), r"weights with NaN or infinite values .*: ernie.pooler.dense.weight"),
+        (np.float64(1e300), r"weights with NaN or infinite values \(or beyond float32\)"),
+        (np.int32(1), r"not floating point: ernie.pooler.dense.weight \(int32\)"),
+    ],
+)
+def test_weights_that_are_not_finite_floats_are_refused_naming_them(
+    tmp_path, capsys, value, message
+):
+    from safetensors.numpy import save_file
+
+    tensors = _hf_tensors()
+    weight = tensors["ernie.pooler.dense.weight"]
+    weight = weight.astype(value.dtype)
+    weight[3, 4] = value
+    tensors["ernie.pooler.dense.weight"] = weight
+    folder = _hf_folder(tmp_path)
+    save_file(tensors, str(folder / "model.safetensors"))
+    _refused(folder, tmp_path / "m", capsys, message)
+
+
+def _tar(path: Path, *members: tuple[tarfile.TarInfo, bytes | None]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            info.size = len(data or b"")
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _symlink(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info, None
+
+
+def _garbage(folder: Path, name: str, data: bytes) -> Path:
+    (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        # Archives the tar data filter refuses: nothing lands outside the output.
+        (lambda t: _tar(t / "r.tar.gz", (tarfile.TarInfo("../outside"), b"x")),
+         r"refusing to unpack it: .*outside"),
+        # An absolute name loses its leading /: it lands inside, and is no checkpoint.
+        (lambda t: _tar(t / "r.tar.gz", (tarfile.TarInfo(str(t / "outside")), b"x")),
+         r"is not a released ERNIE checkpoint"),
+        (lambda t: _tar(t / "r.tar.gz", _symlink("params", str(t))),
+         r"refusing to unpack it: .*params"),
+        (lambda t: _tar(t / "r.tar.gz", _symlink("a", "../../outside")),
+         r"refusing to unpack it"),
+        (lambda t: _garbage(t, "r.tar.gz", _tar(t / "w.tar.gz", (tarfile.TarInfo("x"), os.urandom(50_000))).read_bytes()[:5000]) / "r.tar.gz",
+         r"r.tar.gz is a damaged or truncated archive"),
+        # Broken pickles and files, in each form.
+        (lambda t: _garbage(shutil.copytree(FIXTURES / "paddlenlp", t / "p"), "model_state.pdparams", b"\x80\x04garbage"),
+         r"model_state.pdparams is not a Paddle state dict: not a readable pickle"),
+        (lambda t: _garbage(shutil.copytree(FIXTURES / "paddlenlp", t / "p"), "model_state.pdparams",
+                            (FIXTURES / "paddlenlp" / "model_state.pdparams").read_bytes()[:5000]),
+         r"model_state.pdparams is not a Paddle state dict"),
+        (lambda t: _garbage(shutil.copytree(FIXTURES / "paddlenlp", t / "p"), "model_state.pdparams",
+                            pickle.dumps({"x": [1, 2]})),
+         r"entries that are not named arrays: x"),
+        (lambda t: _garbage(_hf_folder(t), "model.safetensors", (100_000).to_bytes(8, "little") + b"[" * 100_000),
+         r"model.safetensors is not a safetensors file \(maximum recursion depth"),
+        (lambda t: _garbage(_hf_folder(t), "model.safetensors", b"\xff" * 8 + b"{}"),
+         r"model.safetensors is not a safetensors file \(a header of"),
+        (lambda t: _garbage(_hf_folder(t), "model.safetensors", (FIXTURES / "huggingface" / "model.safetensors").read_bytes()[:9000]),
+         r"model.safetensors is not a safetensors file \(tensor .* lie outside the data"),
+        (lambda t: _garbage(_hf_folder(t), "pytorch_model.bin", (FIXTURES / "huggingface-bin" / "pytorch_model.bin").read_bytes()[:4000]),
+         r"pytorch_model.bin is not a zip-format torch file"),
+        (lambda t: write_torch_bin(_hf_folder(t) / "pytorch_model.bin", _hf_tensors(), payload=b"\xff")
+         or t / "hf", r"pytorch_model.bin: not a readable pickle"),
+    ],
+)  # fmt: skip
+def test_hostile_or_broken_sources_are_refused_in_one_line(tmp_path, capsys, make, message):
+    source = make(tmp_path)
+    _refused(source, tmp_path / "out" / "model", capsys, message)
+    assert not (tmp_path / "outside").exists()
+    assert not (tmp_path.parent / "outside").exists()
+
+
+def test_a_truncated_variable_file_and_sizes_beyond_the_tensors_are_refused(
+    tmp_path, release, capsys
+):
+    word = release / "params" / "word_embedding"
+    word.write_bytes(word.read_bytes()[:-4])
+    _refused(
+        release,
+        tmp_path / "m",
+        capsys,
+        r"word_embedding is not a PaddlePaddle variable file \(dims \[40, 32\]",
+    )
+    # Config sizes are checked against the tensors before any memory is allocated for them.
+    shutil.copy(tmp_path / "release" / "params" / "sent_embedding", word)
+    release2 = write_original(tmp_path / "r2", original_ernie.random_params(CONFIG, seed=0))
+    config = release2 / "ernie_config.json"
+    config.write_text(json.dumps({**CONFIG, "vocab_size": 10**12}))
+    _refused(
+        release2,
+        tmp_path / "m",
+        capsys,
+        r"word_embedding is \[40, 32\], needs \[1000000000000, 32\]",
+    )
+    config.write_text(json.dumps({**CONFIG, "num_hidden_layers": 10**9}))
+    _refused(
+        release2,
+        tmp_path / "m",
+        capsys,
+        r"num_hidden_layers 1000000000, but its \d+ tensors hold at most 2 layers",
+    )
+    config.write_text(json.dumps({**CONFIG, "max_position_embeddings": 10**12}))
+    _refused(
+        release2,
+        tmp_path / "m",
+        capsys,
+        r"pos_embedding is \[24, 32\], needs \[1000000000000, 32\]",
+    )
+
+
+def test_special_files_and_an_output_under_a_file_are_refused(tmp_path, release, capsys):
+    import signal
+    import subprocess
+    import time
+
+    folder = _hf_folder(tmp_path)
+    fifos = [folder / "model.safetensors", tmp_path / "release.tar.gz"]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    # Should a read block on a FIFO (as it did), a writer unblocks it after 15 s: the test
+    # then fails instead of hanging.
+    unblock = [
+        subprocess.Popen(
+            ["timeout", "30", "sh", "-c", f'sleep 15; : > "{fifo}"'], start_new_session=True
+        )
+        for fifo in fifos
+    ]
+    try:
+        start = time.monotonic()
+        _refused(folder, tmp_path / "m", capsys, r"model.safetensors is not a regular file")
+        _refused(fifos[1], tmp_path / "m", capsys, r"is not a regular file or a folder")
+        assert time.monotonic() - start < 10
+    finally:
+        for process in unblock:  # each in its own process group: sh and sleep go too
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    (tmp_path / "file").write_text("")
+    _refused(
+        release,
+        tmp_path / "file" / "sub" / "model",
+        capsys,
+        r"--output .*: .*/file is not a folder",
+    )
+
+
+@pytest.mark.parametrize("name", ["model", "model.tar.gz"])
+def test_a_run_killed_while_the_model_moves_into_place_leaves_nothing(
+    tmp_path, release, monkeypatch, name
+):
+    """The model is built beside the output and renamed into place. A kill (here a
+    KeyboardInterrupt) in a copy across file systems used to leave a model folder without
+    inference/, or a 0-byte model.tar.gz that blocked the rerun with "already exists"."""
+    output = tmp_path / "out" / name
+    rename, copyfile = os.rename, shutil.copyfile
+
+    def other_file_system(src, dst, *args, **kwargs):
+        if Path(dst) == output:
+            raise OSError(18, "Invalid cross-device link")
+        return rename(src, dst, *args, **kwargs)
+
+    def killed(src, dst, *args, **kwargs):
+        if str(dst).startswith(str(output)):
+            Path(dst).write_bytes(b"")
+            raise KeyboardInterrupt
+        return copyfile(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", other_file_system)
+    monkeypatch.setattr(shutil, "copyfile", killed)
+    with pytest.raises((ConfigError, KeyboardInterrupt)):
+        import_weights(release, output)
+    assert not output.exists()
+    assert not output.parent.exists() or list(output.parent.iterdir()) == []
+    assert not any(p.name.startswith(f".{name}.") for p in tmp_path.iterdir())
+    monkeypatch.undo()
+    assert import_weights(release, output) == output  # the rerun is not blocked
+
+
+def test_a_run_killed_in_its_last_step_leaves_nothing(tmp_path, release, monkeypatch):
+    from ernie_sm.training import import_weights as module
+
+    def killed(model_dir, archive):
+        archive.write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "pack", killed)
+    with pytest.raises(KeyboardInterrupt):
+        import_weights(release, tmp_path / "model.tar.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]
+    monkeypatch.undo()
+    (tmp_path / "empty").mkdir()  # an empty folder is taken over whole
+    out = import_weights(release, tmp_path / "empty")
+    assert (out / "inference" / "ernie.pdiparams").is_file()
+
+
+def test_a_bad_upload_uri_is_refused_before_any_work(tmp_path, release, capsys):
+    output = tmp_path / "model.tar.gz"
+    argv = ["import-weights", str(release), "--output", str(output)]
+    assert cli.main([*argv, "--upload", "ernie-data/models/x/"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "ernie-sm import-weights: --upload 'ernie-data/models/x/' is not an s3://"
+    )
+    assert not output.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["release"]

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,15 +34,41 @@ def import_weights(
 ) -> Path:
     """Convert `source` and write it to `output` (a folder, or an archive ending .tar.gz)."""
     _check_output(output)
-    with _unpacked(source) as folder, tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        _convert(_checkpoint_root(folder), model_dir, vocab, init_missing_heads)
+    with _unpacked(source) as folder, _staging(output) as staging:
+        built = staging / "model"
+        _convert(_checkpoint_root(folder), built, vocab, init_missing_heads)
         if output.name.endswith(".tar.gz"):
-            pack(model_dir, Path(tmp) / ARCHIVE)
-            model_dir = Path(tmp) / ARCHIVE
-        output.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(model_dir, output)
+            pack(built, staging / ARCHIVE)
+            built = staging / ARCHIVE
+        _publish(built, output)
     return output
+
+
+@contextlib.contextmanager
+def _staging(output: Path) -> Iterator[Path]:
+    """A temporary folder on the output's file system (in its nearest existing parent), so
+    that the finished model moves into place with one rename, never a copy."""
+    base = next(p for p in output.absolute().parents if p.is_dir())
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=base))
+    except OSError as exc:
+        raise ConfigError(f"--output {output}: cannot write in {base} ({exc})") from None
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(built: Path, output: Path) -> None:
+    """Rename `built` to `output`: the output appears whole or not at all."""
+    _check_output(output)  # nothing took the name meanwhile
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if output.is_dir() and built.is_file():
+            output.rmdir()  # an empty folder named like the archive
+        os.rename(built, output)  # an empty folder is replaced atomically
+    except OSError as exc:
+        raise ConfigError(f"could not move the model to {output}: {exc}") from None
 
 
 def _convert(folder: Path, model_dir: Path, vocab: str | None, init_missing_heads: bool) -> None:
@@ -55,9 +83,8 @@ def _convert(folder: Path, model_dir: Path, vocab: str | None, init_missing_head
     log.info("%s: the %s form of ERNIE 1.0", folder, checkpoint.form)
     for note in checkpoint.notes:
         log.warning("%s", note)
-    paddle.seed(0)  # heads that --init-missing-heads creates are the same on every run
-    model = ErnieForPretraining(checkpoint.config, tokens.pad_id)
-    own = {name: list(value.shape) for name, value in model.state_dict().items()}
+    # Checked before the model exists: its config alone could ask for terabytes.
+    own = released.expected_shapes(checkpoint.config)
     _check_shapes(checkpoint, own, folder)
     new_heads = released.missing_heads(checkpoint.state, list(own))
     if new_heads and not init_missing_heads:
@@ -67,6 +94,8 @@ def _convert(folder: Path, model_dir: Path, vocab: str | None, init_missing_head
         )
     if new_heads:
         log.warning("initialised, not imported: %s", ", ".join(new_heads))
+    paddle.seed(0)  # heads that --init-missing-heads creates are the same on every run
+    model = ErnieForPretraining(checkpoint.config, tokens.pad_id)
     state = model.state_dict()  # what the checkpoint lacks keeps its fresh initialisation
     state.update({k: paddle.to_tensor(v) for k, v in checkpoint.state.items()})
     model.set_state_dict(state)
@@ -98,10 +127,15 @@ def _vocab_path(folder: Path, vocab: str | None) -> Path:
 
 
 def _check_output(output: Path) -> None:
-    if output.exists() and not (output.is_dir() and not any(output.iterdir())):
+    if (output.exists() or output.is_symlink()) and not (
+        output.is_dir() and not output.is_symlink() and not any(output.iterdir())
+    ):
         raise ConfigError(f"{output} already exists: give a new folder or archive name")
-    if output.is_dir():
-        output.rmdir()  # an empty folder is replaced by the model folder
+    for parent in output.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise ConfigError(f"--output {output}: {parent} is not a folder")
+            break
 
 
 @contextlib.contextmanager
@@ -109,12 +143,22 @@ def _unpacked(source: Path) -> Iterator[Path]:
     if source.is_dir():
         yield source
         return
-    if not source.is_file():
+    if not source.exists():
         raise ConfigError(f"{source} does not exist")
+    if not source.is_file():  # a FIFO or a device: reading it could block for ever
+        raise ConfigError(f"{source} is not a regular file or a folder")
     if not tarfile.is_tarfile(source):
         raise ConfigError(f"{source} is neither a folder nor a .tar / .tar.gz archive")
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(source) as tar:
-        tar.extractall(tmp, filter="data")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with tarfile.open(source) as tar:
+                # The data filter refuses absolute paths, ../, links out of the folder and
+                # device files; what it refuses is refused here, not skipped.
+                tar.extractall(tmp, filter="data")
+        except tarfile.FilterError as exc:
+            raise ConfigError(f"{source}: refusing to unpack it: {exc}") from None
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            raise ConfigError(f"{source} is a damaged or truncated archive ({exc})") from None
         yield Path(tmp)
 
 
@@ -133,9 +177,8 @@ def pack(model_dir: Path, archive: Path) -> None:
             tar.add(path, arcname=path.name)
 
 
-def upload(archive: Path, destination: str, region: str | None, profile: str | None) -> str:
-    """Put model.tar.gz under s3://BUCKET/PREFIX/ (or at s3://BUCKET/KEY/model.tar.gz)."""
-    from ernie_sm.dataprep.upload import aws_errors, make_s3_client
+def upload_target(destination: str) -> tuple[str, str]:
+    """(bucket, key) of model.tar.gz for --upload; checked before any work is done."""
     from ernie_sm.pipeline.execution import S3_URI_PATTERN
 
     match = S3_URI_PATTERN.fullmatch(destination)
@@ -144,6 +187,14 @@ def upload(archive: Path, destination: str, region: str | None, profile: str | N
     bucket, key = match.group(1), match.group(2)
     if not key.endswith(ARCHIVE):
         key = f"{key.rstrip('/')}/{ARCHIVE}"
+    return bucket, key
+
+
+def upload(archive: Path, destination: str, region: str | None, profile: str | None) -> str:
+    """Put model.tar.gz under s3://BUCKET/PREFIX/ (or at s3://BUCKET/KEY/model.tar.gz)."""
+    from ernie_sm.dataprep.upload import aws_errors, make_s3_client
+
+    bucket, key = upload_target(destination)
     with aws_errors(bucket, key):
         make_s3_client(region, profile).upload_file(str(archive), bucket, key)
     return f"s3://{bucket}/{key}"
@@ -155,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     output = Path(args.output)
     try:
+        if args.upload:
+            upload_target(args.upload)  # a bad URI is told before the output is written
         import_weights(Path(args.source), output, args.vocab, args.init_missing_heads)
         print(f"wrote {output}")
         if args.upload:

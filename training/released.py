@@ -15,15 +15,18 @@ anything else unmatched is an error.
 
 from __future__ import annotations
 
+import io
+import json
 import math
-import pickle
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ernie_sm.training import safe_pickle
 from ernie_sm.training.config import ErnieConfig, config_from_dict
 from ernie_sm.training.errors import ConfigError
 from ernie_sm.training.textfile import read_json_object
@@ -76,6 +79,7 @@ MLM_BIAS = (
 # Parameters of the pretraining heads only: a base-model checkpoint lacks them, and
 # `init_missing_heads` lets them start from ERNIE's initialiser instead.
 HEADS = re.compile(r"(mlm_|nsp\.|ernie\.pooler\.)")
+LAYER_TENSORS = 16  # in each encoder layer: 6 linear layers and 2 LayerNorms, 2 tensors each
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,11 @@ CONFIGS = {
 def locate(source: Path) -> tuple[str, str]:
     """(form, weights file) of the checkpoint in `source`."""
     for form, weights in WEIGHTS:
-        if (source / weights).exists():
+        path = source / weights
+        if path.exists() or path.is_symlink():
+            if not (path.is_dir() if weights == "params" else path.is_file()):
+                kind = "folder" if weights == "params" else "regular file"
+                raise ConfigError(f"{path} is not a {kind}: refusing to read it")
             return form, weights
     raise ConfigError(
         f"{source} is not a released ERNIE checkpoint: expected params/ and ernie_config.json "
@@ -192,7 +200,8 @@ def locate(source: Path) -> tuple[str, str]:
 
 def _json(path: Path) -> dict:
     if not path.is_file():
-        raise ConfigError(f"{path} is missing: the checkpoint's model config")
+        what = "is not a regular file" if path.exists() else "is missing"
+        raise ConfigError(f"{path} {what}: the checkpoint's model config")
     return read_json_object(path, "model config", ConfigError)
 
 
@@ -245,6 +254,11 @@ def _convert(
     tensors = {
         _modern_norm_name(k) if form.name == "huggingface" else k: v for k, v in tensors.items()
     }
+    if layers * LAYER_TENSORS > len(tensors):  # before name_map makes `layers` of anything
+        raise ConfigError(
+            f"{source} ({form.name} form): its model config gives num_hidden_layers {layers}, but "
+            f"its {len(tensors)} tensors hold at most {len(tensors) // LAYER_TENSORS} layers"
+        )
     names = name_map(form, layers)
     state = {
         ours: (tensors[theirs].T if flip else tensors[theirs])
@@ -276,7 +290,54 @@ def _convert(
             f"{source} ({form.name} form) does not match ERNIE 1.0 with {layers} layers: "
             + "; ".join(problems)
         )
-    return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}, notes
+    return _float32(state, names, source), notes
+
+
+def _float32(
+    state: dict[str, np.ndarray], names: dict[str, tuple[str, bool]], source: Path
+) -> dict[str, np.ndarray]:
+    """The weights as float32, refusing integers (a buffer or an index is no weight) and NaN or
+    infinite values (a diverged or damaged checkpoint), naming the source's tensors."""
+    kinds = [f"{names[k][0]} ({v.dtype})" for k, v in state.items() if v.dtype.kind != "f"]
+    if kinds:
+        raise ConfigError(f"{source}: weights that are not floating point: {', '.join(kinds)}")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused
+        state = {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}
+    bad = [names[k][0] for k, v in state.items() if not np.isfinite(v).all()]
+    if bad:
+        raise ConfigError(
+            f"{source}: weights with NaN or infinite values (or beyond float32): {', '.join(bad)}"
+        )
+    return state
+
+
+def expected_shapes(config: ErnieConfig) -> dict[str, list[int]]:
+    """The shape of every parameter of ErnieForPretraining for `config`, in its order, computed
+    without building the model (a config can ask for more memory than there is)."""
+    h, vocab = config.hidden_size, config.vocab_size
+    inner = 4 * h  # ERNIE 1.0's feed-forward size (_config refuses any other)
+
+    def linear(name: str, n_in: int, n_out: int) -> dict[str, list[int]]:
+        return {f"{name}.weight": [n_in, n_out], f"{name}.bias": [n_out]}
+
+    def norm(name: str) -> dict[str, list[int]]:
+        return {f"{name}.weight": [h], f"{name}.bias": [h]}
+
+    shapes = {
+        "mlm_bias": [vocab],
+        "ernie.word_emb.weight": [vocab, h],
+        "ernie.pos_emb.weight": [config.max_position_embeddings, h],
+        "ernie.sent_emb.weight": [config.type_vocab_size, h],
+        **norm("ernie.emb_norm"),
+    }
+    for i in range(config.num_hidden_layers):
+        layer = f"ernie.encoder.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            shapes |= linear(f"{layer}.self_attn.{proj}", h, h)
+        shapes |= linear(f"{layer}.linear1", h, inner) | linear(f"{layer}.linear2", inner, h)
+        shapes |= norm(f"{layer}.norm1") | norm(f"{layer}.norm2")
+    shapes |= linear("ernie.pooler", h, h) | linear("mlm_transform", h, h) | norm("mlm_norm")
+    return shapes | linear("nsp", h, 2)
 
 
 def _modern_norm_name(name: str) -> str:
@@ -292,120 +353,256 @@ def missing_heads(state: dict[str, np.ndarray], ours: list[str]) -> list[str]:
 
 
 # -- readers, one per file format ---------------------------------------------------------
+# Checkpoints are files from the internet: no reader runs code from them (pickles go through
+# safe_pickle, the other formats are parsed here), and every size a file declares is checked
+# against the bytes it holds before anything is allocated or viewed.
+
+
+def _regular_file(path: Path) -> Path:
+    """`path`, when it is a regular file: a FIFO or a device would block or never end."""
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a regular file")
+    return path
+
+
+# PaddlePaddle's VarType.Type numbers (framework.proto) of the dtypes a variable file holds.
+PADDLE_DTYPES = {
+    0: np.bool_, 1: np.int16, 2: np.int32, 3: np.int64, 4: np.float16, 5: np.float32,
+    6: np.float64, 20: np.uint8, 21: np.int8, 22: "bfloat16",
+}  # fmt: skip
 
 
 def _read_paddle_1x(folder: Path) -> dict[str, np.ndarray]:
     """One PaddlePaddle 1.x variable file per tensor, the file name being the variable's."""
-    import paddle
-
     tensors = {}
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        data = path.read_bytes()
         try:
-            tensors[path.name] = np.asarray(paddle.load(str(path), return_numpy=True))
-        except Exception as exc:  # Paddle raises ValueError, RuntimeError or OSError here
+            if data[:1] == b"\x80":  # a pickle: what paddle.save writes for one array
+                value = safe_pickle.load(io.BytesIO(data))
+                if not isinstance(value, np.ndarray):
+                    raise ValueError(f"it holds a {type(value).__name__}, not an array")
+                tensors[path.name] = value
+            else:
+                tensors[path.name] = _lod_tensor(data)
+        except ValueError as exc:  # safe_pickle.UnsafePickle is one
             raise ConfigError(f"{path} is not a PaddlePaddle variable file ({exc})") from None
     if not tensors:
         raise ConfigError(f"{folder} holds no variable files")
     return tensors
 
 
-def _read_pdparams(path: Path) -> dict[str, np.ndarray]:
-    import paddle
+def _lod_tensor(data: bytes) -> np.ndarray:
+    """A LoDTensor as Paddle's save_vars writes it (SerializeToStream): uint32 version 0,
+    uint64 LoD levels (each a uint64 byte count and its offsets), uint32 version 0, int32
+    size of a TensorDesc protobuf (1: data type, 2: dims), the desc, then the elements."""
+    at = 0
 
+    def take(n: int) -> bytes:
+        nonlocal at
+        if n < 0 or at + n > len(data):
+            raise ValueError("it ends early")
+        at += n
+        return data[at - n : at]
+
+    if int.from_bytes(take(4), "little") != 0:
+        raise ValueError("not a version 0 LoDTensor")
+    for _ in range(int.from_bytes(take(8), "little")):
+        take(int.from_bytes(take(8), "little"))
+    if int.from_bytes(take(4), "little") != 0:
+        raise ValueError("not a version 0 tensor")
+    kind, dims = _tensor_desc(take(int.from_bytes(take(4), "little", signed=True)))
+    if kind not in PADDLE_DTYPES:
+        raise ValueError(f"data type {kind} is not a number type")
+    dtype = np.dtype(np.uint16 if PADDLE_DTYPES[kind] == "bfloat16" else PADDLE_DTYPES[kind])
+    if math.prod(dims) * dtype.itemsize != len(data) - at:
+        raise ValueError(
+            f"dims {dims} of {dtype} need {math.prod(dims) * dtype.itemsize} bytes, the file "
+            f"holds {len(data) - at}"
+        )
+    array = np.frombuffer(data, dtype.newbyteorder("<"), offset=at).reshape(dims)
+    if PADDLE_DTYPES[kind] == "bfloat16":
+        return _bfloat16(array)
+    return array.astype(dtype, copy=True)
+
+
+def _tensor_desc(desc: bytes) -> tuple[int | None, list[int]]:
+    """(data type, dims) of a serialised TensorDesc."""
+    at, kind, dims = 0, None, []
+
+    def varint() -> int:
+        nonlocal at
+        value = shift = 0
+        while True:
+            if at >= len(desc) or shift > 63:
+                raise ValueError("a malformed tensor description")
+            byte = desc[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while at < len(desc):
+        key = varint()
+        if key == 0x08:
+            kind = varint()
+        elif key == 0x10:
+            dims.append(varint())
+        elif key == 0x12:  # packed dims
+            end = at + varint()
+            while at < end:
+                dims.append(varint())
+        else:
+            raise ValueError(f"a tensor description with an unknown field (key {key})")
+    if any(d >= 2**63 for d in dims):  # negative int64s
+        raise ValueError(f"negative dims {[d - 2**64 if d >= 2**63 else d for d in dims]}")
+    return kind, dims
+
+
+def _bfloat16(raw: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (as uint16) widened to the float32 they are the top half of."""
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+def _read_pdparams(path: Path) -> dict[str, np.ndarray]:
+    """paddle.save's pickle of a dict of numpy arrays, read without paddle.load."""
     try:
-        state = paddle.load(str(path), return_numpy=True)
-    except Exception as exc:  # a truncated or foreign file fails inside pickle or Paddle
-        raise ConfigError(f"{path} is not a Paddle state dict ({exc})") from None
+        with _regular_file(path).open("rb") as file:
+            state = safe_pickle.load(file)
+    except safe_pickle.UnsafePickle as exc:
+        raise ConfigError(f"{path} is not a Paddle state dict: {exc}") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict")
-    return {k: np.asarray(v) for k, v in state.items() if k != "StructuredToParameterName@@"}
+    state.pop("StructuredToParameterName@@", None)
+    return _arrays(state, path)
+
+
+def _arrays(state: dict, path: Path) -> dict[str, np.ndarray]:
+    wrong = [
+        str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)
+    ]
+    if wrong:
+        raise ConfigError(f"{path}: entries that are not named arrays: {', '.join(wrong[:10])}")
+    return state
+
+
+SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "BOOL": np.bool_,
+}  # fmt: skip
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError  # installed with paddlepaddle
-    from safetensors.numpy import load_file
-
+    """The safetensors format: a little-endian uint64 header size, a JSON header naming each
+    tensor's dtype, shape and [begin, end) byte range in the data after it."""
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as exc:
+        return _safetensors(_regular_file(path))
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise ConfigError(f"{path} is not a safetensors file ({exc})") from None
 
 
+def _safetensors(path: Path) -> dict[str, np.ndarray]:
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        header_size = int.from_bytes(file.read(8), "little")
+        if size < 8 or header_size > min(size - 8, 100 * 2**20):
+            raise ValueError(f"a header of {header_size} bytes in a file of {size}")
+        header = json.loads(file.read(header_size))
+        if not isinstance(header, dict):
+            raise ValueError("its header is not a JSON object")
+        header.pop("__metadata__", None)
+        tensors = {}
+        for name, info in header.items():
+            dtype = np.dtype(SAFETENSORS_DTYPES.get(info["dtype"], np.void))
+            if dtype == np.void:
+                raise ValueError(f"tensor {name}: dtype {info['dtype']!r} is not supported")
+            shape, (begin, end) = info["shape"], info["data_offsets"]
+            counts = [*shape, begin, end]
+            if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+                raise ValueError(f"tensor {name}: shape {shape} or offsets are not whole numbers")
+            if begin > end or end > size - 8 - header_size:
+                raise ValueError(f"tensor {name}: bytes {begin}..{end} lie outside the data")
+            if math.prod(shape) * dtype.itemsize != end - begin:
+                raise ValueError(
+                    f"tensor {name}: shape {shape} of {info['dtype']} needs "
+                    f"{math.prod(shape) * dtype.itemsize} bytes, it has {end - begin}"
+                )
+            file.seek(8 + header_size + begin)
+            array = np.frombuffer(file.read(end - begin), dtype.newbyteorder("<")).reshape(shape)
+            array = array.astype(dtype)
+            tensors[name] = _bfloat16(array) if info["dtype"] == "BF16" else array
+    return tensors
+
+
 def _read_torch_zip(path: Path) -> dict[str, np.ndarray]:
-    """A `torch.save` state dict, read without torch and without running pickled code:
-    only tensors, their storages and ordered dicts are allowed."""
+    """A `torch.save` state dict, read without torch and without running pickled code."""
     try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+        archive = zipfile.ZipFile(_regular_file(path))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise ConfigError(
             f"{path} is not a zip-format torch file (torch < 1.6 wrote another format): "
             "save it again with a current torch, or use model.safetensors"
         ) from None
     with archive:
-        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+        pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
         if len(pickles) != 1:
             raise ConfigError(f"{path}: expected one data.pkl in the archive, found {len(pickles)}")
         root = pickles[0][: -len("data.pkl")]
         try:
-            state = _TorchUnpickler(archive, root).load()
-        except (pickle.UnpicklingError, KeyError, ValueError) as exc:
+            order = (
+                archive.read(root + "byteorder").decode()
+                if root + "byteorder" in archive.namelist()
+                else "little"
+            )
+            storages = _TorchStorages(archive, root, ">" if order == "big" else "<")
+            with archive.open(pickles[0]) as file:
+                state = safe_pickle.load(file, storages)
+        except (safe_pickle.UnsafePickle, zipfile.BadZipFile, zlib.error, OSError, EOFError,
+                UnicodeDecodeError, NotImplementedError, RuntimeError) as exc:  # fmt: skip
             raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict")
-    return state
+    return _arrays(state, path)
 
 
 STORAGE_DTYPES = {
-    "FloatStorage": np.float32,
-    "DoubleStorage": np.float64,
-    "HalfStorage": np.float16,
-    "BFloat16Storage": np.uint16,  # widened to float32 below
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-}
+    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
+    "BFloat16Storage": np.uint16,  # widened to float32
+    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
+    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+}  # fmt: skip
 
 
-class _TorchUnpickler(pickle.Unpickler):
-    def __init__(self, archive: zipfile.ZipFile, root: str) -> None:
-        super().__init__(archive.open(root + "data.pkl"))
-        self.archive = archive
-        self.root = root
+class _TorchStorages:
+    """Persistent id ('storage', type, key, location, numel) -> the storage data/KEY."""
 
-    def find_class(self, module: str, name: str) -> Callable | type:
-        if (module, name) == ("collections", "OrderedDict"):
-            return dict
-        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_parameter"):
-            return _rebuild_tensor if name == "_rebuild_tensor_v2" else _rebuild_parameter
-        if module == "torch" and name in STORAGE_DTYPES:
-            return _StorageType(name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a state dict")
+    def __init__(self, archive: zipfile.ZipFile, root: str, order: str) -> None:
+        self.archive, self.root, self.order = archive, root, order
+        self.read: dict[str, safe_pickle.Storage] = {}
 
-    def persistent_load(self, pid: tuple) -> np.ndarray:
-        kind, storage_type, key, _location, _numel = pid
-        if kind != "storage" or not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"unknown persistent object {pid!r}")
-        data = np.frombuffer(
-            self.archive.read(f"{self.root}data/{key}"), STORAGE_DTYPES[storage_type.name]
-        )
-        if storage_type.name == "BFloat16Storage":
-            data = (data.astype(np.uint32) << 16).view(np.float32)
-        return data
-
-
-@dataclass(frozen=True)
-class _StorageType:
-    name: str
-
-
-def _rebuild_tensor(
-    storage: np.ndarray, offset: int, size: tuple, stride: tuple, *_: object
-) -> np.ndarray:
-    strides = tuple(s * storage.itemsize for s in stride)
-    return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides).copy()
-
-
-def _rebuild_parameter(data: np.ndarray, *_: object) -> np.ndarray:
-    return data
+    def __call__(self, pid: tuple) -> safe_pickle.Storage:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise safe_pickle.UnsafePickle(f"unknown persistent object {pid!r}")
+        kind, key = pid[1], pid[2]
+        if not isinstance(kind, safe_pickle.StorageType) or not isinstance(key, str):
+            raise safe_pickle.UnsafePickle(f"unknown persistent object {pid!r}")
+        if key not in self.read:
+            name = f"{self.root}data/{key}"
+            if name not in self.archive.namelist():
+                raise safe_pickle.UnsafePickle(f"storage {key} is not in the archive")
+            dtype = np.dtype(STORAGE_DTYPES[kind.name])
+            raw = self.archive.read(name)
+            if len(raw) % dtype.itemsize:
+                raise safe_pickle.UnsafePickle(
+                    f"storage {key} of {len(raw)} bytes is no whole number of {kind.name} elements"
+                )
+            data = np.frombuffer(raw, dtype.newbyteorder(self.order)).astype(dtype)
+            if kind.name == "BFloat16Storage":
+                data = _bfloat16(data)
+            self.read[key] = safe_pickle.Storage(data, key)
+        return self.read[key]
 
 
 READERS: dict[str, Callable[[Path], dict[str, np.ndarray]]] = {
