@@ -344,6 +344,16 @@ def _with_member(archive: Path, out: Path, member: tarfile.TarInfo, data: bytes 
         tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
 
 
+class _Payload:
+    """Unpickled by anything that runs a pickle's code, it creates `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
 def _broken_channel(kind: str, archive: Path, model: Path) -> str:
     """Break the model channel `model` in the way `kind` names; returns what the failure says."""
     import pickle
@@ -370,10 +380,13 @@ def _broken_channel(kind: str, archive: Path, model: Path) -> str:
     weights = model / "model.pdparams"
     if kind == "garbage weights":
         weights.write_bytes(b"\x00garbage" * 100)
-        return f"{weights} cannot be read as Paddle weights (ValueError"
+        return f"{weights} cannot be read as Paddle weights (UnsafePickle"
     if kind == "empty weights":
         weights.write_bytes(b"")
-        return f"{weights} cannot be read as Paddle weights (EOFError"
+        return f"{weights} cannot be read as Paddle weights (UnsafePickle"
+    if kind == "pickled code":  # a model someone else trained: it must not run anything
+        weights.write_bytes(pickle.dumps(_Payload(model.parent / "ran")))
+        return f"{weights} cannot be read as Paddle weights (UnsafePickle"
     if kind == "weights of another kind":
         weights.write_bytes(pickle.dumps([1, 2, 3]))
         return f"{weights} holds a list, not the parameters by name"
@@ -391,6 +404,7 @@ def _broken_channel(kind: str, archive: Path, model: Path) -> str:
         "absolute symlink",
         "garbage weights",
         "empty weights",
+        "pickled code",
         "weights of another kind",
         "weights of strings",
     ],
@@ -405,6 +419,7 @@ def test_a_broken_model_channel_is_named_without_a_traceback(
     assert expected in (base / "output" / "failure").read_text()
     assert not any("Traceback" in r.getMessage() for r in logs.records)
     assert not (base / "model" / "evaluation.json").exists()
+    assert not (base / "input" / "data" / "ran").exists()  # no pickled code ran
     # The archive is unpacked into a temporary folder: ../../ of it is the temp dir's parent.
     assert not (Path(tempfile.gettempdir()).parent / "escaped.txt").exists()
 

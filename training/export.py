@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import paddle
+from ernie_sm.training import safe_pickle
 from ernie_sm.training.config import ErnieConfig, load_config
 from ernie_sm.training.errors import ConfigError
 from ernie_sm.training.model import ErnieForPretraining, ErnieInference
@@ -94,17 +96,18 @@ def read_exported(folder: Path, source: str) -> tuple[ErnieConfig, Vocab, dict]:
     return config, vocab, load_weights(folder / WEIGHTS, source)
 
 
-def load_weights(path: Path, source: str) -> dict:
-    """The parameters in an exported model.pdparams: a dict of float tensors by name; a file
-    Paddle cannot read, or one holding anything else, fails naming it and `source`."""
+def load_weights(path: Path, source: str) -> dict[str, np.ndarray]:
+    """The parameters in an exported model.pdparams: a dict of float arrays by name, read
+    with the one restricted unpickler (training/safe_pickle.py), never paddle.load, so that
+    no model channel can run code; a file holding anything else fails naming it and
+    `source`."""
     what = str(path) if Path(source).is_dir() else f"{path.name} in {source}"
-    # TODO(issue 23, checkpoints are untrusted input): paddle.load unpickles, so a crafted
-    # model.pdparams can run code here. Read it through the one restricted unpickler that
-    # import-weights gets for PaddleNLP's model_state.pdparams once that lands; until then
-    # this only turns a broken file into a named error.
     try:
-        state = paddle.load(str(path))
-    except Exception as exc:  # Paddle raises ValueError, EOFError, UnpicklingError, ...
+        if not path.is_file():
+            raise OSError("not a regular file")
+        with path.open("rb") as file:
+            state = safe_pickle.load(file)
+    except (OSError, safe_pickle.UnsafePickle) as exc:
         reason = " ".join(str(exc).split()) or "no reason given"
         raise ConfigError(
             f"{what} cannot be read as Paddle weights ({type(exc).__name__}: {reason})"
@@ -114,9 +117,10 @@ def load_weights(path: Path, source: str) -> dict:
             f"{what} holds a {type(state).__name__}, not the parameters by name that "
             "`ernie-sm train` saves"
         )
+    state.pop("StructuredToParameterName@@", None)  # paddle.save's bookkeeping
     for name, value in state.items():
         if not isinstance(name, str) or not (
-            isinstance(value, paddle.Tensor) and paddle.is_floating_point(value)
+            isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)
         ):
             raise ConfigError(
                 f"{what}: entry {str(name)[:80]!r} is a {type(value).__name__}, not a float "
@@ -138,7 +142,7 @@ def warm_start(model: ErnieForPretraining, channel: Path, vocab: Vocab) -> None:
         saved = _check_same_model(model.config, vocab, folder, source)
         new = () if saved.task_type_vocab_size else ERNIE2_PARAMETERS
         what = f"warm start from {source}"
-        initialised = set_weights(model, paddle.load(str(folder / WEIGHTS)), what, new=new)
+        initialised = set_weights(model, load_weights(folder / WEIGHTS, source), what, new=new)
     log.info("warm start: weights from %s", source)
     if initialised:
         log.info(
