@@ -1,5 +1,5 @@
 """A platform team's own CDK app, with its own `stacks` and `training` packages, composes
-the project's constructs exactly as the README shows: one import namespace (ernie_sm)
+the project's constructs exactly as docs/constructs.md shows: one import namespace (ernie_sm)
 keeps the two apart, and the stack is deployable (cdk-nag finds nothing), operable (the
 outputs the commands read) and rehearsable (`ernie-sm rehearse --cdk-out ... --stack`)."""
 
@@ -22,7 +22,7 @@ from ernie_sm.cli import main
 from tests.cdk_support import ROOT
 from tests.helpers import make_job, tiny_input
 
-SECTION = "### Using the constructs in your own app"
+SECTION = "# Using the constructs in your own app"
 
 TEAM_APP = """
 import sys
@@ -46,8 +46,8 @@ app.synth()
 
 
 def readme_snippet() -> str:
-    """The README's composition, as a team would paste it."""
-    text = (ROOT / "README.md").read_text()
+    """The composition of docs/constructs.md, as a team would paste it."""
+    text = (ROOT / "docs" / "constructs.md").read_text()
     section = text[text.index(SECTION) :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
