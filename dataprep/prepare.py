@@ -513,7 +513,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "prepare",
         help="turn raw text into ERNIE pretraining shards (train and valid channels)",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
     )
     p.add_argument("inputs", nargs="+", type=Path, help="text or JSONL files, or folders of them")
     p.add_argument("--output", "-o", type=Path, required=True, help="dataset folder to create")
@@ -532,7 +532,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="entity/phrase dictionary, one entry a line; kept whole (repeatable)",
     )
     defaults = PrepareOptions(inputs=[], output=Path())
-    p.add_argument("--max-seq-len", type=int, default=defaults.max_seq_len)
+    p.add_argument(
+        "--max-seq-len",
+        type=int,
+        default=defaults.max_seq_len,
+        help="tokens per example, [CLS] and [SEP]s included",
+    )
     p.add_argument(
         "--negative-ratio",
         type=float,
@@ -545,15 +550,28 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=defaults.valid_fraction,
         help="share of documents held out for the valid channel",
     )
-    p.add_argument("--lines-per-shard", type=int, default=defaults.lines_per_shard)
+    p.add_argument(
+        "--lines-per-shard",
+        type=int,
+        default=defaults.lines_per_shard,
+        help="examples per shard file",
+    )
     p.add_argument(
         "--mask-word-prob",
         type=float,
         default=defaults.mask_word_prob,
         help="written to the filelists: share of passes with word-level masking",
     )
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--workers", type=int, default=defaults.workers)
+    p.add_argument(
+        "--seed", type=int, default=defaults.seed, help="the same seed, the same dataset"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.workers,
+        help="worker processes; the output does not depend on them "
+        "(default: one per CPU, %(default)s here)",
+    )
     p.add_argument("--text-field", default=defaults.text_field, help="JSONL field with the text")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.add_argument(
@@ -561,7 +579,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
         default=[],
         help=f"ERNIE 2.0 tasks to write shards for besides knowledge masking, comma-separated: "
-        f"{', '.join(SAMPLE_TASKS)}",
+        f"{', '.join(SAMPLE_TASKS)} (default: none, an ERNIE 1.0 dataset)",
     )
     p.set_defaults(run=_run)
 

@@ -148,7 +148,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "prepare-topics",
         help="turn a folder of per-topic text files into the eval channel of `ernie-sm evaluate`",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
     )
     p.add_argument("corpus_dir", type=Path, help="folder of <topic>.txt files")
     p.add_argument("--output", "-o", type=Path, required=True, help="folder for the three .tsv")

@@ -46,6 +46,89 @@ def _hyperparameters(args: argparse.Namespace) -> int:
     return 0
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (they hold examples and tables); each option's default shown.
+
+    A default is appended as "(default: X)" unless the help already speaks of it, or there
+    is nothing to show: None (the help says what happens without the option), a flag's
+    False, an empty list of a repeatable option.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is argparse.SUPPRESS
+            or action.nargs == 0
+            or default == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+CONTAINER_CONTRACT = """\
+It runs under SageMaker's training-container contract, as SageMaker runs the image
+(`docker run IMAGE {command}`), and takes no options: its settings are the job's
+hyperparameters, which SageMaker writes to /opt/ml/input/config/hyperparameters.json,
+every value a string. `{listing}` lists their names, defaults
+and help; a name it does not list, or a value it refuses, fails the job at its start,
+with every problem named.
+
+    /opt/ml/input/config/   hyperparameters.json, resourceconfig.json, inputdataconfig.json
+    /opt/ml/input/data/     one folder per channel: {channels}
+    /opt/ml/model/          {model}
+    /opt/ml/output/failure  the reason, when the job fails
+
+SAGEMAKER_BASE_DIR relocates /opt/ml for a local run (training/layout.py); SM_* variables
+already set (SM_MODEL_DIR, SM_CHANNEL_<NAME>, ...) win over the layout's paths.
+"""
+
+TRAIN_DESCRIPTION = """\
+ERNIE pretraining: the entrypoint of the training image (training/train.py).
+
+Trains ERNIE 1.0 (knowledge masking) or the ERNIE 2.0 tasks that the `tasks`
+hyperparameter names on the shards `ernie-sm prepare` wrote, validates, checkpoints, and
+leaves the model and an inference model in the model folder.
+
+""" + CONTAINER_CONTRACT.format(
+    command="train",
+    listing="ernie-sm hyperparameters",
+    channels="train (required), valid,\n                            model (one to warm-start from)",
+    model="model.pdparams, ernie_config.json, vocab.txt, inference model",
+)
+
+EVALUATE_DESCRIPTION = """\
+Evaluation: the model channel's model and a baseline fine-tuned on a labelled set and
+scored on its test split, accuracy and macro-F1 (training/evaluate.py). Started by the
+state machine after training when the execution asks for it (ContainerArguments
+["evaluate"]); `ernie-sm prepare-topics` makes a labelled set.
+
+""" + CONTAINER_CONTRACT.format(
+    command="evaluate",
+    listing="ernie-sm hyperparameters --evaluate",
+    channels="model (required), eval (required:\n"
+    "                            train.tsv, dev.tsv, test.tsv), baseline",
+    model="evaluation.json, both models' scores",
+)
+
+DEMO_DESCRIPTION = """\
+The whole product on the CPU in about two minutes (rehearsal/demo.py): prepares the demo
+corpus into a dataset and a labelled topic set (once, into --dir), synthesizes the stack,
+and rehearses one execution of its state machine with examples/inputs/demo.json, as
+`ernie-sm rehearse` does: a tiny ERNIE trained by the image's entrypoint, then evaluated.
+Needs Node.js (the CDK and aws-local-stepfunctions); no AWS account, no Docker.
+"""
+
+HYPERPARAMETERS_DESCRIPTION = """\
+The hyperparameters that `ernie-sm train` reads from hyperparameters.json (with
+--evaluate: those of `ernie-sm evaluate`), one a line: name, default (as the string
+SageMaker hands over) and help. Their one definition is training/hyperparams.py; an
+execution sets them with its `hyperparameters` member, `ernie-sm start` with --hp.
+"""
+
+
 def _add_tool_commands(commands: argparse._SubParsersAction) -> None:
     for module_name in TOOL_MODULES:
         try:
@@ -63,24 +146,32 @@ def _unavailable(commands: argparse._SubParsersAction, module_name: str, exc: Im
         print(f"ernie-sm {args.command}: {message}", file=sys.stderr)
         return 2
 
-    commands.add_parser(module_name.rsplit(".", 1)[-1], help=message).set_defaults(run=unavailable)
+    commands.add_parser(
+        module_name.rsplit(".", 1)[-1], help=message, description=message
+    ).set_defaults(run=unavailable)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's parser: every subcommand, each rendering its help with HelpFormatter."""
     parser = argparse.ArgumentParser(prog="ernie-sm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
         "train",
         help="run ERNIE pretraining under SageMaker's container contract "
-        "(the training image's entrypoint; SAGEMAKER_BASE_DIR relocates /opt/ml)",
+        "(the training image's entrypoint; settings: `ernie-sm hyperparameters`)",
+        description=TRAIN_DESCRIPTION,
     ).set_defaults(run=_train)
     commands.add_parser(
         "evaluate",
         help="fine-tune the model channel's model and a baseline on the eval channel's "
-        "labelled set and score both, under the same container contract",
+        "labelled set and score both, under the same container contract "
+        "(settings: `ernie-sm hyperparameters --evaluate`)",
+        description=EVALUATE_DESCRIPTION,
     ).set_defaults(run=_evaluate)
     demo = commands.add_parser(
-        "demo", help="prepare the demo corpus and rehearse one execution of the stack on the CPU"
+        "demo",
+        help="prepare the demo corpus and rehearse one execution of the stack on the CPU",
+        description=DEMO_DESCRIPTION,
     )
     demo.add_argument("--dir", default="build/demo", help="where the dataset and rehearsal go")
     demo.add_argument("--corpus", default="demo/corpus", help="raw text to prepare")
@@ -88,13 +179,21 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(run=_demo)
     _add_tool_commands(commands)
     listing = commands.add_parser(
-        "hyperparameters", help="list the training hyperparameters with defaults and help"
+        "hyperparameters",
+        help="list the training hyperparameters with defaults and help",
+        description=HYPERPARAMETERS_DESCRIPTION,
     )
     listing.add_argument(
         "--evaluate", action="store_true", help="list those of `ernie-sm evaluate` instead"
     )
     listing.set_defaults(run=_hyperparameters)
-    args = parser.parse_args(argv)
+    for command in commands.choices.values():  # one rendering for every module's subcommands
+        command.formatter_class = HelpFormatter
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.run(args)
 
 

@@ -277,22 +277,37 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     _add_stack_arguments(start)
     start.add_argument(
-        "--input", metavar="FILE.json", help="execution input (pipeline/execution.py); - for stdin"
+        "--input",
+        metavar="FILE.json",
+        help="execution input (pipeline/execution.py); - for stdin (default: {}, the flags alone)",
     )
     start.add_argument(
-        "--dataset", help="dataset key prefix in the stack's bucket, e.g. datasets/x"
+        "--dataset",
+        help="dataset key prefix in the stack's bucket, e.g. datasets/x "
+        "(default: the input's; one of the two is needed)",
     )
-    start.add_argument("--instance-type", help="SageMaker instance type, e.g. ml.g5.12xlarge")
+    start.add_argument(
+        "--instance-type",
+        help="SageMaker instance type, e.g. ml.g5.12xlarge (default: the input's, else the "
+        "stack's default)",
+    )
     # A string: the contract names a bad value ("instance_count: expected an integer ...").
-    start.add_argument("--instance-count", type=_int_or_text, help="hosts, 1 to 16")
     start.add_argument(
-        "--spot", action=argparse.BooleanOptionalAction, help="managed spot training"
+        "--instance-count",
+        type=_int_or_text,
+        help="hosts, 1 to 16 (default: the input's, else the stack's default)",
+    )
+    start.add_argument(
+        "--spot",
+        action=argparse.BooleanOptionalAction,
+        help="managed spot training (default: the input's, else spot)",
     )
     start.add_argument(
         "--hp",
         action="append",
         metavar="NAME=VALUE",
-        help="hyperparameter override (repeatable; `ernie-sm hyperparameters` lists them)",
+        help="hyperparameter override, over the input's (repeatable; `ernie-sm "
+        "hyperparameters` lists them with their defaults)",
     )
     start.add_argument("--name", help="execution name (default: <dataset>-<UTC time>)")
     start.add_argument("--watch", action="store_true", help="then follow it, as `watch` does")
@@ -304,16 +319,30 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     watch = commands.add_parser(
         "watch",
         help="follow an execution: status, training job, Training-loss, then model or error",
+        description="Follow an execution of the deployed stack's state machine until it ends:\n"
+        "its status, training job and Training-loss as they change, then the model's S3 URI\n"
+        "or the error. Exits 0 when the execution succeeded, 1 when it did not; other errors\n"
+        "print one line and exit 2 (operations/commands.py).",
     )
-    watch.add_argument("execution", metavar="EXECUTION_ARN_OR_NAME")
+    watch.add_argument(
+        "execution",
+        metavar="EXECUTION_ARN_OR_NAME",
+        help="its ARN, or its name (an execution of --stack's state machine)",
+    )
     _add_stack_arguments(watch)
     watch.add_argument("--interval", type=_positive, default=30.0, help="seconds between polls")
     watch.add_argument("--once", action="store_true", help="print the status once and exit")
     watch.set_defaults(run=_guarded("watch", run_watch))
 
-    ls = commands.add_parser("ls", help="list the newest executions of the stack's state machine")
+    ls = commands.add_parser(
+        "ls",
+        help="list the newest executions of the stack's state machine",
+        description="A table of the newest executions of the deployed stack's state machine:\n"
+        "name, status, start and stop times, training job, and the model or the error\n"
+        "(operations/commands.py). Errors print one line and exit 2.",
+    )
     _add_stack_arguments(ls)
-    ls.add_argument("--max", type=_count, default=20, help="how many (default 20)")
+    ls.add_argument("--max", type=_count, default=20, help="how many")
     ls.set_defaults(run=_guarded("ls", run_ls))
 
 

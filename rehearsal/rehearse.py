@@ -223,7 +223,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "rehearse",
         help="run one execution of the deployed state machine locally (no AWS, no Docker)",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
     )
     p.add_argument("--input", type=Path, help="execution input JSON (default: {})")
     p.add_argument("--dir", type=Path, default=Path("build/rehearsal"), help="work folder")
@@ -239,7 +239,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=STACK,
         help=f"the stack of the cloud assembly to rehearse, by name (default: {STACK})",
     )
-    p.add_argument("--dataset", type=Path, help="a prepared dataset to put in the local bucket")
+    p.add_argument(
+        "--dataset",
+        type=Path,
+        help="a prepared dataset to put in the local bucket (default: none, "
+        "only what --stage puts there)",
+    )
     p.add_argument("--dataset-prefix", default="datasets/demo", help="where it goes in the bucket")
     p.add_argument(
         "--stage",

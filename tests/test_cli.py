@@ -1,3 +1,4 @@
+import argparse
 import subprocess
 import sys
 
@@ -31,3 +32,67 @@ def test_help_names_evaluate_and_prepare_topics():
         [sys.executable, "-m", "ernie_sm.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "evaluate" in out and "prepare-topics" in out
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(commands.choices)
+
+
+def _expanded_help(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
+    """An option's help as --help renders it, unwrapped: %(default)s and the like filled in."""
+    return parser._get_formatter()._expand_help(action)
+
+
+# Defaults that the help states in words rather than as the value (a path of this checkout).
+DEFAULTS_IN_WORDS = {("rehearse", "--cdk-out")}
+
+
+def test_every_subcommand_has_a_description_and_every_option_a_help_with_its_default():
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert all(choice.help for choice in commands._choices_actions)
+    for name, sub in _subcommands(parser).items():
+        assert sub.description and sub.description.strip(), name
+        sub.format_help()  # renders
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            option = action.option_strings[-1] if action.option_strings else action.dest
+            assert action.help and action.help.strip(), (name, option)
+            default = action.default
+            if default is None or action.nargs == 0 or default == []:
+                continue  # nothing to show: a flag, a repeatable option, or absent means unset
+            text = _expanded_help(sub, action)
+            assert "(default: " in text, (name, option, text)
+            if (name, option) not in DEFAULTS_IN_WORDS:
+                assert str(default) in text, (name, option, text)
+
+
+def test_no_default_is_rendered_as_none_or_an_empty_list():
+    for name, sub in _subcommands(cli.build_parser()).items():
+        rendered = sub.format_help()
+        assert "(default: None)" not in rendered and "(default: [])" not in rendered, name
+        assert "(default: False)" not in rendered, name
+
+
+def test_train_and_evaluate_point_at_the_hyperparameters_listing():
+    subs = _subcommands(cli.build_parser())
+    train, evaluate = subs["train"].format_help(), subs["evaluate"].format_help()
+    for text in (train, evaluate):
+        assert "hyperparameters.json" in text and "SAGEMAKER_BASE_DIR" in text
+        assert "/opt/ml/input/data/" in text
+    assert "ernie-sm hyperparameters`" in train
+    assert "ernie-sm hyperparameters --evaluate`" in evaluate
+
+
+def test_train_and_evaluate_still_run_with_the_argument_alone():
+    parser = cli.build_parser()
+    assert parser.parse_args(["train"]).run is cli._train
+    assert parser.parse_args(["evaluate"]).run is cli._evaluate
+
+
+def test_a_command_whose_module_cannot_load_still_has_a_description(monkeypatch):
+    monkeypatch.setattr(cli, "TOOL_MODULES", (*cli.TOOL_MODULES, "ernie_sm.no_such_module"))
+    sub = _subcommands(cli.build_parser())["no_such_module"]
+    assert "development install" in sub.description

@@ -229,7 +229,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "import-weights",
         help="convert a released ERNIE 1.0 checkpoint into a model to warm-start from",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
     )
     p.add_argument(
         "source", help="checkpoint folder or .tar.gz: original, PaddleNLP or transformers"
@@ -242,7 +242,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="start MLM/NSP/pooler heads that SOURCE lacks from ERNIE's initialiser",
     )
     p.add_argument(
-        "--upload", metavar="S3_URI", help="also upload model.tar.gz to s3://BUCKET/models/NAME/"
+        "--upload",
+        metavar="S3_URI",
+        help="also upload model.tar.gz to s3://BUCKET/models/NAME/ (default: no upload)",
     )
     p.add_argument("--region", help="AWS region of the bucket (default: from the profile)")
     p.add_argument("--profile", help="AWS named profile (default: the credential chain)")
