@@ -9,7 +9,18 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-FOLDERS = ("training", "pipeline", "stacks", "dataprep", "rehearsal", "operations")
+# Bottom layer first; each imports only the ones before it (tests/test_layers.py).
+FOLDERS = (
+    "contract",
+    "text",
+    "training",
+    "dataprep",
+    "weights",
+    "pipeline",
+    "stacks",
+    "operations",
+    "rehearsal",
+)
 present = [folder for folder in FOLDERS if Path(folder, "__init__.py").is_file()]
 setup(
     package_dir={"ernie_sm": "ernie_sm", **{f"ernie_sm.{f}": f for f in present}},

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from demo_data import demo_dataset  # benchmarks/demo_data.py
-from ernie_sm.training import hyperparams, presets
+from ernie_sm.contract import hyperparams, presets
+from ernie_sm.text.vocab import Vocab, load_vocab
 from ernie_sm.training.data import (
     Batch,
     BatchConfig,
@@ -37,7 +38,6 @@ from ernie_sm.training.data import (
     load_shard_batches,
     read_filelist,
 )
-from ernie_sm.training.vocab import Vocab, load_vocab
 
 T = TypeVar("T")
 LIMITS = ShardLimits(vocab_size=18000, max_seq_len=512, max_position=513, type_vocab_size=2)

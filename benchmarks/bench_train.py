@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demo_data import demo_dataset  # benchmarks/demo_data.py
-from ernie_sm.training import hyperparams, layout
+from ernie_sm.contract import hyperparams
+from ernie_sm.training import layout
 
 TOKENS_PER_SEC = re.compile(r"\[train\] step=\d+ .*tokens_per_sec=([0-9.]+)")
 USAGE = re.compile(r"\[flops\] .*flops_per_sec=(\S+) padding_efficiency=(\S+)(?: mfu=(\S+))?")

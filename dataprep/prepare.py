@@ -4,7 +4,7 @@
     OUTPUT/valid/  valid_filelist, part-00000.gz, ...
     OUTPUT/summary.json
 
-With --tasks (ERNIE 2.0's, training/tasks.py), each channel also holds
+With --tasks (ERNIE 2.0's, contract/tasks.py), each channel also holds
 
     OUTPUT/CHANNEL/dataset.json          format version and tasks, knowledge_masking first
     OUTPUT/CHANNEL/TASK/CHANNEL_filelist, part-00000.gz, ...   for each task given
@@ -34,19 +34,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from ernie_sm.dataprep.documents import CorpusError, Document, check_regular_file, read_documents
-from ernie_sm.dataprep.samples import PairSettings, Sentence, document_pairs
-from ernie_sm.dataprep.sentences import split_sentences
-from ernie_sm.dataprep.task_samples import SAMPLE_TASKS, TASK_NEEDS, TaskSettings, task_lines
-from ernie_sm.training import presets
-from ernie_sm.training.tasks import (
+from ernie_sm.contract import presets
+from ernie_sm.contract.tasks import (
     DATASET_FILE,
     KNOWLEDGE_MASKING,
     TASKS,
     describe_dataset,
     task_folder,
 )
-from ernie_sm.training.vocab import SPECIAL_TOKENS, load_vocab
+from ernie_sm.dataprep.samples import PairSettings, Sentence, document_pairs
+from ernie_sm.dataprep.task_samples import SAMPLE_TASKS, TASK_NEEDS, TaskSettings, task_lines
+from ernie_sm.text.documents import CorpusError, Document, check_regular_file, read_documents
+from ernie_sm.text.sentences import split_sentences
+from ernie_sm.text.vocab import SPECIAL_TOKENS, load_vocab
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -188,7 +188,7 @@ def _write_vocab(
     options: PrepareOptions, documents: list[Document], path: Path, console: Console
 ) -> int:
     """Copy or build the vocab at `path`, checked with the dictionaries; returns its size."""
-    from ernie_sm.dataprep.encoder import SentenceEncoder, build_vocab  # tokenizers loads only here
+    from ernie_sm.text.encoder import SentenceEncoder, build_vocab  # tokenizers loads only here
 
     if options.vocab is None:
         build_vocab((d.text for d in documents), options.vocab_size, path)
@@ -312,7 +312,7 @@ def _start_worker(
     vocab: str, dictionaries: list[str], settings: PairSettings, seed: int, tasks: list[str]
 ) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism
-    from ernie_sm.dataprep.encoder import SentenceEncoder
+    from ernie_sm.text.encoder import SentenceEncoder
 
     encoder = SentenceEncoder(Path(vocab), [Path(d) for d in dictionaries])
     _worker.update(encoder=encoder, settings=settings, seed=seed, tasks=tasks)
@@ -585,7 +585,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ernie_sm.training.errors import ConfigError
+    from ernie_sm.contract.errors import ConfigError
 
     names = {f for f in PrepareOptions.__dataclass_fields__}
     options = PrepareOptions(**{k: v for k, v in vars(args).items() if k in names})

@@ -2,7 +2,7 @@
 
 Every line has the shard format's five `;`-fields (token ids, sentence types, positions
 0..L-1, seg labels with -1 at [CLS] and [SEP], label) and at most max_seq_len tokens;
-the tasks, their classes and labels are those of training/tasks.py:
+the tasks, their classes and labels are those of contract/tasks.py:
 
 - sentence_reordering: `[CLS] s_p0 [SEP] s_p1 [SEP] ... [SEP]`, types 0. A paragraph
   (consecutive sentences up to the budget) is cut into n segments, n uniform in
@@ -27,8 +27,7 @@ from itertools import pairwise
 from operator import attrgetter
 
 import numpy as np
-from ernie_sm.dataprep.samples import CLS, SEP, Sentence, concat, split_long
-from ernie_sm.training.tasks import (
+from ernie_sm.contract.tasks import (
     IGNORE,
     MAX_SEGMENTS,
     REORDERINGS,
@@ -37,6 +36,7 @@ from ernie_sm.training.tasks import (
     TOKEN_DOCUMENT_RELATION,
     Task,
 )
+from ernie_sm.dataprep.samples import CLS, SEP, Sentence, concat, split_long
 
 # The reordering classes of each segment count n.
 _CLASSES = {

@@ -4,7 +4,7 @@
     OUTPUT/train.tsv, dev.tsv, test.tsv   `label<TAB>text_a`, with that header line
 
 The label is the file's stem without surrounding whitespace (as `ernie-sm evaluate` reads
-labels); each text is a chunk of a document: whole sentences (dataprep/sentences.py)
+labels); each text is a chunk of a document: whole sentences (text/sentences.py)
 joined up to about CHUNK_CHARS characters (a longer sentence is a chunk of its own). The
 split is by document, never a document's chunks in two splits: each topic's documents are
 shuffled with the seed, and DEV_FRACTION and TEST_FRACTION of them (at least one each,
@@ -23,8 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from ernie_sm.dataprep.documents import CorpusError, check_regular_file, read_documents
-from ernie_sm.dataprep.sentences import split_sentences
+from ernie_sm.text.documents import CorpusError, check_regular_file, read_documents
+from ernie_sm.text.sentences import split_sentences
 
 SPLITS = ("train", "dev", "test")
 CHUNK_CHARS = 120

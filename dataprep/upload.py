@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ernie_sm.training.data.filelist import read_filelist
-from ernie_sm.training.errors import DataError
+from ernie_sm.contract.errors import DataError
+from ernie_sm.contract.filelist import read_filelist
 from rich.console import Console
 from rich.progress import (
     BarColumn,

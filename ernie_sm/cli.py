@@ -7,7 +7,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from ernie_sm.training import hyperparams
+from ernie_sm.contract import hyperparams
 
 # Commands whose modules need more than the training image installs (data tools, AWS
 # clients, the rehearsal); each module registers its own subcommands with add_parser.
@@ -15,7 +15,7 @@ TOOL_MODULES = (
     "ernie_sm.dataprep.prepare",
     "ernie_sm.dataprep.upload",
     "ernie_sm.dataprep.topics",
-    "ernie_sm.training.import_weights",
+    "ernie_sm.weights.import_weights",
     "ernie_sm.rehearsal.rehearse",
     "ernie_sm.operations.commands",
 )
@@ -124,7 +124,7 @@ Needs Node.js (the CDK and aws-local-stepfunctions); no AWS account, no Docker.
 HYPERPARAMETERS_DESCRIPTION = """\
 The hyperparameters that `ernie-sm train` reads from hyperparameters.json (with
 --evaluate: those of `ernie-sm evaluate`), one a line: name, default (as the string
-SageMaker hands over) and help. Their one definition is training/hyperparams.py; an
+SageMaker hands over) and help. Their one definition is contract/hyperparams.py; an
 execution sets them with its `hyperparameters` member, `ernie-sm start` with --hp.
 """
 

@@ -22,7 +22,7 @@ Example:
 Fields:
 
   hyperparameters    object, default {} (every hyperparameter at its default)
-      Overrides of the training hyperparameters (training/hyperparams.py lists them
+      Overrides of the training hyperparameters (contract/hyperparams.py lists them
       all). Values may be strings, numbers or booleans: true/false become "true"/"false",
       numbers are written as Python writes them (0.0001 -> "0.0001", 8192 -> "8192"). An
       unknown name or a bad value fails, naming it (`hyperparameters.batch_size: bad value
@@ -86,7 +86,7 @@ Fields:
       channel), stage 0 from warm_start_model when given. The evaluation, if any, runs
       once, on the last stage's model. Problems are named `stages[<i>].<field>`. Fields:
         tasks              object, required: {task name: sampling weight}, at least one
-            task of training/tasks.py's TASKS (knowledge_masking, sentence_reordering,
+            task of contract/tasks.py's TASKS (knowledge_masking, sentence_reordering,
             sentence_distance, token_document_relation), each weight a finite number
             > 0, not subnormal and at least 2^-53 of their sum, which is finite
             (tasks.parse_mix). The job's `tasks` hyperparameter (`knowledge_masking:1,...`).
@@ -137,10 +137,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ernie_sm.contract import hyperparams, tasks
+from ernie_sm.contract.errors import TrainingError
+from ernie_sm.contract.metrics import EVAL_METRIC_DEFINITIONS, METRIC_DEFINITIONS
+from ernie_sm.contract.s3_uri import BUCKET_PATTERN, S3_URI_PATTERN
 from ernie_sm.pipeline import sagemaker_api
-from ernie_sm.training import hyperparams, tasks
-from ernie_sm.training.errors import TrainingError
-from ernie_sm.training.metrics import EVAL_METRIC_DEFINITIONS, METRIC_DEFINITIONS
 
 # Channel names; the same as training.layout's (not importable here: not in the bundle).
 TRAIN_CHANNEL, VALID_CHANNEL, MODEL_CHANNEL = "train", "valid", "model"
@@ -150,9 +151,7 @@ MAX_HOURS = 28 * 24  # SageMaker's longest training run
 MAX_INSTANCES = 16
 MAX_VOLUME_GB = 16384
 MAX_PREFIX = 512
-# Patterns are used with fullmatch. S3 bucket naming is S3's, not in SageMaker's model.
-BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-S3_URI_PATTERN = re.compile(rf"s3://({BUCKET_PATTERN.pattern})/(.+)")
+# Patterns are used with fullmatch.
 PREFIX_PATTERN = re.compile(r"[A-Za-z0-9!_.*'()=@+/-]+")
 MODEL_ARCHIVE = "model.tar.gz"
 EXECUTION_TAGS = ("ExecutionName", "Attempt", "Dataset")  # added to the stack's tags

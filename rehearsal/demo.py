@@ -85,8 +85,8 @@ def prepare_topics(corpus: Path, topics: Path) -> None:
 def prepare_dataset(corpus: Path, entities: Path, dataset: Path, max_seq_len: int) -> None:
     """The demo corpus as a dataset in `dataset` with TASKS, unless it is there already
     (one prepared before the demo carried them is prepared again)."""
+    from ernie_sm.contract.tasks import KNOWLEDGE_MASKING, dataset_tasks
     from ernie_sm.dataprep.prepare import PrepareOptions, prepare
-    from ernie_sm.training.tasks import KNOWLEDGE_MASKING, dataset_tasks
 
     train = dataset / "train"
     declared = [KNOWLEDGE_MASKING.name, *TASKS]

@@ -1,9 +1,9 @@
-"""A Lambda function's code made of some modules of this project, laid out by import name.
+"""A Lambda function's code made of whole packages of this project, laid out by import name.
 
 The repository's folders are subpackages of `ernie_sm` only once installed (setup.py maps
-them), so the asset is assembled, not copied as a folder: each module's file is found
-where Python imports it from and written at `ernie_sm/.../<module>.py`, with the package
-`__init__` files above it. Nothing else goes in, and Docker is never needed.
+them), so the asset is assembled, not copied as one folder: each package's folder is
+found where Python imports it from and written at `ernie_sm/<package>/`, with
+`ernie_sm/__init__.py` above it. Nothing else goes in, and Docker is never needed.
 """
 
 from __future__ import annotations
@@ -17,29 +17,31 @@ import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
+NOT_BUNDLED = ("__pycache__", ".pyc")
 
-def module_files(modules: Sequence[str], data: Sequence[str] = ()) -> dict[str, Path]:
-    """{path in the bundle: source file} for the modules (with their packages) and the data
-    files (`package/file` in import-name form, e.g. `ernie_sm.pipeline/model.json`)."""
+
+def package_files(packages: Sequence[str]) -> dict[str, Path]:
+    """{path in the bundle: source file} for every file of the packages (`ernie_sm.pipeline`),
+    with the `__init__` of each package above them."""
     files: dict[str, Path] = {}
-    for module in modules:
-        parts = module.split(".")
-        for depth in range(1, len(parts) + 1):
-            name = ".".join(parts[:depth])
-            spec = importlib.util.find_spec(name)
-            if spec is None or spec.origin is None:
-                raise ValueError(f"{name} cannot be found to bundle")
-            origin = Path(spec.origin)
-            target = "/".join(parts[:depth]) + (
-                "/__init__.py" if origin.name == "__init__.py" else ".py"
-            )
-            files[target] = origin
-    for item in data:
-        package, _, file_name = item.partition("/")
-        spec = importlib.util.find_spec(package)
-        folder = Path(next(iter(spec.submodule_search_locations)))
-        files["/".join([*package.split("."), file_name])] = folder / file_name
+    for package in packages:
+        parts = package.split(".")
+        for depth in range(1, len(parts)):
+            parent = find_folder(".".join(parts[:depth]))
+            files["/".join([*parts[:depth], "__init__.py"])] = parent / "__init__.py"
+        folder = find_folder(package)
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_file() and not any(part.endswith(NOT_BUNDLED) for part in relative.parts):
+                files["/".join([*parts, *relative.parts])] = path
     return files
+
+
+def find_folder(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"{package} is not a package that can be bundled")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 @jsii.implements(ILocalBundling)
@@ -55,9 +57,9 @@ class _CopyFiles:
         return True
 
 
-def lambda_code(modules: Sequence[str], data: Sequence[str] = ()) -> lambda_.Code:
-    """The asset: exactly these modules and data files, hashed by what was bundled."""
-    files = module_files(modules, data)
+def lambda_code(packages: Sequence[str]) -> lambda_.Code:
+    """The asset: exactly these packages, hashed by what was bundled."""
+    files = package_files(packages)
     source = next(iter(files.values())).parent  # any folder: the hash is the output's
     return lambda_.Code.from_asset(
         str(source),

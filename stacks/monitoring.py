@@ -20,8 +20,8 @@ from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
-from ernie_sm.training.metrics import EVAL_METRIC_DEFINITIONS, METRIC_DEFINITIONS
-from ernie_sm.training.tasks import TASKS
+from ernie_sm.contract.metrics import EVAL_METRIC_DEFINITIONS, METRIC_DEFINITIONS
+from ernie_sm.contract.tasks import TASKS
 
 NAMESPACE = "/aws/sagemaker/TrainingJobs"
 PERIOD = Duration.minutes(1)

@@ -70,15 +70,8 @@ from ernie_sm.stacks.network import check_vpc
 # The Prepare function carries the execution-input contract, the trainer's modules it
 # checks hyperparameters and metrics with, and the SageMaker API model it checks requests
 # against: nothing else (stdlib only).
-LAMBDA_MODULES = (
-    "ernie_sm.pipeline.execution",
-    "ernie_sm.pipeline.sagemaker_api",
-    "ernie_sm.training.errors",
-    "ernie_sm.training.hyperparams",
-    "ernie_sm.training.metrics",
-    "ernie_sm.training.tasks",
-)
-LAMBDA_DATA = ("ernie_sm.pipeline/sagemaker_api.json",)
+# The Prepare function's code: the input contract and what it stands on (tests/test_layers.py).
+LAMBDA_PACKAGES = ("ernie_sm.contract", "ernie_sm.pipeline")
 # How createTrainingJob.sync fails. A SageMaker API error is named "SageMaker." + the
 # Java SDK's exception class, with a plain-text Cause ("... (Service: AmazonSageMaker;
 # Status Code: 400; Error Code: ValidationException; ...)"); only ResourceLimitExceeded has
@@ -265,7 +258,7 @@ class TrainingPipeline(Construct):
             "Prepare",
             runtime=lambda_.Runtime.PYTHON_3_14,
             handler="ernie_sm.pipeline.execution.handler",
-            code=lambda_code(LAMBDA_MODULES, LAMBDA_DATA),
+            code=lambda_code(LAMBDA_PACKAGES),
             timeout=Duration.seconds(30),
             memory_size=256,
             tracing=lambda_.Tracing.ACTIVE,

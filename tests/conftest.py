@@ -16,7 +16,8 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ["CDK_DISABLE_VERSION_CHECK"] = "true"
 os.environ["CDK_DISABLE_CLI_TELEMETRY"] = "true"
 
-from ernie_sm.training import layout, presets  # noqa: E402
+from ernie_sm.contract import presets  # noqa: E402
+from ernie_sm.training import layout  # noqa: E402
 
 
 @pytest.fixture(scope="session")

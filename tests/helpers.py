@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from ernie_sm.training import layout, tasks
-from ernie_sm.training.vocab import Vocab
+from ernie_sm.contract import tasks
+from ernie_sm.text.vocab import Vocab
+from ernie_sm.training import layout
 
 from tests import synthetic
 

@@ -2,7 +2,7 @@ import argparse
 import subprocess
 import sys
 
-from ernie_sm.training import hyperparams
+from ernie_sm.contract import hyperparams
 
 from ernie_sm import cli
 

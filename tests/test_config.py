@@ -1,8 +1,8 @@
 import json
 
 import pytest
+from ernie_sm.contract.errors import ConfigError
 from ernie_sm.training.config import load_config
-from ernie_sm.training.errors import ConfigError
 
 # config/ernie_config.json of PaddlePaddle/ERNIE (branch repro), as released.
 RELEASED_ERNIE_1_CONFIG = {

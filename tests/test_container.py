@@ -259,20 +259,21 @@ def test_the_package_carries_its_presets_into_the_image() -> None:
     """pip installs package data by pyproject's globs: every preset a setting names must match."""
     from fnmatch import fnmatch
 
-    from ernie_sm.training import presets
+    from ernie_sm.contract import presets
 
     package_data = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]
-    globs = package_data["ernie_sm.training"]
     for kind in (presets.CONFIGS, presets.VOCABS):
+        globs = package_data[kind.package]
+        folder = ROOT / kind.package.removeprefix("ernie_sm.")
         for name in kind.names:
             file = f"{kind.folder}/{name}{kind.suffix}"
-            assert (ROOT / "training" / file).is_file(), file
+            assert (folder / file).is_file(), file
             assert any(fnmatch(file, glob) for glob in globs), f"{file} is not package data"
 
 
 def test_the_image_installs_the_trainer_and_nothing_more(tmp_path, ignore_patterns) -> None:
     """What .dockerignore lets in builds a wheel of ernie_sm, ernie_sm.training and the
-    tokenizer of ernie_sm.dataprep alone, and the evaluation imports from it."""
+    layers below it (contract, text) alone, and the evaluation imports from it."""
     import zipfile
 
     context = tmp_path / "context"
@@ -300,11 +301,10 @@ def test_the_image_installs_the_trainer_and_nothing_more(tmp_path, ignore_patter
         "ernie_sm",
         "ernie_sm/training",
         "ernie_sm/training/data",
-        "ernie_sm/dataprep",
+        "ernie_sm/contract",
+        "ernie_sm/text",
     }
-    dataprep = {n.rsplit("/", 1)[-1] for n in names if n.startswith("ernie_sm/dataprep/")}
-    assert dataprep == {"__init__.py", "documents.py", "encoder.py"}
-    assert "ernie_sm/training/vocabs/ernie-1.0.txt" in names
+    assert "ernie_sm/text/vocabs/ernie-1.0.txt" in names
     assert "ernie_sm/training/configs/ernie-1.0-base.json" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ernie-sm = ernie_sm.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

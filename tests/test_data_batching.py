@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from ernie_sm.training import hyperparams
+from ernie_sm.contract import hyperparams
 from ernie_sm.training.data import (
     BatchConfig,
     ParsedShard,

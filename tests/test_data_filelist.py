@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ernie_sm.contract.errors import DataError
 from ernie_sm.training.data import Shard, read_filelist
-from ernie_sm.training.errors import DataError
 
 
 def write_filelist(folder: Path, text: str) -> Path:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ernie_sm.contract.errors import DataError
+from ernie_sm.text.vocab import Vocab
 from ernie_sm.training.data import TokenIds, mask_tokens
-from ernie_sm.training.errors import DataError
-from ernie_sm.training.vocab import Vocab
 
 # Specials at both ends, so a wrong replacement range would show up.
 VOCAB = Vocab(

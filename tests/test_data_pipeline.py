@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ernie_sm.training import hyperparams
+from ernie_sm.contract import hyperparams
+from ernie_sm.contract.errors import DataError
+from ernie_sm.contract.filelist import Shard
 from ernie_sm.training.data import (
     Batch,
     BatchConfig,
@@ -24,8 +26,6 @@ from ernie_sm.training.data import (
     split_batches,
     validation_batches,
 )
-from ernie_sm.training.data.filelist import Shard
-from ernie_sm.training.errors import DataError
 
 from tests.helpers import TOY_VOCAB as VOCAB
 from tests.synthetic import reference_lengths

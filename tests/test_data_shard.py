@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ernie_sm.contract.errors import DataError
 from ernie_sm.training.data import ShardLimits, parse_shard
-from ernie_sm.training.errors import DataError
 
 GOOD = "1 5 2 6 2;0 0 0 1 1;0 1 2 3 4;-1 0 -1 0 -1;1"
 LIMITS = ShardLimits(vocab_size=50, max_seq_len=8, max_position=40, type_vocab_size=2)

@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
-from ernie_sm.dataprep.documents import CorpusError
+from ernie_sm.contract import hyperparams, metrics
+from ernie_sm.contract.errors import ConfigError, DataError
 from ernie_sm.dataprep.topics import chunks, topic_splits, write_topic_set
-from ernie_sm.training import hyperparams, layout, metrics
+from ernie_sm.text.documents import CorpusError
+from ernie_sm.text.vocab import load_vocab
+from ernie_sm.training import layout
 from ernie_sm.training.config import config_from_dict
-from ernie_sm.training.errors import ConfigError, DataError
 from ernie_sm.training.export import export_model
 from ernie_sm.training.labelled import read_labelled_set, scores, truncate
 from ernie_sm.training.model import ErnieForPretraining
-from ernie_sm.training.vocab import load_vocab
 
 from ernie_sm import cli
 from tests.helpers import TINY_CONFIG
@@ -235,7 +236,7 @@ def test_baseline_channel_is_fine_tuned_as_the_baseline(tmp_path, sm_env, logs):
 
 
 def test_pairs_are_encoded_with_the_models_vocab_and_token_types(tmp_path):
-    from ernie_sm.dataprep.encoder import SentenceEncoder
+    from ernie_sm.text.encoder import SentenceEncoder
     from ernie_sm.training.labelled import encode_split
 
     _write_tsv(
@@ -439,7 +440,7 @@ def test_prepare_topics_splits_by_document_with_every_topic(tmp_path):
     texts = {s: {e.texts[0] for e in data.splits[s]} for s in data.splits}
     assert all(len(t) <= 200 for ts in texts.values() for t in ts)
     # No document in two splits: each document's first chunk tells where it went.
-    from ernie_sm.dataprep.documents import read_documents
+    from ernie_sm.text.documents import read_documents
 
     homes = []
     for path in sorted(corpus.glob("*.txt")):

@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+from ernie_sm.contract import metrics
 from ernie_sm.pipeline import execution, sagemaker_api
 from ernie_sm.pipeline.execution import (
     EvaluationInput,
@@ -17,7 +18,6 @@ from ernie_sm.pipeline.execution import (
     training_job_request,
 )
 from ernie_sm.stacks.training_pipeline import EVALUATION_REQUEST_FIELDS, REQUEST_FIELDS
-from ernie_sm.training import metrics
 
 from tests.test_execution import BUCKET, ENV, ENVIRON, KEY, MODEL, NOW, problems
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import re
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from ernie_sm.contract import hyperparams, metrics
+from ernie_sm.contract.errors import TrainingError
 from ernie_sm.pipeline import execution, sagemaker_api
 from ernie_sm.pipeline.execution import (
     ExecutionInput,
@@ -19,9 +19,7 @@ from ernie_sm.pipeline.execution import (
     parse_input,
     training_job_request,
 )
-from ernie_sm.stacks.training_pipeline import LAMBDA_MODULES
-from ernie_sm.training import hyperparams, layout, metrics
-from ernie_sm.training.errors import TrainingError
+from ernie_sm.training import layout
 
 NOW = datetime(2026, 3, 1, 12, 30, 45, tzinfo=timezone.utc)
 BUCKET = "ernie-data-123456789012"
@@ -689,34 +687,6 @@ def test_handler(monkeypatch):
     assert execution.handler({"input": {}, "execution": "run-9"}, None)["attempt"] == 1
     with pytest.raises(ExecutionInputError, match=r"instance_count: "):
         execution.handler({"input": {"instance_count": 0}, "execution": "run-9"}, None)
-
-
-@pytest.mark.parametrize("module", [execution, sagemaker_api])
-def test_module_imports_only_what_the_lambda_bundle_holds(module):
-    allowed = set(LAMBDA_MODULES) | {"ernie_sm.pipeline", "ernie_sm.training"}
-    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
-    # extract_shapes reads botocore's model; only the tests and `python -m` call it.
-    lazy = {
-        id(node)
-        for function in ast.walk(tree)
-        if isinstance(function, ast.FunctionDef) and function.name == "extract_shapes"
-        for node in ast.walk(function)
-    }
-    for node in ast.walk(tree):
-        if id(node) in lazy:
-            continue
-        if isinstance(node, ast.Import):
-            modules = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "relative import"
-            modules = [node.module or ""]
-            if node.module in ("ernie_sm.training", "ernie_sm.pipeline"):
-                modules += [f"{node.module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        for module in modules:
-            top = module.split(".")[0]
-            assert top in sys.stdlib_module_names or module in allowed, module
 
 
 def test_handler_puts_the_stack_defaults_under_the_users_input(monkeypatch):

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+from ernie_sm.contract import hyperparams, tasks  # noqa: E402
 from ernie_sm.pipeline import sagemaker_api  # noqa: E402
 from ernie_sm.pipeline.execution import (  # noqa: E402
     EVALUATION_FIELDS,
@@ -26,7 +27,6 @@ from ernie_sm.pipeline.execution import (  # noqa: E402
     parse_input,
     training_job_request,
 )
-from ernie_sm.training import hyperparams, tasks  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

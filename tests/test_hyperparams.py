@@ -1,8 +1,8 @@
 from dataclasses import fields
 
 import pytest
-from ernie_sm.training import hyperparams
-from ernie_sm.training.errors import HyperparameterError
+from ernie_sm.contract import hyperparams
+from ernie_sm.contract.errors import HyperparameterError
 
 
 def test_spec_and_dataclass_name_the_same_hyperparameters():

@@ -20,12 +20,13 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
-from ernie_sm.training import layout, released, train
+from ernie_sm.contract.errors import ConfigError
+from ernie_sm.text.vocab import load_vocab
+from ernie_sm.training import layout, train
 from ernie_sm.training.config import load_config
-from ernie_sm.training.errors import ConfigError
-from ernie_sm.training.import_weights import import_weights
 from ernie_sm.training.model import ErnieForPretraining
-from ernie_sm.training.vocab import load_vocab
+from ernie_sm.weights import released
+from ernie_sm.weights.import_weights import import_weights
 from moto import mock_aws
 
 from ernie_sm import cli
@@ -798,7 +799,7 @@ def test_a_run_killed_while_the_model_moves_into_place_leaves_nothing(
 
 
 def test_a_run_killed_in_its_last_step_leaves_nothing(tmp_path, release, monkeypatch):
-    from ernie_sm.training import import_weights as module
+    from ernie_sm.weights import import_weights as module
 
     def killed(model_dir, archive):
         archive.write_bytes(b"")

@@ -2,8 +2,8 @@ import json
 from pathlib import Path
 
 import pytest
+from ernie_sm.contract.errors import ConfigError
 from ernie_sm.training import layout
-from ernie_sm.training.errors import ConfigError
 
 
 def test_layout_from_sagemaker_files_via_the_toolkit(tmp_path, sm_env):

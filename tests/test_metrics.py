@@ -1,6 +1,6 @@
 import re
 
-from ernie_sm.training import metrics
+from ernie_sm.contract import metrics
 
 TRAIN = metrics.train_line(
     metrics.TrainStats(

@@ -14,8 +14,16 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
+from ernie_sm.contract import hyperparams, tasks
+from ernie_sm.contract.errors import ConfigError, DataError
+from ernie_sm.contract.tasks import (
+    KNOWLEDGE_MASKING,
+    SENTENCE_DISTANCE,
+    SENTENCE_REORDERING,
+    TOKEN_DOCUMENT_RELATION,
+)
 from ernie_sm.dataprep.prepare import PrepareOptions, prepare
-from ernie_sm.training import hyperparams, layout, tasks, train
+from ernie_sm.training import layout, train
 from ernie_sm.training.config import ErnieConfig
 from ernie_sm.training.data import (
     BatchConfig,
@@ -25,16 +33,9 @@ from ernie_sm.training.data import (
     parse_shard,
     read_filelist,
 )
-from ernie_sm.training.errors import ConfigError, DataError
 from ernie_sm.training.export import export_model, warm_start
 from ernie_sm.training.model import ErnieForPretraining, task_loss
 from ernie_sm.training.multitask import TaskFigures, TaskMix, forward
-from ernie_sm.training.tasks import (
-    KNOWLEDGE_MASKING,
-    SENTENCE_DISTANCE,
-    SENTENCE_REORDERING,
-    TOKEN_DOCUMENT_RELATION,
-)
 from rich.console import Console
 
 from tests import synthetic

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import rjieba
+from ernie_sm.contract.errors import ConfigError
 from ernie_sm.dataprep import prepare as prepare_module
-from ernie_sm.dataprep.documents import CorpusError
-from ernie_sm.dataprep.encoder import SentenceEncoder
 from ernie_sm.dataprep.prepare import PrepareOptions, prepare
-from ernie_sm.dataprep.sentences import split_sentences
+from ernie_sm.text.documents import CorpusError
+from ernie_sm.text.encoder import SentenceEncoder
+from ernie_sm.text.sentences import split_sentences
+from ernie_sm.text.vocab import load_vocab
 from ernie_sm.training.data import ShardLimits, parse_shard, read_filelist
-from ernie_sm.training.errors import ConfigError
-from ernie_sm.training.vocab import load_vocab
 from rich.console import Console
 
 SENTENCES = [

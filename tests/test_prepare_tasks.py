@@ -13,13 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ernie_sm.dataprep import prepare as prepare_module
-from ernie_sm.dataprep.documents import CorpusError, Document
-from ernie_sm.dataprep.prepare import prepare
-from ernie_sm.dataprep.samples import split_long
-from ernie_sm.dataprep.task_samples import TaskSettings, task_lines
-from ernie_sm.training.data import read_filelist
-from ernie_sm.training.tasks import (
+from ernie_sm.contract.tasks import (
     DATASET_FILE,
     IGNORE,
     KNOWLEDGE_MASKING,
@@ -31,6 +25,12 @@ from ernie_sm.training.tasks import (
     dataset_tasks,
     describe_dataset,
 )
+from ernie_sm.dataprep import prepare as prepare_module
+from ernie_sm.dataprep.prepare import prepare
+from ernie_sm.dataprep.samples import split_long
+from ernie_sm.dataprep.task_samples import TaskSettings, task_lines
+from ernie_sm.text.documents import CorpusError, Document
+from ernie_sm.training.data import read_filelist
 from rich.console import Console
 
 from tests import synthetic

@@ -19,25 +19,24 @@ import botocore.session
 import pytest
 from aws_cdk import App, Stack
 from aws_cdk.assertions import Match, Template
+from ernie_sm.contract.metrics import METRIC_DEFINITIONS
 from ernie_sm.operations.stack import OUTPUTS
 from ernie_sm.pipeline.execution import MAX_HOURS, MAX_STAGES, ExecutionInputError
 from ernie_sm.stacks.dataset_bucket import DatasetBucket
 from ernie_sm.stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
 from ernie_sm.stacks.execution_role import ExecutionRole, ExecutionRoleProps
-from ernie_sm.stacks.lambda_bundle import module_files
+from ernie_sm.stacks.lambda_bundle import package_files
 from ernie_sm.stacks.network import MAX_SECURITY_GROUPS, MAX_SUBNETS, check_vpc
 from ernie_sm.stacks.training_image import TrainingImage
 from ernie_sm.stacks.training_pipeline import (
     API_ERROR,
     EVALUATION_REQUEST_FIELDS,
-    LAMBDA_DATA,
-    LAMBDA_MODULES,
+    LAMBDA_PACKAGES,
     REQUEST_FIELDS,
     RESOURCE_LIMIT,
     TrainingPipeline,
     TrainingPipelineProps,
 )
-from ernie_sm.training.metrics import METRIC_DEFINITIONS
 
 from tests.cdk_support import ENV, ROOT, cfn_lint_problems, feature_flags, synth_under_nag
 
@@ -379,7 +378,7 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     assert len(bundles) == 1, "no Prepare bundle in the cloud assembly"
     bundle = bundles[0]
     files = sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
-    assert files == sorted(module_files(LAMBDA_MODULES, LAMBDA_DATA))
+    assert files == sorted(package_files(LAMBDA_PACKAGES))
     assert "ernie_sm/training/train.py" not in files and "ernie_sm/stacks/__init__.py" not in files
     # The bundle alone answers an empty execution input, as Lambda would run it: no site
     # packages (-S), so nothing but the bundle and the standard library can be imported.

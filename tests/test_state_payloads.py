@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+from ernie_sm.contract import hyperparams  # noqa: E402
+from ernie_sm.contract.metrics import EVAL_METRIC_DEFINITIONS, METRIC_DEFINITIONS  # noqa: E402
 from ernie_sm.pipeline import execution  # noqa: E402
 from ernie_sm.pipeline.execution import (  # noqa: E402
     MAX_HYPERPARAMETERS_BYTES,
@@ -35,8 +37,6 @@ from ernie_sm.pipeline.execution import (  # noqa: E402
 )
 from ernie_sm.rehearsal.local_sagemaker import ECHOED  # noqa: E402
 from ernie_sm.stacks.network import MAX_SECURITY_GROUPS, MAX_SUBNETS  # noqa: E402
-from ernie_sm.training import hyperparams  # noqa: E402
-from ernie_sm.training.metrics import EVAL_METRIC_DEFINITIONS, METRIC_DEFINITIONS  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
-from ernie_sm.training import hyperparams, layout, train
+from ernie_sm.contract import hyperparams
+from ernie_sm.contract.errors import ConfigError
+from ernie_sm.text.vocab import load_vocab
+from ernie_sm.training import layout, train
 from ernie_sm.training.config import load_config
 from ernie_sm.training.data import PretrainingData, read_filelist
-from ernie_sm.training.errors import ConfigError
 from ernie_sm.training.export import warm_start
 from ernie_sm.training.model import ErnieForPretraining, ErnieInference
-from ernie_sm.training.vocab import load_vocab
 
 from tests import synthetic
 from tests.helpers import make_job

@@ -12,7 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from ernie_sm.training import hyperparams, layout, train
+from ernie_sm.contract import hyperparams
+from ernie_sm.training import layout, train
 
 from tests.helpers import TINY_HYPERPARAMETERS, make_job
 

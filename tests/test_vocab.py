@@ -1,7 +1,7 @@
 import pytest
-from ernie_sm.training import presets
-from ernie_sm.training.errors import ConfigError
-from ernie_sm.training.vocab import load_vocab
+from ernie_sm.contract import presets
+from ernie_sm.contract.errors import ConfigError
+from ernie_sm.text.vocab import load_vocab
 
 
 def test_released_vocab_special_ids_and_replacements(ernie_vocab):

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ernie_sm.training import presets
-from ernie_sm.training.errors import ConfigError
-from ernie_sm.training.textfile import read_text
+from ernie_sm.contract import presets
+from ernie_sm.contract.errors import ConfigError
+from ernie_sm.contract.textfile import read_text
 
 ACTIVATIONS = ("relu", "gelu")
 # Keys other ERNIE releases write that do not change the architecture (ERNIE 2.0's

@@ -15,7 +15,7 @@ global-norm clipping at 1.0, linear warm-up over the first 10% of num_train_step
 linear decay to 0. Dev accuracy is scored every eval_steps and at the end; the best dev
 state is kept in memory, training stops early after `patience` scorings without a better
 one, and the best state is scored on test.tsv: accuracy and macro-F1. The results go to
-SM_MODEL_DIR/evaluation.json and to the `[eval]` metric lines (training/metrics.py).
+SM_MODEL_DIR/evaluation.json and to the `[eval]` metric lines (contract/metrics.py).
 """
 
 from __future__ import annotations
@@ -31,14 +31,15 @@ from pathlib import Path
 import numpy as np
 import paddle
 import paddle.nn.functional as F
-from ernie_sm.dataprep.documents import CorpusError
-from ernie_sm.dataprep.encoder import SentenceEncoder
-from ernie_sm.training import hyperparams, metrics
+from ernie_sm.contract import hyperparams, metrics
+from ernie_sm.contract.errors import ConfigError, TrainingError
+from ernie_sm.contract.hyperparams import EvalHyperparameters
+from ernie_sm.text.documents import CorpusError
+from ernie_sm.text.encoder import SentenceEncoder
+from ernie_sm.text.vocab import Vocab
 from ernie_sm.training import layout as job_layout
 from ernie_sm.training.config import ErnieConfig
-from ernie_sm.training.errors import ConfigError, TrainingError
 from ernie_sm.training.export import exported_model, read_exported, set_weights
-from ernie_sm.training.hyperparams import EvalHyperparameters
 from ernie_sm.training.labelled import (
     SPLITS,
     Encoded,
@@ -51,7 +52,6 @@ from ernie_sm.training.labelled import (
 from ernie_sm.training.layout import JobLayout
 from ernie_sm.training.model import ErnieClassifier, ErnieModel, no_decay
 from ernie_sm.training.train import EXIT_STOPPED, Stopped, StopSignal, log_to_stdout
-from ernie_sm.training.vocab import Vocab
 
 log = logging.getLogger("ernie")
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import paddle
+from ernie_sm.contract.errors import ConfigError
+from ernie_sm.text.vocab import Vocab, load_vocab
 from ernie_sm.training import safe_pickle
 from ernie_sm.training.config import ErnieConfig, load_config
-from ernie_sm.training.errors import ConfigError
 from ernie_sm.training.model import ErnieForPretraining, ErnieInference
-from ernie_sm.training.vocab import Vocab, load_vocab
 from paddle.static import InputSpec
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ Lines end at `\n` alone (as `csv` reads them; a trailing `\r` of CRLF files is d
 other line separators (U+2028, a form feed) are part of a text.
 
 Texts are tokenised with the model's own vocab by `ernie-sm prepare`'s tokenizer
-(dataprep/encoder.py), into `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` (token types 0
+(text/encoder.py), into `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` (token types 0
 then 1), cut to max_seq_len longest-first.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ernie_sm.training.errors import ConfigError, DataError
-from ernie_sm.training.textfile import read_text
-from ernie_sm.training.vocab import Vocab
+from ernie_sm.contract.errors import ConfigError, DataError
+from ernie_sm.contract.textfile import read_text
+from ernie_sm.text.vocab import Vocab
 
 SPLITS = ("train", "dev", "test")
 HEADER = "label"

@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ernie_sm.training.errors import ConfigError
-from ernie_sm.training.textfile import read_json_object
+from ernie_sm.contract.errors import ConfigError
+from ernie_sm.contract.textfile import read_json_object
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_BASE_DIR = "/opt/ml"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import paddle
 import paddle.nn.functional as F
+from ernie_sm.contract.tasks import IGNORE, KNOWLEDGE_MASKING, TASKS, Task
 from ernie_sm.training.config import ErnieConfig
-from ernie_sm.training.tasks import IGNORE, KNOWLEDGE_MASKING, TASKS, Task
 from paddle import nn
 
 # Added to attention scores at padding; fits float16 unlike -inf.

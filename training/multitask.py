@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import paddle
+from ernie_sm.contract.tasks import IGNORE, KNOWLEDGE_MASKING, TASKS, Task
 from ernie_sm.training.data import Batch
 from ernie_sm.training.model import pretraining_loss, task_loss
-from ernie_sm.training.tasks import IGNORE, KNOWLEDGE_MASKING, TASKS, Task
 
 _MIX = 3  # seed purpose, after the data pipeline's (order, train, valid)
 

@@ -5,7 +5,7 @@ leaves an inference model in SM_MODEL_DIR. One optimizer step, top to bottom, is
 `train()`: for each micro-batch draw its task, seed dropout, forward and backward; then
 clip, step, and log / validate / checkpoint when their intervals come round. ERNIE 1.0
 (hyperparameter `tasks` empty) has one task, knowledge masking; ERNIE 2.0 trains the
-`tasks` named, each from its own stream of the channel (training/tasks.py).
+`tasks` named, each from its own stream of the channel (contract/tasks.py).
 """
 
 from __future__ import annotations
@@ -25,9 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import paddle
-from ernie_sm.training import flops, hyperparams, launch, metrics, presets
+from ernie_sm.contract import hyperparams, metrics, presets
+from ernie_sm.contract import tasks as job_tasks
+from ernie_sm.contract.errors import ConfigError, DataError, TrainingError
+from ernie_sm.contract.hyperparams import Hyperparameters
+from ernie_sm.contract.tasks import KNOWLEDGE_MASKING, TASKS, Task
+from ernie_sm.text.vocab import Vocab, load_vocab
+from ernie_sm.training import flops, launch
 from ernie_sm.training import layout as job_layout
-from ernie_sm.training import tasks as job_tasks
 from ernie_sm.training.checkpoint import (
     META_FILE,
     Checkpoint,
@@ -45,15 +50,11 @@ from ernie_sm.training.data import (
     read_filelist,
     validation_batches,
 )
-from ernie_sm.training.errors import ConfigError, DataError, TrainingError
 from ernie_sm.training.export import export_model, warm_start
 from ernie_sm.training.host_reports import HostReports
-from ernie_sm.training.hyperparams import Hyperparameters
 from ernie_sm.training.layout import JobLayout
 from ernie_sm.training.model import ErnieForPretraining, no_decay
 from ernie_sm.training.multitask import TaskFigures, TaskMix, forward
-from ernie_sm.training.tasks import KNOWLEDGE_MASKING, TASKS, Task
-from ernie_sm.training.vocab import Vocab, load_vocab
 
 log = logging.getLogger("ernie")
 
@@ -517,7 +518,7 @@ def _task_embedding(config: ErnieConfig, hp: Hyperparameters) -> ErnieConfig:
 def _task_shards(
     channel: Path, filelist: str, tasks: list[Task], channel_name: str
 ) -> dict[str, list[Shard]]:
-    """Each task's shards in a channel, which must declare the task (training/tasks.py)."""
+    """Each task's shards in a channel, which must declare the task (contract/tasks.py)."""
     version, declared = _declared(channel, channel_name)
     missing = [t.name for t in tasks if t.name not in declared]
     if missing:
@@ -532,7 +533,7 @@ def _task_shards(
 
 
 def _declared(channel: Path, channel_name: str) -> tuple[int, list[str]]:
-    """The format version and tasks a channel declares (training/tasks.py)."""
+    """The format version and tasks a channel declares (contract/tasks.py)."""
     try:
         return job_tasks.dataset_tasks(channel)
     except ValueError as exc:

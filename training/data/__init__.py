@@ -3,6 +3,7 @@
 Nothing here imports paddle: it also runs in light worker processes.
 """
 
+from ernie_sm.contract.filelist import Shard, read_filelist
 from ernie_sm.training.data.batching import (
     Batch,
     BatchConfig,
@@ -10,7 +11,6 @@ from ernie_sm.training.data.batching import (
     make_batch,
     split_batches,
 )
-from ernie_sm.training.data.filelist import Shard, read_filelist
 from ernie_sm.training.data.masking import TokenIds, mask_tokens
 from ernie_sm.training.data.pipeline import (
     DataPosition,

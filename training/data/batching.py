@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from ernie_sm.contract.tasks import IGNORE
 from ernie_sm.training.data.masking import TokenIds, mask_tokens
 from ernie_sm.training.data.shard import ParsedShard
-from ernie_sm.training.tasks import IGNORE
 
 
 @dataclass(frozen=True, eq=False)

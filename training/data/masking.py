@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from ernie_sm.training.errors import DataError
-from ernie_sm.training.vocab import Vocab
+from ernie_sm.contract.errors import DataError
+from ernie_sm.text.vocab import Vocab
 
 MASK_PROB = 0.15  # share of tokens (char-level) or words (word-level) chosen
 TO_MASK, TO_RANDOM = 0.8, 0.1  # of chosen tokens; the remaining 10% stay unchanged

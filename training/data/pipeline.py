@@ -18,13 +18,13 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from ernie_sm.contract.errors import DataError
+from ernie_sm.contract.filelist import Shard
+from ernie_sm.contract.tasks import KNOWLEDGE_MASKING, Task
+from ernie_sm.text.vocab import Vocab
 from ernie_sm.training.data.batching import Batch, BatchConfig, group_batches, make_batch
-from ernie_sm.training.data.filelist import Shard
 from ernie_sm.training.data.masking import TokenIds
 from ernie_sm.training.data.shard import ShardLimits, parse_shard
-from ernie_sm.training.errors import DataError
-from ernie_sm.training.tasks import KNOWLEDGE_MASKING, Task
-from ernie_sm.training.vocab import Vocab
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A line is `token_ids;sentence_type_ids;position_ids;seg_labels;label`, values
 space-separated. The label is knowledge masking's NSP label (ERNIE 1.0 shards), the class
 of a sentence-level ERNIE 2.0 task, or one value per token for a token-level task
-(training/tasks.py). A per-line Python `int()` parse manages ~0.7 M tokens/s, so the
+(contract/tasks.py). A per-line Python `int()` parse manages ~0.7 M tokens/s, so the
 decompressed bytes are parsed at once with numpy: digit runs become numbers, and
 the `;` / newline positions assign each number to its line and field.
 
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from ernie_sm.training.errors import DataError
-from ernie_sm.training.tasks import IGNORE, KNOWLEDGE_MASKING, Task
+from ernie_sm.contract.errors import DataError
+from ernie_sm.contract.tasks import IGNORE, KNOWLEDGE_MASKING, Task
 
 FIELDS = ("token_ids", "sentence_type_ids", "position_ids", "seg_labels", "label")
 _NL, _SEMI, _MINUS = b"\n;-"

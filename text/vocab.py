@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ernie_sm.training.errors import ConfigError
-from ernie_sm.training.textfile import read_text
+from ernie_sm.contract.errors import ConfigError
+from ernie_sm.contract.textfile import read_text
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 

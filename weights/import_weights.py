@@ -3,7 +3,7 @@
 The output is what `ernie-sm train` leaves in SM_MODEL_DIR (model.pdparams, ernie_config.json,
 vocab.txt and the inference model), as a folder or as model.tar.gz, so an execution can
 start from it with `warm_start_model`. SOURCE is a folder or a .tar(.gz) archive in any of
-the forms training/released.py reads.
+the forms weights/released.py reads.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ernie_sm.training import presets, released
-from ernie_sm.training.errors import ConfigError
-from ernie_sm.training.vocab import load_vocab
+from ernie_sm.contract import presets
+from ernie_sm.contract.errors import ConfigError
+from ernie_sm.contract.s3_uri import S3_URI_PATTERN
+from ernie_sm.text.vocab import load_vocab
+from ernie_sm.weights import released
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +181,6 @@ def pack(model_dir: Path, archive: Path) -> None:
 
 def upload_target(destination: str) -> tuple[str, str]:
     """(bucket, key) of model.tar.gz for --upload; checked before any work is done."""
-    from ernie_sm.pipeline.execution import S3_URI_PATTERN
-
     match = S3_URI_PATTERN.fullmatch(destination)
     if match is None:
         raise ConfigError(f"--upload {destination!r} is not an s3://BUCKET/PREFIX/ URI")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ernie_sm.training.textfile import read_text
+from ernie_sm.contract.textfile import read_text
 
 
 class CorpusError(Exception):

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ernie_sm.contract.errors import ConfigError
+from ernie_sm.contract.textfile import read_json_object
 from ernie_sm.training import safe_pickle
 from ernie_sm.training.config import ErnieConfig, config_from_dict
-from ernie_sm.training.errors import ConfigError
-from ernie_sm.training.textfile import read_json_object
 
 # One row per tensor: our name, then the original's, PaddleNLP's and transformers' names.
 # `{i}` is the encoder layer. Linear weights are [in, out] in Paddle, [out, in] in torch.

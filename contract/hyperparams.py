@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ernie_sm.training import tasks
-from ernie_sm.training.errors import HyperparameterError
+from ernie_sm.contract import tasks
+from ernie_sm.contract.errors import HyperparameterError
 
 # Keys that SageMaker's SDK and toolkit add on their own (sagemaker_program, ...).
 RESERVED_PREFIX = "sagemaker_"
@@ -173,7 +173,7 @@ SPECS: dict[str, Spec] = {
         "ernie-1.0-base, ernie-tiny.",
     ),
     "weight_sharing": Spec(_bool, "true", "Tie the MLM output projection to the word embeddings."),
-    # ERNIE 2.0 (training/tasks.py)
+    # ERNIE 2.0 (contract/tasks.py)
     "tasks": Spec(
         tasks.parse_mix,
         "",

@@ -6,19 +6,20 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ernie_sm.training.errors import ConfigError
+from ernie_sm.contract.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class PresetKind:
-    folder: str  # under training/
+    package: str  # the package whose folder holds the files
+    folder: str
     suffix: str
     names: tuple[str, ...]
 
 
-CONFIGS = PresetKind("configs", ".json", ("ernie-1.0-base", "ernie-tiny"))
-# The released ERNIE 1.0 vocab (origin and licence in training/vocabs/README.md).
-VOCABS = PresetKind("vocabs", ".txt", ("ernie-1.0",))
+CONFIGS = PresetKind("ernie_sm.training", "configs", ".json", ("ernie-1.0-base", "ernie-tiny"))
+# The released ERNIE 1.0 vocab (origin and licence in text/vocabs/README.md).
+VOCABS = PresetKind("ernie_sm.text", "vocabs", ".txt", ("ernie-1.0",))
 
 
 def locate(value: str | Path, base_dir: Path, kind: PresetKind, setting: str) -> Path:
@@ -27,9 +28,7 @@ def locate(value: str | Path, base_dir: Path, kind: PresetKind, setting: str) ->
     `setting` names what the value was given as, for the error a missing file raises.
     """
     if str(value) in kind.names:
-        return Path(
-            str(resources.files("ernie_sm.training") / kind.folder / f"{value}{kind.suffix}")
-        )
+        return Path(str(resources.files(kind.package) / kind.folder / f"{value}{kind.suffix}"))
     path = Path(value)
     path = path if path.is_absolute() else base_dir / path
     try:

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import rjieba
-from ernie_sm.dataprep.documents import CorpusError
-from ernie_sm.training.textfile import read_text
-from ernie_sm.training.vocab import SPECIAL_TOKENS, load_vocab
+from ernie_sm.contract.textfile import read_text
+from ernie_sm.text.documents import CorpusError
+from ernie_sm.text.vocab import SPECIAL_TOKENS, load_vocab
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 UNK = "[UNK]"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ernie_sm.training.tasks import TASKS
+from ernie_sm.contract.tasks import TASKS
 
 NUMBER = r"([0-9\.]+)"
 SCIENTIFIC = r"([0-9\.]+(?:e[-+][0-9]+)?)"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ernie_sm.training.errors import DataError
-from ernie_sm.training.textfile import read_text
+from ernie_sm.contract.errors import DataError
+from ernie_sm.contract.textfile import read_text
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Released ERNIE weights into this project's format (`ernie-sm import-weights`)."""
