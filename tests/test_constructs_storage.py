@@ -376,17 +376,12 @@ def test_image_asset_builds_the_dockerfile_for_amd64_from_the_repository_root(sy
         "setup.py",
         "README.md",
         "ernie_sm",
+        "contract",
+        "text",
         "training",
-        "dataprep",
         "container",
     }
     assert {p.name for p in (staged / "container").iterdir()} == {"Dockerfile"}
-    # Of dataprep/, the tokenizer `ernie-sm evaluate` uses, not prepare's or upload's modules.
-    assert {p.name for p in (staged / "dataprep").iterdir()} == {
-        "__init__.py",
-        "documents.py",
-        "encoder.py",
-    }
     assert not list(staged.rglob("__pycache__"))
 
 
