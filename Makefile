@@ -11,12 +11,23 @@ export AWS_EC2_METADATA_DISABLED := true
 export CDK_DISABLE_VERSION_CHECK := true
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: demo test lint synth bench clean
+.PHONY: demo test lint synth bench clean FORCE
 
-$(BIN)/ernie-sm: pyproject.toml
+# The editable install is setuptools' strict mode: a tree of links to the project's files
+# (under build/), which pyright, mypy and IDEs follow, where the default mode's import hook
+# hides setup.py's mapping of the folders onto ernie_sm.* from them. A file added or removed
+# needs the tree re-made: the install depends on the list of files, rewritten on a change.
+FILES := $(VENV)/files.txt
+$(FILES): FORCE
+	@mkdir -p $(VENV)
+	@find . \( -path './.*' -o -name node_modules -o -name build -o -name cdk.out -o -name tests \
+	  -o -name __pycache__ \) -prune -o -type f -print | LC_ALL=C sort > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+$(BIN)/ernie-sm: pyproject.toml setup.py $(FILES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[cpu,prepare,cdk,sdk,dev]'
+	$(BIN)/pip install --quiet -e '.[cpu,prepare,cdk,sdk,dev]' --config-settings editable_mode=strict
 	touch $@
 
 $(NODE_BIN)/cdk: package.json package-lock.json
@@ -33,9 +44,10 @@ test: $(BIN)/ernie-sm $(NODE_BIN)/cdk lint
 	if [ $$status -eq 5 ]; then echo "0 passed, 0 failed (pytest collected no tests)"; exit 0; fi; \
 	exit $$status
 
-lint: $(BIN)/ernie-sm
+lint: $(BIN)/ernie-sm $(NODE_BIN)/cdk
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(NODE_BIN)/pyright
 
 synth: $(BIN)/ernie-sm $(NODE_BIN)/cdk
 	$(NODE_BIN)/cdk synth --quiet

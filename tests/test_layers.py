@@ -6,6 +6,7 @@ imports nothing they do not hold."""
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,3 +134,21 @@ def test_the_image_holds_whole_packages_that_import_only_what_it_installs():
         and folder_of(module) not in folders
     ]
     assert not wrong, "\n".join(wrong)
+
+
+def test_ernie_sm_from_another_checkout_is_refused_not_mixed(tmp_path):
+    """A second clone run with this environment would take its own ernie_sm/ and this
+    checkout's subpackages: the import fails and says so instead."""
+    other = tmp_path / "other-clone"
+    (other / "ernie_sm").mkdir(parents=True)
+    (other / "ernie_sm" / "__init__.py").write_text((ROOT / "ernie_sm" / "__init__.py").read_text())
+    mixed = subprocess.run(
+        [sys.executable, "-c", "import ernie_sm"], cwd=other, capture_output=True, text=True
+    )
+    assert mixed.returncode == 1
+    assert "installed from another checkout; run make in this one" in mixed.stderr
+    assert str(other) in mixed.stderr
+    alone = subprocess.run(
+        [sys.executable, "-c", "import ernie_sm.training.layout"], cwd=ROOT, capture_output=True
+    )
+    assert alone.returncode == 0, alone.stderr

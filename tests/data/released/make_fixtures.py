@@ -1,3 +1,5 @@
+# Run in its own environments (requirements-*.txt), not the project's: pyright cannot see them.
+# pyright: reportMissingImports=false
 """Write the golden fixtures for the released-checkpoint converters (not run by the tests).
 
 For each checkpoint form it builds a tiny ERNIE 1.0 pretraining model with the library that
