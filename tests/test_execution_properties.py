@@ -17,16 +17,15 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from ernie_sm.contract import hyperparams, tasks  # noqa: E402
 from ernie_sm.pipeline import sagemaker_api  # noqa: E402
-from ernie_sm.pipeline.execution import (  # noqa: E402
+from ernie_sm.pipeline.execution_input import (  # noqa: E402
     EVALUATION_FIELDS,
     FIELDS,
     STAGE_FIELDS,
     ExecutionInputError,
-    StackEnvironment,
-    evaluation_job_request,
-    parse_input,
-    training_job_request,
 )
+from ernie_sm.pipeline.parsing import parse_input  # noqa: E402
+from ernie_sm.pipeline.requests import evaluation_job_request, training_job_request  # noqa: E402
+from ernie_sm.pipeline.stack_environment import StackEnvironment  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

@@ -21,7 +21,8 @@ from aws_cdk import App, Stack
 from aws_cdk.assertions import Match, Template
 from ernie_sm.contract.metrics import METRIC_DEFINITIONS
 from ernie_sm.operations.stack import OUTPUTS
-from ernie_sm.pipeline.execution import MAX_HOURS, MAX_STAGES, ExecutionInputError
+from ernie_sm.pipeline.execution_input import ExecutionInputError
+from ernie_sm.pipeline.limits import MAX_HOURS, MAX_STAGES
 from ernie_sm.stacks.dataset_bucket import DatasetBucket
 from ernie_sm.stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
 from ernie_sm.stacks.execution_role import ExecutionRole, ExecutionRoleProps
@@ -165,7 +166,7 @@ def test_a_long_cause_is_never_parsed_the_job_is_described_by_name(synth):
     assert states["Read job (stage)"]["Catch"][0]["Next"] == "Name the stage"
     assert states["Read job (evaluation)"]["Catch"][0]["Next"] == "Name the evaluation"
     # The one Cause still parsed is the Prepare function's, whose message it bounds
-    # (execution.MAX_MESSAGE).
+    # (limits.MAX_MESSAGE).
     parsed = [n for n, s in states.items() if "StringToJson($.error.Cause)" in json.dumps(s)]
     assert {n.removesuffix(" (evaluation)").removesuffix(" (stage)") for n in parsed} == {
         "Read Prepare error"
@@ -365,7 +366,7 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     synth.template.has_resource_properties(
         "AWS::Lambda::Function",
         {
-            "Handler": "ernie_sm.pipeline.execution.handler",
+            "Handler": "ernie_sm.pipeline.handler.handler",
             "Runtime": "python3.14",
             "TracingConfig": {"Mode": "Active"},
         },
@@ -373,7 +374,7 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     bundles = [
         folder
         for folder in synth.outdir.glob("asset.*")
-        if (folder / "ernie_sm" / "pipeline" / "execution.py").is_file()
+        if (folder / "ernie_sm" / "pipeline" / "handler.py").is_file()
     ]
     assert len(bundles) == 1, "no Prepare bundle in the cloud assembly"
     bundle = bundles[0]
@@ -383,7 +384,7 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     # The bundle alone answers an empty execution input, as Lambda would run it: no site
     # packages (-S), so nothing but the bundle and the standard library can be imported.
     script = (
-        "import json; from ernie_sm.pipeline.execution import handler; "
+        "import json; from ernie_sm.pipeline.handler import handler; "
         "print(json.dumps(handler({'input': {}, 'execution': 'exec-1', 'attempt': 2}, None)))"
     )
     env = {
@@ -525,7 +526,7 @@ def test_stack_defaults_reach_the_prepare_function_and_bad_ones_fail_the_synth(s
     (function,) = [
         f
         for f in synth.template.find_resources("AWS::Lambda::Function").values()
-        if f["Properties"].get("Handler") == "ernie_sm.pipeline.execution.handler"
+        if f["Properties"].get("Handler") == "ernie_sm.pipeline.handler.handler"
     ]
     defaults = json.loads(function["Properties"]["Environment"]["Variables"]["INPUT_DEFAULTS"])
     assert defaults == {"instance_type": "ml.p4d.24xlarge", "instance_count": 2}
