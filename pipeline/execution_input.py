@@ -54,8 +54,8 @@ def _doc(help: str, schema: dict[str, Any], shown_default: str | None = None) ->
     return {"help": help, "schema": schema, "shown_default": shown_default}
 
 
-def _ref(name: str, nullable: bool = False) -> dict[str, Any]:
-    """A field of one of schema.py's shared definitions (DEFINITIONS)."""
+def definition(name: str, nullable: bool = False) -> dict[str, Any]:
+    """The schema of a value of one of schema.py's shared definitions, or null."""
     ref = {"$ref": f"#/$defs/{name}"}
     return {"anyOf": [ref, {"type": "null"}]} if nullable else ref
 
@@ -72,9 +72,9 @@ class EvaluationInput:
 
     dataset: str = field(
         metadata=_doc(
-            "Key prefix under datasets/ (as dataset) holding train.tsv, dev.tsv and test.tsv: "
+            "Key prefix under `datasets/` (as dataset) holding train.tsv, dev.tsv and test.tsv: "
             "the job's eval channel.",
-            _ref("key_prefix"),
+            definition("key_prefix"),
             shown_default="required",
         ),
     )
@@ -83,22 +83,22 @@ class EvaluationInput:
         metadata=_doc(
             "Overrides of the evaluation hyperparameters (`ernie-sm hyperparameters --evaluate`), "
             "written and checked as the training ones are.",
-            _ref("evaluation_hyperparameters"),
+            definition("evaluation_hyperparameters", nullable=True),
         ),
     )
     baseline_model: str | None = field(
         default=None,
         metadata=_doc(
-            "s3://<bucket>/models/.../model.tar.gz (as warm_start_model): the baseline channel; "
+            "`s3://<bucket>/models/.../model.tar.gz` (as warm_start_model): the baseline channel; "
             "without it the baseline is the same architecture randomly initialised.",
-            _ref("model_uri", nullable=True),
+            definition("model_uri", nullable=True),
         ),
     )
     instance_type: str = field(
         default=DEFAULT_INSTANCE_TYPE,
         metadata=_doc(
             "SageMaker instance type of the evaluation job.",
-            _ref("instance_type"),
+            definition("instance_type"),
             shown_default="the training's instance_type",
         ),
     )
@@ -106,7 +106,7 @@ class EvaluationInput:
         default=DEFAULT_EVAL_RUNTIME_HOURS,
         metadata=_doc(
             "Time after which SageMaker stops the evaluation job.",
-            _ref("hours"),
+            definition("hours"),
         ),
     )
 
@@ -126,16 +126,16 @@ class StageInput:
             "A label for the output and failure notices: 1 to 32 lower-case letters, digits "
             "and hyphens, starting with a letter and ending with a letter or digit, unique "
             "among the stages.",
-            _ref("stage_name"),
-            shown_default='"stage-<n>"',
+            definition("stage_name"),
+            shown_default='`"stage-<n>"`',
         ),
     )
     tasks: dict[str, float] = field(
         metadata=_doc(
-            f"{{task name: sampling weight}}, at least one task of {', '.join(tasks.TASKS)}; "
+            f"`{{task name: sampling weight}}`, at least one task of {', '.join(tasks.TASKS)}; "
             "each weight a finite number > 0, not subnormal and at least 2^-53 of their sum, "
             "which is finite. The job's `tasks` hyperparameter (`knowledge_masking:1,...`).",
-            _ref("tasks"),
+            definition("tasks"),
             shown_default="required",
         ),
     )
@@ -151,7 +151,7 @@ class StageInput:
         metadata=_doc(
             "Overrides for this stage only, over the top-level hyperparameters, checked as they "
             "are; `tasks` and `num_train_steps` come from the stage's tasks and steps.",
-            _ref("stage_hyperparameters"),
+            definition("stage_hyperparameters", nullable=True),
         ),
     )
 
@@ -168,18 +168,18 @@ class ExecutionInput:
             'written as Python writes them (0.0001 -> "0.0001"). Names starting with '
             "`sagemaker_` are reserved; a value has at most 2500 characters and no line break, "
             "and a job's names and values take at most 16 KiB as JSON. `checkpoints` may only be "
-            "empty or /opt/ml/checkpoints, the folder synced to S3.",
-            _ref("hyperparameters"),
+            "empty or `/opt/ml/checkpoints`, the folder synced to S3.",
+            definition("hyperparameters", nullable=True),
         ),
     )
     dataset: str = field(
         default=DEFAULT_DATASET,
         metadata=_doc(
-            "Key prefix of a prepared dataset in the stack's bucket, under datasets/ (what "
+            "Key prefix of a prepared dataset in the stack's bucket, under `datasets/` (what "
             "`ernie-sm upload` printed; not an s3:// URI): up to 512 letters, digits and "
-            "!_.*'()=@+- with single slashes. The job reads <dataset>/train/ as its train "
-            "channel and <dataset>/valid/ as its valid channel.",
-            _ref("key_prefix"),
+            "`!_.*'()=@+-` with single slashes. The job reads `<dataset>/train/` as its train "
+            "channel and `<dataset>/valid/` as its valid channel.",
+            definition("key_prefix"),
         ),
     )
     use_validation: bool = field(
@@ -195,7 +195,7 @@ class ExecutionInput:
         metadata=_doc(
             "SageMaker training instance type, one of those CreateTrainingJob's model lists "
             "(e.g. ml.g5.12xlarge, ml.p4d.24xlarge).",
-            _ref("instance_type"),
+            definition("instance_type"),
         ),
     )
     instance_count: int = field(
@@ -224,7 +224,7 @@ class ExecutionInput:
         default=DEFAULT_RUNTIME_HOURS,
         metadata=_doc(
             "Training time after which SageMaker stops the job.",
-            _ref("hours"),
+            definition("hours"),
         ),
     )
     max_wait_hours: float | None = field(
@@ -232,17 +232,17 @@ class ExecutionInput:
         metadata=_doc(
             'Spot only (an error with "spot": false): time for the whole spot job, waiting '
             "for capacity included; at least max_runtime_hours.",
-            _ref("hours", nullable=True),
+            definition("hours", nullable=True),
             shown_default=f"min(2 x max_runtime_hours, {MAX_HOURS})",
         ),
     )
     warm_start_model: str | None = field(
         default=None,
         metadata=_doc(
-            "s3://<bucket>/models/.../model.tar.gz of a previous job in the stack's bucket: the "
+            "`s3://<bucket>/models/.../model.tar.gz` of a previous job in the stack's bucket: the "
             "job starts from its weights (the model channel). Checkpoints of this execution win "
             "over it when an attempt is retried.",
-            _ref("model_uri", nullable=True),
+            definition("model_uri", nullable=True),
         ),
     )
     job_name_prefix: str | None = field(
@@ -251,7 +251,7 @@ class ExecutionInput:
             "Start of the training-job names: the stack's name prefix, or it and a hyphen and "
             'more ("ernie-exp1"), letters, digits and hyphens, beginning and ending with a '
             "letter or digit.",
-            _ref("job_name_prefix"),
+            definition("job_name_prefix"),
             shown_default="the stack's name prefix",
         ),
     )
@@ -259,7 +259,7 @@ class ExecutionInput:
         default=None,
         metadata=_doc(
             "Evaluate the trained model (the evaluation table); null for none.",
-            _ref("evaluation", nullable=True),
+            definition("evaluation", nullable=True),
         ),
     )
     stages: tuple[StageInput, ...] | None = field(
@@ -269,7 +269,7 @@ class ExecutionInput:
             "trained in order, each from the model of the one before (the first from "
             "warm_start_model when given), the evaluation once on the last; null for one "
             "training job. `tasks` and `num_train_steps` may then be in no hyperparameters.",
-            _ref("stages", nullable=True),
+            definition("stages", nullable=True),
         ),
     )
 

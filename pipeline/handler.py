@@ -66,6 +66,23 @@ def handler(event: dict, context: object) -> dict:
     the answer has "stage", stage_summary's. Bad input raises ExecutionInputError, which Step
     Functions sees as that error type with the message naming the fields.
     """
+    execution, attempt, model, stage = _read_event(event)
+    index, previous = stage.get("index"), stage.get("model")
+    inp, _, request = prepare(
+        event.get("input"), os.environ, execution, attempt, model, index, previous
+    )
+    # Only what the state machine selects from the answer (Prepare's ResultSelector): each
+    # state's data is held to 256 KiB (Step Functions quotas), and the normalised input
+    # beside the request would take a two-stage input past it.
+    answer: dict[str, Any] = {"request": request, "attempt": attempt}
+    if inp.stages is not None and model is None:
+        answer["stage"] = stage_summary(inp, index or 0)
+    return answer
+
+
+def _read_event(event: dict) -> tuple[str, int, str | None, dict[str, Any]]:
+    """The event's execution name, attempt, model and stage; a bad one is the state
+    machine's mistake (ValueError), not the input's."""
     execution = event.get("execution")
     if not isinstance(execution, str) or not execution:
         raise ValueError(f"the event needs the execution name in 'execution', got {execution!r}")
@@ -78,14 +95,4 @@ def handler(event: dict, context: object) -> dict:
     stage = event.get("stage") or {}
     if not isinstance(stage, dict) or not set(stage) <= {"index", "model"}:
         raise ValueError(f"'stage' must be an object of index and model, or null, got {stage!r}")
-    index, previous = stage.get("index"), stage.get("model")
-    inp, _, request = prepare(
-        event.get("input"), os.environ, execution, attempt, model, index, previous
-    )
-    # Only what the state machine selects from the answer (Prepare's ResultSelector): each
-    # state's data is held to 256 KiB (Step Functions quotas), and the normalised input
-    # beside the request would take a two-stage input past it.
-    answer: dict[str, Any] = {"request": request, "attempt": attempt}
-    if inp.stages is not None and model is None:
-        answer["stage"] = stage_summary(inp, index or 0)
-    return answer
+    return execution, attempt, model, stage

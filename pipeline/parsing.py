@@ -60,30 +60,41 @@ def parse_input(raw: object) -> ExecutionInput:
         raise ExecutionInputError({"(input)": f"expected a JSON object, got {_describe(raw)}"})
     problems: dict[str, str] = {}
     values: dict[str, Any] = {}
-
-    def check(name: str, parse: Any) -> None:
-        if name not in raw:
-            return
-        try:
-            values[name] = parse(raw[name])
-        except _Problem as exc:
-            problems[name] = str(exc)
-
     if "hyperparameters" in raw:
         hp, hp_problems = _hyperparameters(raw["hyperparameters"])
         problems.update(hp_problems)
         if not hp_problems:
             values["hyperparameters"] = hp
-    check("dataset", _dataset)
-    check("use_validation", _boolean)
-    check("instance_type", _instance_type)
-    check("instance_count", lambda v: _integer(v, 1, MAX_INSTANCES))
-    check("volume_size_gb", lambda v: _integer(v, 1, MAX_VOLUME_GB))
-    check("spot", _boolean)
-    check("max_runtime_hours", _hours)
-    check("max_wait_hours", lambda v: None if v is None else _hours(v))
-    check("warm_start_model", _model_uri)
-    check("job_name_prefix", _job_name_prefix)
+    _parse_fields(raw, _top_level_parsers(), "", values, problems)
+    _parse_objects(raw, values, problems)
+    for name in raw:
+        if name not in FIELDS:
+            problems[str(name)] = _unknown_field(str(name))
+    _spot_times(raw, values, problems)
+    problems.update(_hyperparameter_sizes(values))
+    if problems:
+        raise ExecutionInputError(problems)
+    return ExecutionInput(**values)
+
+
+def _top_level_parsers() -> dict[str, Any]:
+    """{field: parser} of the top-level fields that hold one value."""
+    return {
+        "dataset": _dataset,
+        "use_validation": _boolean,
+        "instance_type": _instance_type,
+        "instance_count": lambda v: _integer(v, 1, MAX_INSTANCES),
+        "volume_size_gb": lambda v: _integer(v, 1, MAX_VOLUME_GB),
+        "spot": _boolean,
+        "max_runtime_hours": _hours,
+        "max_wait_hours": lambda v: None if v is None else _hours(v),
+        "warm_start_model": _model_uri,
+        "job_name_prefix": _job_name_prefix,
+    }
+
+
+def _parse_objects(raw: Mapping, values: dict[str, Any], problems: dict[str, str]) -> None:
+    """The evaluation and the stages, when given (null is none)."""
     if raw.get("evaluation") is not None:
         default_type = values.get("instance_type", DEFAULT_INSTANCE_TYPE)
         evaluation, eval_problems = _evaluation(raw["evaluation"], default_type)
@@ -95,10 +106,10 @@ def parse_input(raw: object) -> ExecutionInput:
         problems.update(stage_problems)
         if stages is not None:
             values["stages"] = stages
-    for name in raw:
-        if name not in FIELDS:
-            problems[str(name)] = _unknown_field(str(name))
 
+
+def _spot_times(raw: Mapping, values: dict[str, Any], problems: dict[str, str]) -> None:
+    """max_wait_hours: none on demand, else given (at least max_runtime_hours) or the default."""
     spot = values.get("spot", True)
     runtime = values.get("max_runtime_hours", DEFAULT_RUNTIME_HOURS)
     wait = values.get("max_wait_hours")
@@ -115,10 +126,6 @@ def parse_input(raw: object) -> ExecutionInput:
             f"{plain_number(wait)} is less than max_runtime_hours ({plain_number(runtime)}): "
             "the spot job's whole time must include its training time"
         )
-    problems.update(_hyperparameter_sizes(values))
-    if problems:
-        raise ExecutionInputError(problems)
-    return ExecutionInput(**values)
 
 
 def _json_bytes(value: object) -> int:
@@ -229,13 +236,13 @@ def _parse_fields(
     problems: dict[str, str],
 ) -> None:
     """Parse the fields of `value` that `parsers` names into `values`; a bad one goes to
-    `problems` as `<where>.<field>`."""
+    `problems` as `<where>.<field>` (as `<field>` at the top level, where `where` is "")."""
     for name, parse in parsers.items():
         if name in value:
             try:
                 values[name] = parse(value[name])
             except _Problem as exc:
-                problems[f"{where}.{name}"] = str(exc)
+                problems[f"{where}.{name}" if where else name] = str(exc)
 
 
 def _stages(

@@ -22,6 +22,7 @@ from aws_cdk.assertions import Match, Template
 from ernie_sm.contract.metrics import METRIC_DEFINITIONS
 from ernie_sm.operations.stack import OUTPUTS
 from ernie_sm.pipeline.execution_input import ExecutionInputError
+from ernie_sm.pipeline.handler import prepare
 from ernie_sm.pipeline.limits import MAX_HOURS, MAX_STAGES
 from ernie_sm.stacks.dataset_bucket import DatasetBucket
 from ernie_sm.stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
@@ -405,7 +406,48 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     request = json.loads(out.stdout)["request"]
     assert request["TrainingJobName"].startswith("ernie-")
     assert request["AlgorithmSpecification"]["MetricDefinitions"] == list(METRIC_DEFINITIONS)
-    assert set(REQUEST_FIELDS) <= set(request)
+    assert set(request) == set(REQUEST_FIELDS)
+
+
+# Inputs that reach every route: one job, stages, an evaluation, spot and on demand.
+ROUTE_EVALUATION = {"dataset": "datasets/topics"}
+ROUTE_INPUTS = (
+    {},
+    {"spot": False, "evaluation": ROUTE_EVALUATION},
+    {
+        "stages": [{"tasks": {"knowledge_masking": 1}, "steps": 10}] * 2,
+        "evaluation": ROUTE_EVALUATION,
+    },
+)
+
+
+@pytest.mark.parametrize("in_vpc", [False, True], ids=["public", "vpc"])
+def test_each_job_state_passes_exactly_the_members_prepare_builds(synth, in_vpc):
+    """What a job state hands createTrainingJob.sync is the request's every member and
+    nothing else, on every route: a member the builder adds must reach SageMaker."""
+    states = _definition(synth.vpc if in_vpc else synth.template)["States"]
+    environ = {
+        "IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ernie-training:abc",
+        "ROLE_ARN": "arn:aws:iam::123456789012:role/job",
+        "BUCKET": "data",
+        **({"SUBNETS": "subnet-1", "SECURITY_GROUPS": "sg-1"} if in_vpc else {}),
+    }
+    model = "s3://data/models/ernie-run-1/output/model.tar.gz"
+    routes = []
+    for raw in ROUTE_INPUTS:
+        if "evaluation" in raw:
+            routes.append(("Evaluate", prepare(raw, environ, "run-1", model=model)))
+        if "stages" in raw:
+            for index in range(len(raw["stages"])):
+                previous = model if index else None
+                request = prepare(raw, environ, "run-1", stage=index, previous_model=previous)
+                routes.append(("Train stage", request))
+        else:
+            routes.append(("Train", prepare(raw, environ, "run-1")))
+    assert {state for state, _ in routes} == {"Train", "Train stage", "Evaluate"}
+    for state, (_, _, request) in routes:
+        passed = {name.removesuffix(".$") for name in states[state]["Parameters"]}
+        assert passed == set(request), state
 
 
 def test_outcomes_go_to_an_encrypted_topic_with_the_email_subscription(synth):
