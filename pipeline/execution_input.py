@@ -66,9 +66,10 @@ def _integer(low: int, high: int) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class EvaluationInput:
-    """The `evaluation` field: after the training job succeeds, a second SageMaker job runs
-    `ernie-sm evaluate` on its model. It runs on one host, on demand (no spot, no
-    checkpoints), with the training's volume_size_gb."""
+    """After the training job succeeds, a second SageMaker job runs `ernie-sm evaluate` on
+    its model: it fine-tunes the model (and a baseline) on a labelled set and scores both on
+    its test split. It runs on one host, on demand (no spot, no checkpoints), with the
+    training's volume_size_gb, KMS key, network isolation, tags and VPC."""
 
     dataset: str = field(
         metadata=_doc(
@@ -117,9 +118,9 @@ class EvaluationInput:
 
 @dataclass(frozen=True)
 class StageInput:
-    """One entry of `stages`: one training job of ERNIE 2.0's continual multi-task
-    pretraining. Its job gets the top-level hyperparameters, then the stage's, then `tasks`
-    and `num_train_steps` from its tasks and steps (stage_hyperparameters)."""
+    """One training job of ERNIE 2.0's continual multi-task pretraining. Its job gets the
+    top-level hyperparameters, then the stage's, then `tasks` and `num_train_steps` from its
+    tasks and steps (`knowledge_masking:0.6,sentence_reordering:0.2,...`)."""
 
     name: str = field(
         metadata=_doc(
@@ -258,14 +259,14 @@ class ExecutionInput:
     evaluation: EvaluationInput | None = field(
         default=None,
         metadata=_doc(
-            "Evaluate the trained model (the evaluation table); null for none.",
+            "Evaluate the trained model (below); null for none.",
             definition("evaluation", nullable=True),
         ),
     )
     stages: tuple[StageInput, ...] | None = field(
         default=None,
         metadata=_doc(
-            "ERNIE 2.0's continual multi-task pretraining: 1 to 8 stages (the stages table), "
+            "ERNIE 2.0's continual multi-task pretraining: 1 to 8 stages (below), "
             "trained in order, each from the model of the one before (the first from "
             "warm_start_model when given), the evaluation once on the last; null for one "
             "training job. `tasks` and `num_train_steps` may then be in no hyperparameters.",
