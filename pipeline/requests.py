@@ -78,31 +78,19 @@ def check_against_stack(inp: ExecutionInput, env: StackEnvironment) -> dict[str,
             f"(the state machine may only create training jobs named {env.name_prefix}-*), "
             f"got {prefix!r}"
         )
-    if not inp.dataset.startswith(f"{env.dataset_prefix}/"):
-        problems["dataset"] = (
-            f"must be under {env.dataset_prefix}/ (where the training role may read), "
-            f"got {inp.dataset!r}"
-        )
-    models = {"warm_start_model": inp.warm_start_model}
     evaluation = inp.evaluation
+    datasets = {"dataset": inp.dataset}
+    models = {"warm_start_model": inp.warm_start_model}
     if evaluation is not None:
+        datasets["evaluation.dataset"] = evaluation.dataset
         models["evaluation.baseline_model"] = evaluation.baseline_model
-        if not evaluation.dataset.startswith(f"{env.dataset_prefix}/"):
-            problems["evaluation.dataset"] = (
+    for name, dataset in datasets.items():
+        if not dataset.startswith(f"{env.dataset_prefix}/"):
+            problems[name] = (
                 f"must be under {env.dataset_prefix}/ (where the training role may read), "
-                f"got {evaluation.dataset!r}"
+                f"got {dataset!r}"
             )
-    limits = env.limits
-    if limits is not None and inp.stages is not None:
-        longest = execution_seconds(_job_seconds(inp), limits.max_attempts, limits.backoff_seconds)
-        if longest > limits.timeout_seconds:
-            problems["stages"] = (
-                f"{len(inp.stages)} stages of up to {plain_number(_seconds_of_job(inp) / 3600)} "
-                f"hours a job, {limits.max_attempts} attempts each, could take "
-                f"{longest / 86400:.0f} days, more than the execution's limit of "
-                f"{limits.timeout_seconds / 86400:.0f} days: lower max_runtime_hours "
-                "(and max_wait_hours) or run fewer stages"
-            )
+    problems.update(_duration_problems(inp, env))
     for name, uri in models.items():
         if uri is not None and not _stack_model(uri, env):
             problems[name] = (
@@ -110,6 +98,23 @@ def check_against_stack(inp: ExecutionInput, env: StackEnvironment) -> dict[str,
                 f"role may read models), got {uri!r}"
             )
     return problems
+
+
+def _duration_problems(inp: ExecutionInput, env: StackEnvironment) -> dict[str, str]:
+    """{"stages": problem} when the stages could outlast the execution's timeout."""
+    limits = env.limits
+    if limits is None or inp.stages is None:
+        return {}
+    longest = execution_seconds(_job_seconds(inp), limits.max_attempts, limits.backoff_seconds)
+    if longest <= limits.timeout_seconds:
+        return {}
+    return {
+        "stages": f"{len(inp.stages)} stages of up to "
+        f"{plain_number(_seconds_of_job(inp) / 3600)} hours a job, {limits.max_attempts} "
+        f"attempts each, could take {longest / 86400:.0f} days, more than the execution's "
+        f"limit of {limits.timeout_seconds / 86400:.0f} days: lower max_runtime_hours "
+        "(and max_wait_hours) or run fewer stages"
+    }
 
 
 def _job_seconds(inp: ExecutionInput) -> list[int]:
@@ -157,34 +162,47 @@ def training_job_request(
     prefix = inp.job_name_prefix or env.name_prefix
     mark = "" if stage is None else stage_mark(stage)
     name = job_name(prefix, execution_name, attempt, now, mark=mark)
+    request = _job_request(
+        env,
+        name=name,
+        algorithm={"MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS]},
+        hyperparameters=hyperparameters,
+        channels=_training_channels(inp, env, model),
+        resources=(inp.instance_type, inp.instance_count, inp.volume_size_gb),
+        stopping=_training_stopping(inp),
+        tags=_tags(env, execution_name, attempt, inp.dataset),
+    )
+    request["EnableManagedSpotTraining"] = inp.spot
+    folder = checkpoint_folder(execution_name, stage)
+    request["CheckpointConfig"] = {
+        "S3Uri": f"s3://{env.bucket}/{env.checkpoint_prefix}/{folder}",
+        "LocalPath": CHECKPOINT_LOCAL_PATH,
+    }
+    return _checked(request)
+
+
+def _training_channels(
+    inp: ExecutionInput, env: StackEnvironment, model: str | None
+) -> list[dict[str, Any]]:
+    """The dataset's train (and valid) folders, and the model to start from, if any."""
     data = f"s3://{env.bucket}/{inp.dataset}"
     channels = [_s3_channel(TRAIN, f"{data}/{TRAIN}/")]
     if inp.use_validation:
         channels.append(_s3_channel(VALID, f"{data}/{VALID}/"))
     if model is not None:
         channels.append(_model_channel(MODEL, model))
-    stopping: dict[str, int] = {"MaxRuntimeInSeconds": inp.max_runtime_seconds}
+    return channels
+
+
+def _training_stopping(inp: ExecutionInput) -> dict[str, int]:
+    """The job's runtime and, with spot, its whole time (at least the runtime)."""
+    stopping = {"MaxRuntimeInSeconds": inp.max_runtime_seconds}
     if inp.spot:
         wait = inp.max_wait_seconds
         stopping["MaxWaitTimeInSeconds"] = max(
             wait if wait is not None else 2 * inp.max_runtime_seconds, inp.max_runtime_seconds
         )
-    request = _job_request(
-        env,
-        name=name,
-        algorithm={"MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS]},
-        hyperparameters=hyperparameters,
-        channels=channels,
-        resources=(inp.instance_type, inp.instance_count, inp.volume_size_gb),
-        stopping=stopping,
-        tags=_tags(env, execution_name, attempt, inp.dataset),
-    )
-    request["EnableManagedSpotTraining"] = inp.spot
-    request["CheckpointConfig"] = {
-        "S3Uri": f"s3://{env.bucket}/{env.checkpoint_prefix}/{checkpoint_folder(execution_name, stage)}",
-        "LocalPath": CHECKPOINT_LOCAL_PATH,
-    }
-    return _checked(request)
+    return stopping
 
 
 def _previous_model(uri: str | None, env: StackEnvironment) -> str:
