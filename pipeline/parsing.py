@@ -13,7 +13,7 @@ import json
 import math
 import posixpath
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ernie_sm.contract import hyperparams, tasks
@@ -351,13 +351,12 @@ def _positive_finite(value: object) -> bool:
 
 
 def _stage_name(value: object) -> str:
-    text = _string(value)
-    if not STAGE_NAME_PATTERN.fullmatch(text):
-        raise _Problem(
-            "expected 1 to 32 lower-case letters, digits and hyphens, starting with a letter "
-            f"and ending with a letter or digit, got {text!r}"
-        )
-    return text
+    return _matching(
+        value,
+        lambda text: bool(STAGE_NAME_PATTERN.fullmatch(text)),
+        "1 to 32 lower-case letters, digits and hyphens, starting with a letter and ending "
+        "with a letter or digit",
+    )
 
 
 def _hyperparameter(name: str, value: object) -> str:
@@ -392,13 +391,11 @@ def _dataset(value: object) -> str:
             f"expected a key prefix in the stack's bucket such as {DEFAULT_DATASET!r}, "
             f"not an s3:// URI: {text!r}"
         )
-    prefix = text.strip("/")
-    if not valid_key_prefix(prefix):
-        raise _Problem(
-            f"expected a key prefix such as {DEFAULT_DATASET!r} (up to {MAX_PREFIX} letters, "
-            f"digits, !_.*'()=@+- and single slashes), got {text!r}"
-        )
-    return prefix
+    expected = (
+        f"a key prefix such as {DEFAULT_DATASET!r} (up to {MAX_PREFIX} letters, digits, "
+        "!_.*'()=@+- and single slashes)"
+    )
+    return _matching(text, lambda t: valid_key_prefix(t.strip("/")), expected).strip("/")
 
 
 def _instance_type(value: object) -> str:
@@ -427,12 +424,19 @@ def _model_uri(value: object) -> str | None:
 
 
 def _job_name_prefix(value: object) -> str:
+    return _matching(
+        value,
+        valid_job_name_prefix,
+        f"1 to {JOB_NAME_PREFIX_MAX} letters, digits and hyphens, starting and ending with a "
+        "letter or digit",
+    )
+
+
+def _matching(value: object, valid: Callable[[str], bool], expected: str) -> str:
+    """`value`, a string that `valid` takes; else "expected <expected>, got <value>"."""
     text = _string(value)
-    if not valid_job_name_prefix(text):
-        raise _Problem(
-            f"expected 1 to {JOB_NAME_PREFIX_MAX} letters, digits and hyphens, starting and "
-            f"ending with a letter or digit, got {text!r}"
-        )
+    if not valid(text):
+        raise _Problem(f"expected {expected}, got {text!r}")
     return text
 
 
