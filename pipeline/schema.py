@@ -46,7 +46,7 @@ OBJECTS = (
 )
 
 
-def _hyperparameters(title: str, specs: dict[str, hyperparams.Spec], leave_out=()) -> dict:
+def _hyperparameters(specs: dict[str, hyperparams.Spec], leave_out=()) -> dict[str, Any]:
     """Overrides of `specs` by name: a string, number or boolean each (parsing turns the
     value into the string the job gets), as many and as long as SageMaker takes."""
     value = {
@@ -59,7 +59,7 @@ def _hyperparameters(title: str, specs: dict[str, hyperparams.Spec], leave_out=(
         if name not in leave_out
     }
     return {
-        "title": title,
+        "title": "object",
         "type": "object",
         "maxProperties": sagemaker_api.member_shape("HyperParameters")["max"],
         "properties": properties,
@@ -114,9 +114,9 @@ def _definitions() -> dict[str, Any]:
             "propertyNames": {"enum": list(tasks.TASKS)},
             "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
         },
-        "hyperparameters": _hyperparameters("object", hyperparams.SPECS),
-        "stage_hyperparameters": _hyperparameters("object", hyperparams.SPECS, STAGE_SETS),
-        "evaluation_hyperparameters": _hyperparameters("object", hyperparams.EVAL_SPECS),
+        "hyperparameters": _hyperparameters(hyperparams.SPECS),
+        "stage_hyperparameters": _hyperparameters(hyperparams.SPECS, STAGE_SETS),
+        "evaluation_hyperparameters": _hyperparameters(hyperparams.EVAL_SPECS),
         "evaluation": {"title": "object (below)", **object_schema(EvaluationInput)},
         "stage": {"title": "object (below)", **object_schema(StageInput)},
         "stages": {
@@ -124,7 +124,7 @@ def _definitions() -> dict[str, Any]:
             "type": "array",
             "minItems": 1,
             "maxItems": MAX_STAGES,
-            "items": {"$ref": "#/$defs/stage"},
+            "items": definition("stage"),
         },
     }
 
@@ -235,8 +235,16 @@ def doc_with_tables(doc: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=Path, default=Path("docs"), help="default: docs")
+    parser = argparse.ArgumentParser(
+        prog="python -m ernie_sm.pipeline.schema", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=Path("docs"),
+        help=f"the folder of {DOC_FILE}, whose tables are rewritten, and of {SCHEMA_FILE} "
+        "(default: docs)",
+    )
     docs = parser.parse_args(argv).docs
     (docs / SCHEMA_FILE).write_text(schema_text(), encoding="utf-8")
     doc = docs / DOC_FILE
