@@ -100,7 +100,8 @@ LAMBDA_CAUSE = '{*"errorMessage"*'  # a Lambda error's Cause: {"errorMessage", "
 # which it does not: a stage's Prepare throttled would throw away the stages before it.
 LAMBDA_THROTTLED = "Lambda.TooManyRequestsException"
 MAX_EXECUTION_SECONDS = 365 * 86400  # a standard workflow's longest execution
-# Request fields the Prepare step always returns; passed on one by one (JSONPath).
+# Request fields the Prepare step always returns; passed on one by one (JSONPath). Exactly
+# the members pipeline/requests.py builds, on every route (tests/test_stack.py).
 REQUEST_FIELDS = (
     "TrainingJobName",
     "AlgorithmSpecification",
