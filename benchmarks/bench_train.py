@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demo_data import demo_dataset  # benchmarks/demo_data.py
-from ernie_sm.contract import hyperparams
+from ernie_sm.contract import channels, hyperparams
 from ernie_sm.training import layout
 
 TOKENS_PER_SEC = re.compile(r"\[train\] step=\d+ .*tokens_per_sec=([0-9.]+)")
@@ -60,7 +60,7 @@ def measure(
             "num_workers": "1",
             "bucket_window": str(bucket_window),
         }
-        layout.write_local_job(base, hyperparameters, [layout.TRAIN])
+        layout.write_local_job(base, hyperparameters, [channels.TRAIN])
         env = {**os.environ, layout.BASE_DIR_ENV: str(base)}
         out = subprocess.run(
             [sys.executable, "-m", "ernie_sm.cli", "train"],

@@ -6,7 +6,7 @@
 
 The stack (--stack, default ErniePretraining) is found through its CloudFormation outputs
 in the region of --region or the profile. `start` checks the input against the same
-contract the state machine's Prepare step applies (pipeline/execution.py) before it calls
+contract the state machine's Prepare step applies (pipeline/parsing.py) before it calls
 AWS. `watch` follows an execution to its end and exits 0 when it succeeded, 1 otherwise.
 Errors print one line and exit 2.
 """
@@ -279,7 +279,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     start.add_argument(
         "--input",
         metavar="FILE.json",
-        help="execution input (pipeline/execution.py); - for stdin (default: {}, the flags alone)",
+        help="execution input (docs/execution-input.md); - for stdin (default: {}, the flags alone)",
     )
     start.add_argument(
         "--dataset",

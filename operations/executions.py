@@ -5,7 +5,7 @@ output or error), SageMaker (the training job of its current attempt) and CloudW
 job's latest `Training-loss`). The current job is found, in this order, in the execution's
 output (once it succeeded), in its history (the latest createTrainingJob task the Train
 state scheduled carries the TrainingJobName in its parameters), and by name: every
-attempt's job name holds a hash of the execution name (ernie_sm.pipeline.execution.job_name).
+attempt's job name holds a hash of the execution name (ernie_sm.pipeline.naming.job_name).
 Nothing here prints; operations.commands renders.
 """
 
@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ernie_sm.operations.stack import OperationsError, aws_errors
-from ernie_sm.pipeline.execution import ExecutionInputError, parse_input
+from ernie_sm.pipeline.execution_input import ExecutionInputError
+from ernie_sm.pipeline.parsing import parse_input
 
 LOSS_METRIC = "Training-loss"
 METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
@@ -79,7 +80,7 @@ def build_input(
 ) -> dict[str, Any]:
     """The input file's object with the flags given over it (flags win, hyperparameters by name).
 
-    Validated with ernie_sm.pipeline.execution.parse_input, the contract the Prepare step applies;
+    Validated with ernie_sm.pipeline.parsing.parse_input, the contract the Prepare step applies;
     InputError names every bad field. Returns what the user gave, not the defaults filled
     in, so the stack's own defaults (instance type and count) still apply in the Prepare step.
     """
@@ -137,7 +138,7 @@ def console_url(arn: str) -> str:
 def job_name_marker(execution_name: str) -> str:
     """The part every attempt's training-job name holds: `-<hash of the execution name>-a`.
 
-    Mirrors ernie_sm.pipeline.execution.job_name (`<prefix>-<slug>-<hash>-a<n>-<time>`);
+    Mirrors ernie_sm.pipeline.naming.job_name (`<prefix>-<slug>-<hash>-a<n>-<time>`);
     tests/test_operations.py checks the two agree.
     """
     return f"-{hashlib.sha256(execution_name.encode('utf-8')).hexdigest()[:8]}-a"

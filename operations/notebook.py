@@ -7,9 +7,9 @@ state machine sets up a job.
                             run_name="wiki-zh-notebook-1")
     trainer.train(wait=True, logs=True)
 
-The input is an execution input (pipeline/execution.py), checked by the same contract as
+The input is an execution input (docs/execution-input.md), checked by the same contract as
 the Prepare step and merged over the stack's defaults; the request is the one Prepare would
-build (`pipeline.execution.prepare`), from the Prepare function's own environment. This
+build (`pipeline.handler.prepare`), from the Prepare function's own environment. This
 module only translates that request into ModelTrainer's terms, so the two routes cannot
 drift apart: tests/test_notebook.py sends both and compares them field by field.
 
@@ -35,7 +35,7 @@ from ernie_sm.operations.stack import (
     make_session,
     stack_outputs,
 )
-from ernie_sm.pipeline.execution import prepare
+from ernie_sm.pipeline.handler import prepare
 
 if TYPE_CHECKING:
     from sagemaker.train import ModelTrainer

@@ -87,6 +87,11 @@ def check_member(member: str, value: Any) -> list[Violation]:
     return _check(_resolve(member), value, ".".join(map(_camel, member.split("."))))
 
 
+def refusal(member: str, value: Any) -> str | None:
+    """SageMaker's reason to refuse `value` as `member` (see check_member), None if it takes it."""
+    return "; ".join(v.constraint for v in check_member(member, value)) or None
+
+
 def member_shape(member: str) -> dict[str, Any]:
     """The model's shape of a member path (see check_member), e.g. its "enum" or "max"."""
     return _shapes()[_resolve(member)]

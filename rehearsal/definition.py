@@ -23,7 +23,7 @@ PSEUDO = {
     "AWS::AccountId": ACCOUNT,
     "AWS::URLSuffix": "amazonaws.com",
 }
-PREPARE_HANDLER = "ernie_sm.pipeline.execution.handler"
+PREPARE_HANDLER = "ernie_sm.pipeline.handler.handler"
 # Node.js timers hold at most 2^31 - 1 ms (24.8 days); a longer execution timeout would fire
 # at once in the interpreter, so a rehearsal runs without it.
 MAX_TIMER_SECONDS = (2**31 - 1) // 1000

@@ -49,7 +49,7 @@ def invoke_prepare(parameters: dict, config: dict) -> dict:
         _prepare_calls(config), config, "the function runs, but its logs and traces are lost"
     )
     os.environ.update(config["prepare_environment"])
-    from ernie_sm.pipeline.execution import handler
+    from ernie_sm.pipeline.handler import handler
 
     try:
         payload = handler(parameters["Payload"], None)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_kms as kms
 from constructs import Construct
-from ernie_sm.pipeline.execution import check_name_prefix
+from ernie_sm.pipeline.naming import check_name_prefix
 from ernie_sm.stacks.dataset_bucket import DatasetBucket, DatasetBucketProps
 from ernie_sm.stacks.execution_role import ExecutionRole, ExecutionRoleProps
 from ernie_sm.stacks.monitoring import Monitoring, MonitoringProps

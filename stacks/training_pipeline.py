@@ -52,15 +52,10 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
-from ernie_sm.pipeline.execution import (
-    MAX_ATTEMPTS,
-    MAX_HOURS,
-    MAX_STAGES,
-    ExecutionLimits,
-    check_name_prefix,
-    execution_seconds,
-    parse_input,
-)
+from ernie_sm.pipeline.limits import MAX_HOURS, MAX_STAGES
+from ernie_sm.pipeline.naming import MAX_ATTEMPTS, check_name_prefix
+from ernie_sm.pipeline.parsing import parse_input
+from ernie_sm.pipeline.stack_environment import ExecutionLimits, execution_seconds
 from ernie_sm.stacks import nag
 from ernie_sm.stacks.dataset_bucket import CHECKPOINTS, DATASETS, MODELS
 from ernie_sm.stacks.execution_role import ExecutionRole
@@ -105,7 +100,8 @@ LAMBDA_CAUSE = '{*"errorMessage"*'  # a Lambda error's Cause: {"errorMessage", "
 # which it does not: a stage's Prepare throttled would throw away the stages before it.
 LAMBDA_THROTTLED = "Lambda.TooManyRequestsException"
 MAX_EXECUTION_SECONDS = 365 * 86400  # a standard workflow's longest execution
-# Request fields the Prepare step always returns; passed on one by one (JSONPath).
+# Request fields the Prepare step always returns; passed on one by one (JSONPath). Exactly
+# the members pipeline/requests.py builds, on every route (tests/test_stack.py).
 REQUEST_FIELDS = (
     "TrainingJobName",
     "AlgorithmSpecification",
@@ -257,7 +253,7 @@ class TrainingPipeline(Construct):
             self,
             "Prepare",
             runtime=lambda_.Runtime.PYTHON_3_14,
-            handler="ernie_sm.pipeline.execution.handler",
+            handler="ernie_sm.pipeline.handler.handler",
             code=lambda_code(LAMBDA_PACKAGES),
             timeout=Duration.seconds(30),
             memory_size=256,

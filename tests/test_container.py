@@ -209,7 +209,7 @@ def test_dockerignore_lets_in_everything_the_dockerfile_copies(dockerfile, ignor
         "stacks/training.py",
         "container/README.md",
         "training/__pycache__/train.cpython-311.pyc",
-        "pipeline/execution.py",
+        "pipeline/handler.py",
     ],
 )
 def test_dockerignore_keeps_the_rest_out(ignore_patterns, path) -> None:

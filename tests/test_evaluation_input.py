@@ -1,5 +1,5 @@
 """The execution input's `evaluation` field and the evaluation job's request
-(pipeline/execution.py): what the state machine's "Prepare evaluation" builds."""
+(pipeline/requests.py): what the state machine's "Prepare evaluation" builds."""
 
 from __future__ import annotations
 
@@ -8,15 +8,11 @@ import re
 
 import pytest
 from ernie_sm.contract import metrics
-from ernie_sm.pipeline import execution, sagemaker_api
-from ernie_sm.pipeline.execution import (
-    EvaluationInput,
-    ExecutionInputError,
-    StackEnvironment,
-    evaluation_job_request,
-    parse_input,
-    training_job_request,
-)
+from ernie_sm.pipeline import execution_input, handler, sagemaker_api
+from ernie_sm.pipeline.execution_input import EvaluationInput, ExecutionInputError
+from ernie_sm.pipeline.parsing import parse_input
+from ernie_sm.pipeline.requests import evaluation_job_request, training_job_request
+from ernie_sm.pipeline.stack_environment import StackEnvironment
 from ernie_sm.stacks.training_pipeline import EVALUATION_REQUEST_FIELDS, REQUEST_FIELDS
 
 from tests.test_execution import BUCKET, ENV, ENVIRON, KEY, MODEL, NOW, problems
@@ -43,7 +39,7 @@ def test_evaluation_defaults_and_round_trip():
         hyperparameters={},
         baseline_model=None,
         instance_type="ml.g5.12xlarge",  # the training's
-        max_runtime_hours=execution.DEFAULT_EVAL_RUNTIME_HOURS,
+        max_runtime_hours=execution_input.DEFAULT_EVAL_RUNTIME_HOURS,
     )
     full = {
         "dataset": "datasets/t/",
@@ -223,7 +219,7 @@ def test_handler_builds_the_evaluation_request_when_given_the_model(monkeypatch)
     for key, value in ENVIRON.items():
         monkeypatch.setenv(key, value)
     event = {"input": {"evaluation": EVALUATION}, "execution": "run-1", "attempt": 2}
-    out = execution.handler({**event, "model": TRAINED}, None)
+    out = handler.handler({**event, "model": TRAINED}, None)
     assert set(out) == {"request", "attempt"} and out["attempt"] == 2
     assert out["request"]["AlgorithmSpecification"]["ContainerArguments"] == ["evaluate"]
     assert out["request"]["InputDataConfig"][1]["DataSource"]["S3DataSource"]["S3Uri"].endswith(
@@ -231,10 +227,10 @@ def test_handler_builds_the_evaluation_request_when_given_the_model(monkeypatch)
     )
     json.dumps(out)
     # Without the model, the same input gives the training request.
-    trained = execution.handler(event, None)["request"]
+    trained = handler.handler(event, None)["request"]
     assert "ContainerArguments" not in trained["AlgorithmSpecification"]
     with pytest.raises(ValueError, match=r"'model' must be the S3 URI"):
-        execution.handler({**event, "model": "models/x"}, None)
+        handler.handler({**event, "model": "models/x"}, None)
     with pytest.raises(ExecutionInputError, match=r"evaluation\.hyperparameters\.batch_size: "):
         bad = {"evaluation": {"dataset": "datasets/t", "hyperparameters": {"batch_size": 0}}}
-        execution.handler({**event, "input": bad, "model": TRAINED}, None)
+        handler.handler({**event, "input": bad, "model": TRAINED}, None)

@@ -1,4 +1,4 @@
-"""Contract 1: execution input -> CreateTrainingJob request (pipeline/execution.py)."""
+"""Contract 1: execution input -> CreateTrainingJob request (pipeline/)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,22 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from ernie_sm.contract import hyperparams, metrics
+from ernie_sm.contract import channels, hyperparams, metrics
 from ernie_sm.contract.errors import TrainingError
-from ernie_sm.pipeline import execution, sagemaker_api
-from ernie_sm.pipeline.execution import (
-    ExecutionInput,
-    ExecutionInputError,
-    StackEnvironment,
-    job_name,
-    parse_input,
-    training_job_request,
+from ernie_sm.pipeline import (
+    execution_input,
+    handler,
+    limits,
+    naming,
+    requests,
+    sagemaker_api,
+    stack_environment,
 )
+from ernie_sm.pipeline.execution_input import ExecutionInput, ExecutionInputError
+from ernie_sm.pipeline.naming import job_name
+from ernie_sm.pipeline.parsing import parse_input
+from ernie_sm.pipeline.requests import training_job_request
+from ernie_sm.pipeline.stack_environment import StackEnvironment
 from ernie_sm.training import layout
 
 NOW = datetime(2026, 3, 1, 12, 30, 45, tzinfo=timezone.utc)
@@ -50,7 +55,7 @@ def problems(raw: object) -> dict[str, str]:
 
 def test_empty_input_gives_the_default_request():
     req = request({})
-    assert req["TrainingJobName"] == "ernie-run-1-" + execution._digest("run-1") + (
+    assert req["TrainingJobName"] == "ernie-run-1-" + naming._digest("run-1") + (
         "-a1-20260301123045"
     )
     assert req["AlgorithmSpecification"] == {
@@ -93,7 +98,7 @@ def test_empty_input_gives_the_default_request():
 
 def test_none_is_the_empty_input_and_defaults_match_the_dataclass():
     assert parse_input(None) == parse_input({}) == ExecutionInput()
-    assert execution.FIELDS == (
+    assert execution_input.FIELDS == (
         "hyperparameters",
         "dataset",
         "use_validation",
@@ -110,18 +115,11 @@ def test_none_is_the_empty_input_and_defaults_match_the_dataclass():
     )
 
 
-def test_every_field_is_documented_in_the_module_docstring():
-    doc = execution.__doc__ or ""
-    for name in execution.FIELDS:
-        assert re.search(rf"^  {name}\s", doc, re.M), name
-
-
 def test_channel_names_are_the_containers():
-    assert (execution.TRAIN_CHANNEL, execution.VALID_CHANNEL, execution.MODEL_CHANNEL) == (
-        layout.TRAIN,
-        layout.VALID,
-        layout.MODEL,
-    )
+    # One definition, contract/channels.py, for the requests and the container.
+    names = [c["ChannelName"] for c in request({"warm_start_model": MODEL})["InputDataConfig"]]
+    assert names == [channels.TRAIN, channels.VALID, channels.MODEL]
+    assert not {"TRAIN", "VALID", "MODEL"} & set(vars(layout))
 
 
 def test_request_fields_match_the_sagemaker_api_model():
@@ -232,7 +230,7 @@ def test_no_kms_key_means_no_kms_fields():
     ],
 )
 def test_instance_storage(instance_type, local):
-    assert execution.has_local_storage(instance_type) is local
+    assert requests.has_local_storage(instance_type) is local
 
 
 def test_vpc_only_with_subnets():
@@ -243,7 +241,7 @@ def test_vpc_only_with_subnets():
         "SecurityGroupIds": ["sg-1"],
         "Subnets": ["subnet-a", "subnet-b"],
     }
-    with pytest.raises(execution.StackEnvironmentError, match="SECURITY_GROUPS"):
+    with pytest.raises(stack_environment.StackEnvironmentError, match="SECURITY_GROUPS"):
         StackEnvironment.from_environ({**ENVIRON, "SUBNETS": "subnet-a"})
 
 
@@ -264,9 +262,9 @@ def test_stack_environment_from_environ():
     assert req["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/out/"
     assert req["CheckpointConfig"]["S3Uri"] == f"s3://{BUCKET}/ckpt/run-1/"
     assert {"Key": "Project", "Value": "ernie"} in req["Tags"]
-    with pytest.raises(execution.StackEnvironmentError, match="IMAGE_URI, BUCKET"):
+    with pytest.raises(stack_environment.StackEnvironmentError, match="IMAGE_URI, BUCKET"):
         StackEnvironment.from_environ({"ROLE_ARN": "x"})
-    with pytest.raises(execution.StackEnvironmentError, match="TAGS"):
+    with pytest.raises(stack_environment.StackEnvironmentError, match="TAGS"):
         StackEnvironment.from_environ({**ENVIRON, "TAGS": "[1]"})
 
 
@@ -529,7 +527,7 @@ def test_several_problems_are_reported_at_once():
     ],
 )
 def test_stack_settings_sagemaker_would_refuse(settings, text):
-    with pytest.raises(execution.StackEnvironmentError) as caught:
+    with pytest.raises(stack_environment.StackEnvironmentError) as caught:
         StackEnvironment.from_environ({**ENVIRON, **settings})
     assert "SageMaker would refuse the stack's settings" in str(caught.value)
     assert text in str(caught.value)
@@ -560,7 +558,7 @@ def test_tag_values_hold_what_sagemaker_takes_within_its_length():
 
 def test_a_request_the_contract_should_have_refused_is_a_contract_gap():
     unchecked = ExecutionInput(instance_type="ml.g5.2xlarg", hyperparameters={"epoch": "1\n"})
-    with pytest.raises(execution.ContractGapError) as caught:
+    with pytest.raises(requests.ContractGapError) as caught:
         training_job_request(unchecked, ENV, "run-1", 1, NOW)
     assert not isinstance(caught.value, ExecutionInputError)
     message = str(caught.value)
@@ -634,8 +632,8 @@ def test_odd_and_long_execution_names_are_sanitised(execution_name):
 
 def test_names_that_sanitise_alike_stay_apart():
     assert job_name("ernie", "a.b", 1, NOW) != job_name("ernie", "a_b", 1, NOW)
-    assert execution.execution_key("a.b") != execution.execution_key("a_b")
-    assert execution.execution_key("名前") != execution.execution_key("名字")
+    assert naming.execution_key("a.b") != naming.execution_key("a_b")
+    assert naming.execution_key("名前") != naming.execution_key("名字")
 
 
 def test_job_name_rejects_bad_arguments():
@@ -673,7 +671,7 @@ def test_metric_definitions_are_exactly_the_metrics_modules():
 def test_handler(monkeypatch):
     for key, value in ENVIRON.items():
         monkeypatch.setenv(key, value)
-    out = execution.handler(
+    out = handler.handler(
         {"input": {"hyperparameters": {"epoch": 3}}, "execution": "run-9", "attempt": 2}, None
     )
     # What the state machine selects (Prepare job's ResultSelector), nothing more.
@@ -684,9 +682,9 @@ def test_handler(monkeypatch):
     assert out["request"]["TrainingJobName"].startswith("ernie-")
     assert out["request"]["StoppingCondition"]["MaxWaitTimeInSeconds"] == 48 * 3600
     json.dumps(out)
-    assert execution.handler({"input": {}, "execution": "run-9"}, None)["attempt"] == 1
+    assert handler.handler({"input": {}, "execution": "run-9"}, None)["attempt"] == 1
     with pytest.raises(ExecutionInputError, match=r"instance_count: "):
-        execution.handler({"input": {"instance_count": 0}, "execution": "run-9"}, None)
+        handler.handler({"input": {"instance_count": 0}, "execution": "run-9"}, None)
 
 
 def test_handler_puts_the_stack_defaults_under_the_users_input(monkeypatch):
@@ -698,10 +696,10 @@ def test_handler_puts_the_stack_defaults_under_the_users_input(monkeypatch):
     }.items():
         monkeypatch.setenv(name, value)
     event = {"input": {}, "execution": "run-1"}
-    resources = execution.handler(event, None)["request"]["ResourceConfig"]
+    resources = handler.handler(event, None)["request"]["ResourceConfig"]
     assert (resources["InstanceType"], resources["InstanceCount"]) == ("ml.p4d.24xlarge", 2)
     event["input"] = {"instance_count": 1}
-    assert execution.handler(event, None)["request"]["ResourceConfig"]["InstanceCount"] == 1
+    assert handler.handler(event, None)["request"]["ResourceConfig"]["InstanceCount"] == 1
 
 
 @pytest.mark.parametrize(
@@ -712,7 +710,7 @@ def test_example_inputs_are_valid_as_pasted_into_the_console(path):
     env = StackEnvironment(
         image_uri="img", role_arn="arn:aws:iam::123456789012:role/job", bucket="my-dataset-bucket"
     )
-    assert execution.check_against_stack(inp, env) == {}
+    assert requests.check_against_stack(inp, env) == {}
 
 
 def test_an_input_with_ever_so_many_problems_gives_a_message_a_cause_can_hold():
@@ -724,9 +722,9 @@ def test_an_input_with_ever_so_many_problems_gives_a_message_a_cause_can_hold():
         parse_input(raw)
     message = str(refused.value)
     assert len(refused.value.problems) == 500
-    assert len(message) <= execution.MAX_MESSAGE
+    assert len(message) <= limits.MAX_MESSAGE
     assert message.startswith("invalid execution input: ")
     assert re.search(r"; \.\.\. and \d+ more$", message)
     long_one = ExecutionInputError({"dataset": "d" * 20000})
-    assert len(str(long_one)) <= execution.MAX_MESSAGE and str(long_one).endswith("...")
+    assert len(str(long_one)) <= limits.MAX_MESSAGE and str(long_one).endswith("...")
     assert str(ExecutionInputError({"a": "b", "c": "d"})) == "invalid execution input: a: b; c: d"

@@ -4,7 +4,8 @@ Hypothesis feeds parse_input + training_job_request (each stage's when the input
 stages, and evaluation_job_request when it asks for an evaluation) arbitrary JSON: as the
 whole input, under each field, under "hyperparameters", under each field of "evaluation"
 and of a stage. A ContractGapError (the request breaks a constraint the contract should
-have caught) or any other exception fails the test.
+have caught) or any other exception fails the test; so does an input Prepare takes that
+the JSON Schema (docs/execution-input.schema.json) refuses.
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ from datetime import datetime, timezone
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+jsonschema = pytest.importorskip("jsonschema")
 from ernie_sm.contract import hyperparams, tasks  # noqa: E402
-from ernie_sm.pipeline import sagemaker_api  # noqa: E402
-from ernie_sm.pipeline.execution import (  # noqa: E402
+from ernie_sm.pipeline import sagemaker_api, schema  # noqa: E402
+from ernie_sm.pipeline.execution_input import (  # noqa: E402
     EVALUATION_FIELDS,
     FIELDS,
     STAGE_FIELDS,
     ExecutionInputError,
-    StackEnvironment,
-    evaluation_job_request,
-    parse_input,
-    training_job_request,
 )
+from ernie_sm.pipeline.parsing import parse_input  # noqa: E402
+from ernie_sm.pipeline.requests import evaluation_job_request, training_job_request  # noqa: E402
+from ernie_sm.pipeline.stack_environment import StackEnvironment  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -42,6 +43,7 @@ ENV = StackEnvironment(
 )
 NOW = datetime(2026, 3, 1, 12, 30, 45, tzinfo=timezone.utc)
 FAST = settings(max_examples=150, deadline=None)
+SCHEMA = jsonschema.Draft202012Validator(schema.execution_input_schema())
 
 # Valid values with endings that break them, so the search reaches past the first check.
 NEAR_VALID = st.builds(
@@ -90,6 +92,7 @@ def assert_refused_or_accepted(raw: object, execution_name: str = "run-1") -> No
         requests = [training_job_request(inp, ENV, execution_name, 1, NOW, *s) for s in stages]
     except ExecutionInputError:
         return
+    assert [e.message for e in SCHEMA.iter_errors(raw)] == []  # the schema takes it too
     if inp.evaluation is not None:  # what the same input gives Prepare evaluation
         requests.append(evaluation_job_request(inp, ENV, execution_name, 3, NOW, TRAINED))
     for request in requests:

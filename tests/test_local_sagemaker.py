@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from ernie_sm.pipeline import sagemaker_api
-from ernie_sm.pipeline.execution import StackEnvironment, parse_input, training_job_request
+from ernie_sm.pipeline.parsing import parse_input
+from ernie_sm.pipeline.requests import training_job_request
+from ernie_sm.pipeline.stack_environment import StackEnvironment
 from ernie_sm.rehearsal import local_sagemaker
 from ernie_sm.rehearsal.local_sagemaker import ResourceInUse, ValidationException, run_training_job
 

@@ -22,7 +22,7 @@ import pytest
 from ernie_sm.operations import notebook
 from ernie_sm.operations.stack import OperationsError
 from ernie_sm.pipeline import sagemaker_api
-from ernie_sm.pipeline.execution import ExecutionInputError
+from ernie_sm.pipeline.execution_input import ExecutionInputError
 from ernie_sm.rehearsal import definition
 from ernie_sm.rehearsal.local_sagemaker import s3_path
 from ernie_sm.rehearsal.rehearse import ROOT, STACK

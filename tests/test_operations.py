@@ -13,7 +13,7 @@ import boto3
 import pytest
 from ernie_sm.operations import commands, executions
 from ernie_sm.operations.stack import OUTPUTS, OperationsError, stack_outputs
-from ernie_sm.pipeline.execution import job_name
+from ernie_sm.pipeline.naming import job_name
 from moto import mock_aws
 from rich.console import Console
 

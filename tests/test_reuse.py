@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from ernie_sm.operations.stack import OUTPUTS
-from ernie_sm.pipeline.execution import StackEnvironment
+from ernie_sm.pipeline.stack_environment import StackEnvironment
 from ernie_sm.rehearsal import definition
 from ernie_sm.rehearsal.rehearse import rehearse, stack_template
 

@@ -16,16 +16,15 @@ from aws_cdk import App, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk.assertions import Template
 from ernie_sm.pipeline import sagemaker_api
-from ernie_sm.pipeline.execution import (
+from ernie_sm.pipeline.limits import MAX_STAGES
+from ernie_sm.pipeline.naming import (
     EVAL_JOB_MARK,
     JOB_NAME_PREFIX_MAX,
     MAX_ATTEMPTS,
-    MAX_STAGES,
-    StackEnvironment,
-    StackEnvironmentError,
     check_name_prefix,
     job_name,
 )
+from ernie_sm.pipeline.stack_environment import StackEnvironment, StackEnvironmentError
 from ernie_sm.stacks.dataset_bucket import DatasetBucket
 from ernie_sm.stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
 from ernie_sm.stacks.execution_role import ExecutionRole, ExecutionRoleProps

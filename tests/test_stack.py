@@ -21,7 +21,9 @@ from aws_cdk import App, Stack
 from aws_cdk.assertions import Match, Template
 from ernie_sm.contract.metrics import METRIC_DEFINITIONS
 from ernie_sm.operations.stack import OUTPUTS
-from ernie_sm.pipeline.execution import MAX_HOURS, MAX_STAGES, ExecutionInputError
+from ernie_sm.pipeline.execution_input import ExecutionInputError
+from ernie_sm.pipeline.handler import prepare
+from ernie_sm.pipeline.limits import MAX_HOURS, MAX_STAGES
 from ernie_sm.stacks.dataset_bucket import DatasetBucket
 from ernie_sm.stacks.ernie_stack import ErnieStackProps, ErnieTrainingStack
 from ernie_sm.stacks.execution_role import ExecutionRole, ExecutionRoleProps
@@ -165,7 +167,7 @@ def test_a_long_cause_is_never_parsed_the_job_is_described_by_name(synth):
     assert states["Read job (stage)"]["Catch"][0]["Next"] == "Name the stage"
     assert states["Read job (evaluation)"]["Catch"][0]["Next"] == "Name the evaluation"
     # The one Cause still parsed is the Prepare function's, whose message it bounds
-    # (execution.MAX_MESSAGE).
+    # (limits.MAX_MESSAGE).
     parsed = [n for n, s in states.items() if "StringToJson($.error.Cause)" in json.dumps(s)]
     assert {n.removesuffix(" (evaluation)").removesuffix(" (stage)") for n in parsed} == {
         "Read Prepare error"
@@ -365,7 +367,7 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     synth.template.has_resource_properties(
         "AWS::Lambda::Function",
         {
-            "Handler": "ernie_sm.pipeline.execution.handler",
+            "Handler": "ernie_sm.pipeline.handler.handler",
             "Runtime": "python3.14",
             "TracingConfig": {"Mode": "Active"},
         },
@@ -373,7 +375,7 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     bundles = [
         folder
         for folder in synth.outdir.glob("asset.*")
-        if (folder / "ernie_sm" / "pipeline" / "execution.py").is_file()
+        if (folder / "ernie_sm" / "pipeline" / "handler.py").is_file()
     ]
     assert len(bundles) == 1, "no Prepare bundle in the cloud assembly"
     bundle = bundles[0]
@@ -383,7 +385,7 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     # The bundle alone answers an empty execution input, as Lambda would run it: no site
     # packages (-S), so nothing but the bundle and the standard library can be imported.
     script = (
-        "import json; from ernie_sm.pipeline.execution import handler; "
+        "import json; from ernie_sm.pipeline.handler import handler; "
         "print(json.dumps(handler({'input': {}, 'execution': 'exec-1', 'attempt': 2}, None)))"
     )
     env = {
@@ -404,7 +406,48 @@ def test_prepare_function_ships_only_the_contract_modules_and_runs(synth):
     request = json.loads(out.stdout)["request"]
     assert request["TrainingJobName"].startswith("ernie-")
     assert request["AlgorithmSpecification"]["MetricDefinitions"] == list(METRIC_DEFINITIONS)
-    assert set(REQUEST_FIELDS) <= set(request)
+    assert set(request) == set(REQUEST_FIELDS)
+
+
+# Inputs that reach every route: one job, stages, an evaluation, spot and on demand.
+ROUTE_EVALUATION = {"dataset": "datasets/topics"}
+ROUTE_INPUTS = (
+    {},
+    {"spot": False, "evaluation": ROUTE_EVALUATION},
+    {
+        "stages": [{"tasks": {"knowledge_masking": 1}, "steps": 10}] * 2,
+        "evaluation": ROUTE_EVALUATION,
+    },
+)
+
+
+@pytest.mark.parametrize("in_vpc", [False, True], ids=["public", "vpc"])
+def test_each_job_state_passes_exactly_the_members_prepare_builds(synth, in_vpc):
+    """What a job state hands createTrainingJob.sync is the request's every member and
+    nothing else, on every route: a member the builder adds must reach SageMaker."""
+    states = _definition(synth.vpc if in_vpc else synth.template)["States"]
+    environ = {
+        "IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ernie-training:abc",
+        "ROLE_ARN": "arn:aws:iam::123456789012:role/job",
+        "BUCKET": "data",
+        **({"SUBNETS": "subnet-1", "SECURITY_GROUPS": "sg-1"} if in_vpc else {}),
+    }
+    model = "s3://data/models/ernie-run-1/output/model.tar.gz"
+    routes = []
+    for raw in ROUTE_INPUTS:
+        if "evaluation" in raw:
+            routes.append(("Evaluate", prepare(raw, environ, "run-1", model=model)))
+        if "stages" in raw:
+            for index in range(len(raw["stages"])):
+                previous = model if index else None
+                request = prepare(raw, environ, "run-1", stage=index, previous_model=previous)
+                routes.append(("Train stage", request))
+        else:
+            routes.append(("Train", prepare(raw, environ, "run-1")))
+    assert {state for state, _ in routes} == {"Train", "Train stage", "Evaluate"}
+    for state, (_, _, request) in routes:
+        passed = {name.removesuffix(".$") for name in states[state]["Parameters"]}
+        assert passed == set(request), state
 
 
 def test_outcomes_go_to_an_encrypted_topic_with_the_email_subscription(synth):
@@ -525,7 +568,7 @@ def test_stack_defaults_reach_the_prepare_function_and_bad_ones_fail_the_synth(s
     (function,) = [
         f
         for f in synth.template.find_resources("AWS::Lambda::Function").values()
-        if f["Properties"].get("Handler") == "ernie_sm.pipeline.execution.handler"
+        if f["Properties"].get("Handler") == "ernie_sm.pipeline.handler.handler"
     ]
     defaults = json.loads(function["Properties"]["Environment"]["Variables"]["INPUT_DEFAULTS"])
     assert defaults == {"instance_type": "ml.p4d.24xlarge", "instance_count": 2}

@@ -1,21 +1,19 @@
 """The execution input's `stages` field and each stage's training request
-(pipeline/execution.py): what the state machine's "Prepare stage" builds."""
+(pipeline/requests.py): what the state machine's "Prepare stage" builds."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
-from ernie_sm.pipeline import execution, sagemaker_api
-from ernie_sm.pipeline.execution import (
-    ExecutionInputError,
-    StackEnvironment,
-    StageInput,
-    parse_input,
-    training_job_request,
-)
+from ernie_sm.pipeline import handler, limits, parsing, requests, sagemaker_api, stack_environment
+from ernie_sm.pipeline.execution_input import ExecutionInputError, StageInput
+from ernie_sm.pipeline.parsing import parse_input
+from ernie_sm.pipeline.requests import training_job_request
+from ernie_sm.pipeline.stack_environment import StackEnvironment
 
 from tests.test_execution import BUCKET, ENV, ENVIRON, MODEL, NAME, NOW, problems
 
@@ -153,7 +151,7 @@ def test_every_stage_is_checked_before_the_first_job(monkeypatch):
         monkeypatch.setenv(name, value)
     bad = staged([*STAGES, {"tasks": KM, "steps": 1, "hyperparameters": {"batch_size": 0}}])
     with pytest.raises(ExecutionInputError, match=r"stages\[2\]\.hyperparameters\.batch_size"):
-        execution.handler({"input": bad, "execution": "run-1"}, None)
+        handler.handler({"input": bad, "execution": "run-1"}, None)
 
 
 # --- the requests -----------------------------------------------------------------------
@@ -259,11 +257,11 @@ def prepare_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_prepare_answers_the_stage_and_the_next_one(prepare_env):
     event = {"input": staged(), "execution": "run-1", "attempt": 2}
-    first = execution.handler({**event, "stage": {"index": 0}}, None)
+    first = handler.handler({**event, "stage": {"index": 0}}, None)
     assert first["stage"] == {"index": 0, "name": "stage-1", "next": 1}
     assert first["request"]["TrainingJobName"].startswith("ernie-s1-run-1-")
-    assert execution.handler(event, None)["stage"] == first["stage"]  # no stage: the first
-    last = execution.handler({**event, "stage": {"index": 1, "model": PREVIOUS}}, None)
+    assert handler.handler(event, None)["stage"] == first["stage"]  # no stage: the first
+    last = handler.handler({**event, "stage": {"index": 1, "model": PREVIOUS}}, None)
     assert last["stage"] == {"index": 1, "name": "multi"}  # no next: the last stage
     assert _model_channel(last["request"]) == PREVIOUS
     # Only what the state machine selects: not the normalised input, whose stages would
@@ -272,7 +270,7 @@ def test_prepare_answers_the_stage_and_the_next_one(prepare_env):
     # The evaluation's Prepare has no stage to answer.
     evaluation = {"dataset": "datasets/topics"}
     evaluated = {**event, "input": staged(evaluation=evaluation), "model": PREVIOUS}
-    assert set(execution.handler(evaluated, None)) == {"request", "attempt"}
+    assert set(handler.handler(evaluated, None)) == {"request", "attempt"}
 
 
 def test_a_two_stage_input_prepare_accepts_answers_far_under_256_kib(prepare_env):
@@ -282,7 +280,7 @@ def test_a_two_stage_input_prepare_accepts_answers_far_under_256_kib(prepare_env
     big = {name: "x" * 100 + "/x" * 1200 for name in names}  # names a file system takes
     stages = [{"tasks": KM, "steps": 1, "hyperparameters": {"epoch": " " * 2000 + "1"}}] * 2
     event = {"input": staged(stages, hyperparameters=big), "execution": "run-1"}
-    answer = execution.handler({**event, "stage": {"index": 1, "model": PREVIOUS}}, None)
+    answer = handler.handler({**event, "stage": {"index": 1, "model": PREVIOUS}}, None)
     size = len(json.dumps(answer).encode())
     assert size - len(json.dumps(answer["request"]).encode()) < 200  # the request, no input
     assert size < 32 * 1024
@@ -293,7 +291,7 @@ def test_hyperparameters_past_the_state_budget_are_refused_naming_the_job():
     long = {"train_filelist": path, "valid_filelist": path, "vocab_path": path}
     huge = {**long, "ernie_config_path": path}
     many = {**huge, **{name: " " * 2490 + "1" for name in ("epoch", "batch_size", "skip_steps")}}
-    assert execution._json_bytes(many) > execution.MAX_HYPERPARAMETERS_BYTES
+    assert parsing._json_bytes(many) > limits.MAX_HYPERPARAMETERS_BYTES
     with pytest.raises(ExecutionInputError) as refused:
         parse_input({"hyperparameters": many})
     assert set(refused.value.problems) == {"hyperparameters"}
@@ -332,30 +330,30 @@ def test_hyperparameters_past_the_state_budget_are_refused_naming_the_job():
 @pytest.mark.parametrize("stage", ["0", [0], {"index": 0, "other": 1}])
 def test_prepare_refuses_a_bad_stage_in_the_event(prepare_env, stage):
     with pytest.raises(ValueError, match="'stage'"):
-        execution.handler({"input": staged(), "execution": "run-1", "stage": stage}, None)
+        handler.handler({"input": staged(), "execution": "run-1", "stage": stage}, None)
 
 
 # --- the execution's timeout --------------------------------------------------------------
 
 
 def test_stages_that_could_outlast_the_execution_are_refused():
-    limits = execution.ExecutionLimits(3, (300, 600), 365 * 86400)
+    limits = stack_environment.ExecutionLimits(3, (300, 600), 365 * 86400)
     env = StackEnvironment.from_environ(
-        {**ENVIRON, "EXECUTION_LIMITS": json.dumps(execution.asdict(limits))}
+        {**ENVIRON, "EXECUTION_LIMITS": json.dumps(dataclasses.asdict(limits))}
     )
     assert env.limits == limits
     eight = [{"tasks": KM, "steps": 1}] * 8
     long_jobs = parse_input(staged(eight, spot=False, max_runtime_hours=672))
-    found = execution.check_against_stack(long_jobs, env)
+    found = requests.check_against_stack(long_jobs, env)
     assert found["stages"].startswith("8 stages of up to 672 hours a job, 3 attempts each")
     assert "more than the execution's limit of 365 days" in found["stages"]
     # Spot jobs count with their waiting; 8 x 3 x 144 hours fit.
-    assert execution.check_against_stack(parse_input(staged(eight, max_wait_hours=144)), env) == {}
-    assert execution.check_against_stack(parse_input({"max_runtime_hours": 672}), env) == {}
+    assert requests.check_against_stack(parse_input(staged(eight, max_wait_hours=144)), env) == {}
+    assert requests.check_against_stack(parse_input({"max_runtime_hours": 672}), env) == {}
     with pytest.raises(ExecutionInputError, match="stages: 8 stages"):
         training_job_request(long_jobs, env, "run-1", 1, NOW, 0)
 
 
 def test_unreadable_execution_limits_are_the_stacks_problem():
-    with pytest.raises(execution.StackEnvironmentError, match="EXECUTION_LIMITS"):
+    with pytest.raises(stack_environment.StackEnvironmentError, match="EXECUTION_LIMITS"):
         StackEnvironment.from_environ({**ENVIRON, "EXECUTION_LIMITS": '{"max_attempts": 3}'})

@@ -21,20 +21,19 @@ evaluation's request and description).
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
 from ernie_sm.contract import hyperparams  # noqa: E402
+from ernie_sm.contract import tasks as job_tasks  # noqa: E402
 from ernie_sm.contract.metrics import EVAL_METRIC_DEFINITIONS, METRIC_DEFINITIONS  # noqa: E402
-from ernie_sm.pipeline import execution  # noqa: E402
-from ernie_sm.pipeline.execution import (  # noqa: E402
-    MAX_HYPERPARAMETERS_BYTES,
-    MAX_STAGES,
-    ExecutionInputError,
-    StackEnvironment,
-)
+from ernie_sm.pipeline import handler, limits, naming, parsing, stack_environment  # noqa: E402
+from ernie_sm.pipeline.execution_input import ExecutionInputError  # noqa: E402
+from ernie_sm.pipeline.limits import MAX_HYPERPARAMETERS_BYTES, MAX_STAGES  # noqa: E402
+from ernie_sm.pipeline.stack_environment import StackEnvironment  # noqa: E402
 from ernie_sm.rehearsal.local_sagemaker import ECHOED  # noqa: E402
 from ernie_sm.stacks.network import MAX_SECURITY_GROUPS, MAX_SUBNETS  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
@@ -54,12 +53,14 @@ ENV = StackEnvironment(
     subnets=tuple(f"subnet-{i:017x}" for i in range(MAX_SUBNETS)),
     security_groups=tuple(f"sg-{i:017x}" for i in range(MAX_SECURITY_GROUPS)),
     # As many tags as a job may carry beside the execution's, each as long as SageMaker takes.
-    tags={f"{i:02d}{'k' * 126}": "v" * 256 for i in range(50 - len(execution.EXECUTION_TAGS))},
+    tags={
+        f"{i:02d}{'k' * 126}": "v" * 256 for i in range(50 - len(stack_environment.EXECUTION_TAGS))
+    },
 )
 EXECUTION = "e" * 80  # Step Functions' longest execution name
 EXECUTION_ID = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{'m' * 80}:{EXECUTION}"
-PREFIX = "ernie-" + "p" * (execution.JOB_NAME_PREFIX_MAX - 6)
-DATASET = "datasets/" + "/".join(["d" * 100] * 5)[: execution.MAX_PREFIX - 9].rstrip("/")
+PREFIX = "ernie-" + "p" * (naming.JOB_NAME_PREFIX_MAX - 6)
+DATASET = "datasets/" + "/".join(["d" * 100] * 5)[: limits.MAX_PREFIX - 9].rstrip("/")
 MODEL_KEY = f"models/{'m' * 900}/output/model.tar.gz"
 MODEL = f"s3://{BUCKET}/{MODEL_KEY}"
 STAGE_NAME = "s" * 32
@@ -114,9 +115,9 @@ def maximal_input(stages: int, char: str, evaluation: bool, stage_share: float) 
     strip, to SageMaker's 2500 characters; text filled with `char`), `stage_share` of them
     each stage's own."""
     tasks = {"knowledge_masking": 1, "sentence_reordering": 1, "sentence_distance": 1}
-    steps = execution.MAX_STEPS
+    steps = limits.MAX_STEPS
     merged_extra = {
-        "tasks": execution.tasks.format_weights(tasks),
+        "tasks": job_tasks.format_weights(tasks),
         "num_train_steps": str(steps),
     }
     budget = MAX_HYPERPARAMETERS_BYTES - 64  # the braces and commas the split adds
@@ -288,18 +289,18 @@ def state_data(raw: dict, interruptions: int, cut: bool) -> dict[str, object]:
 
 
 def _handler(event: dict, environ: dict[str, str]) -> dict:
-    previous = dict(execution.os.environ)
+    previous = dict(os.environ)
     try:
-        execution.os.environ.update(environ)
-        return execution.handler(event, None)
+        os.environ.update(environ)
+        return handler.handler(event, None)
     finally:
-        execution.os.environ.clear()
-        execution.os.environ.update(previous)
+        os.environ.clear()
+        os.environ.update(previous)
 
 
 def assert_within_the_limit(raw: dict, interruptions: int, cut: bool) -> None:
     try:
-        execution.parse_input(raw)
+        parsing.parse_input(raw)
     except ExecutionInputError as exc:  # the builder's mistake, not a finding
         pytest.fail(f"the maximal input is refused: {exc}")
     sizes = {what: size(data) for what, data in state_data(raw, interruptions, cut).items()}

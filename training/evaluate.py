@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 import paddle.nn.functional as F
-from ernie_sm.contract import hyperparams, metrics
+from ernie_sm.contract import channels, hyperparams, metrics
 from ernie_sm.contract.errors import ConfigError, TrainingError
 from ernie_sm.contract.hyperparams import EvalHyperparameters
 from ernie_sm.text.documents import CorpusError
@@ -55,7 +55,6 @@ from ernie_sm.training.train import EXIT_STOPPED, Stopped, StopSignal, log_to_st
 
 log = logging.getLogger("ernie")
 
-EVAL, BASELINE = "eval", "baseline"  # channel names (and MODEL, job_layout.MODEL)
 RESULT_FILE = "evaluation.json"
 LOG_EVERY = 10  # steps between [finetune] lines
 WARMUP_FRACTION = 0.1
@@ -108,8 +107,8 @@ def _fail(output_dir: Path, reason: str) -> int:
 
 def evaluate(layout: JobLayout, hp: EvalHyperparameters, stop: StopSignal) -> Path:
     """Fine-tune and score the pretrained model, then the baseline; returns evaluation.json."""
-    model_channel = layout.channel(job_layout.MODEL)
-    data = read_labelled_set(layout.channel(EVAL))
+    model_channel = layout.channel(channels.MODEL)
+    data = read_labelled_set(layout.channel(channels.EVAL))
     log.info(
         "labelled set: %s examples, %d labels (%s)",
         "/".join(str(len(data.splits[s])) for s in SPLITS),
@@ -120,8 +119,8 @@ def evaluate(layout: JobLayout, hp: EvalHyperparameters, stop: StopSignal) -> Pa
     with exported_model(model_channel) as (folder, source):
         pretrained = _candidate(metrics.PRETRAINED, folder, source, data, hp)
     baseline = None
-    if hp.run_baseline and BASELINE in layout.channels:
-        channel = layout.channel(BASELINE)
+    if hp.run_baseline and channels.BASELINE in layout.channels:
+        channel = layout.channel(channels.BASELINE)
         with exported_model(channel, "the baseline channel") as (folder, source):
             baseline = _candidate(metrics.BASELINE, folder, source, data, hp)
     elif hp.run_baseline:

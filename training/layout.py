@@ -21,7 +21,6 @@ from ernie_sm.contract.textfile import read_json_object
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_BASE_DIR = "/opt/ml"
-TRAIN, VALID, MODEL = "train", "valid", "model"  # channel names
 FAILURE_LIMIT = 1024  # characters of FailureReason that DescribeTrainingJob returns
 FAILURE_CUT = " [... cut to 1,024 characters; the job's log has the whole reason]"
 

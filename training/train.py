@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import paddle
-from ernie_sm.contract import hyperparams, metrics, presets
+from ernie_sm.contract import channels, hyperparams, metrics, presets
 from ernie_sm.contract import tasks as job_tasks
 from ernie_sm.contract.errors import ConfigError, DataError, TrainingError
 from ernie_sm.contract.hyperparams import Hyperparameters
@@ -173,7 +173,7 @@ def _across_hosts(reason: str, reports: HostReports) -> str:
 
 def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | None:
     """Train on this process; returns the model folder (None on a rank that does not export)."""
-    train_dir = layout.channel(job_layout.TRAIN)
+    train_dir = layout.channel(channels.TRAIN)
     vocab_path = presets.locate(hp.vocab_path, train_dir, presets.VOCABS, "vocab_path")
     vocab = load_vocab(vocab_path)
     weights = hp.tasks or {KNOWLEDGE_MASKING.name: 1.0}
@@ -184,7 +184,7 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
             f"max_seq_len {hp.max_seq_len} exceeds the model's max_position_embeddings "
             f"{config.max_position_embeddings}"
         )
-    train_shards = _task_shards(train_dir, hp.train_filelist, tasks, job_layout.TRAIN)
+    train_shards = _task_shards(train_dir, hp.train_filelist, tasks, channels.TRAIN)
     valid_shards = _valid_shards(layout, hp, tasks)
     for name, shards in valid_shards.items():
         limits = ShardLimits(
@@ -569,16 +569,16 @@ def _resolve(path: str, channel_dir: Path) -> Path:
 
 def _valid_shards(layout: JobLayout, hp: Hyperparameters, tasks: list[Task]) -> dict:
     """Each task's valid shards; a task the valid channel does not hold is not validated."""
-    if job_layout.VALID not in layout.channels:
+    if channels.VALID not in layout.channels:
         log.warning("no 'valid' channel: training without validation")
         return {}
-    channel = layout.channel(job_layout.VALID)
-    _, declared = _declared(channel, job_layout.VALID)
+    channel = layout.channel(channels.VALID)
+    _, declared = _declared(channel, channels.VALID)
     missing = [t.name for t in tasks if t.name not in declared]
     if missing:
         log.warning("the valid channel holds no %s samples: not validated", ", ".join(missing))
     held = [t for t in tasks if t.name in declared]
-    return _task_shards(channel, hp.valid_filelist, held, job_layout.VALID)
+    return _task_shards(channel, hp.valid_filelist, held, channels.VALID)
 
 
 def _check_valid_channel(shards: list[Shard], limits: ShardLimits) -> None:
@@ -792,6 +792,6 @@ def _restore(
         log.info("resumed from %s", checkpoint.path)
         pending = checkpoint.meta.get(VALIDATION_PENDING) is True
         return checkpoint.meta["step"], _own_positions(checkpoint, world_size, names), pending
-    if job_layout.MODEL in layout.channels:
-        warm_start(model, layout.channel(job_layout.MODEL), vocab)
+    if channels.MODEL in layout.channels:
+        warm_start(model, layout.channel(channels.MODEL), vocab)
     return 0, {name: DataPosition(0, 0, 0) for name in names}, False
