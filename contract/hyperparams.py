@@ -165,10 +165,14 @@ class Hyperparameters:
 
     # Data
     train_filelist: str = hyperparameter(
-        _path, "train_filelist", "Filelist of training shards, relative to the train channel."
+        _path,
+        "train_filelist",
+        "Filelist of training shards, relative to the train channel.",
     )
     valid_filelist: str = hyperparameter(
-        _path, "valid_filelist", "Filelist of validation shards, relative to the valid channel."
+        _path,
+        "valid_filelist",
+        "Filelist of validation shards, relative to the valid channel.",
     )
     vocab_path: str = hyperparameter(
         _path,
@@ -177,13 +181,19 @@ class Hyperparameters:
         "ernie-1.0 (the released ERNIE 1.0 vocab).",
     )
     max_seq_len: int = hyperparameter(
-        _positive_int, "512", "Longest sample in tokens; longer lines are skipped and counted."
+        _positive_int,
+        "512",
+        "Longest sample in tokens; longer lines are skipped and counted.",
     )
     in_tokens: bool = hyperparameter(
-        _bool, "true", "If true, batch_size counts padded tokens, else samples."
+        _bool,
+        "true",
+        "If true, batch_size counts padded tokens, else samples.",
     )
     batch_size: int = hyperparameter(
-        _positive_int, "8192", "Tokens (in_tokens) or samples per batch, per worker."
+        _positive_int,
+        "8192",
+        "Tokens (in_tokens) or samples per batch, per worker.",
     )
     bucket_window: int = hyperparameter(
         _non_negative_int,
@@ -194,16 +204,24 @@ class Hyperparameters:
         "0 restores the original order: shuffled samples cut into batches as they come.",
     )
     generate_neg_sample: bool = hyperparameter(
-        _bool, "false", "Add NSP negatives built by pairing segments within a batch."
+        _bool,
+        "false",
+        "Add NSP negatives built by pairing segments within a batch.",
     )
     num_workers: int = hyperparameter(
         _non_negative_int,
         "2",
         "New. Data worker processes per trainer; 0 parses on the training process.",
     )
-    epoch: int = hyperparameter(_positive_int, "100", "Passes over the training shards at most.")
+    epoch: int = hyperparameter(
+        _positive_int,
+        "100",
+        "Passes over the training shards at most.",
+    )
     random_seed: int = hyperparameter(
-        _seed, "0", "Seed of data order, masking, dropout and init: 0 to 2**64 - 1."
+        _seed,
+        "0",
+        "Seed of data order, masking, dropout and init: 0 to 2**64 - 1.",
     )
     # Model
     ernie_config_path: str = hyperparameter(
@@ -213,7 +231,9 @@ class Hyperparameters:
         "ernie-1.0-base, ernie-tiny.",
     )
     weight_sharing: bool = hyperparameter(
-        _bool, "true", "Tie the MLM output projection to the word embeddings."
+        _bool,
+        "true",
+        "Tie the MLM output projection to the word embeddings.",
     )
     # ERNIE 2.0 (contract/tasks.py). RUF009 takes hyperparameter() for a shared mutable
     # default; it is a field() whose default_factory makes a new dict each time.
@@ -231,9 +251,15 @@ class Hyperparameters:
         "New. `task:weight,...` multiplying each task's loss (1 where not named).",
     )
     # Optimisation
-    learning_rate: float = hyperparameter(_positive_float, "0.0001", "Peak learning rate.")
+    learning_rate: float = hyperparameter(
+        _positive_float,
+        "0.0001",
+        "Peak learning rate.",
+    )
     weight_decay: float = hyperparameter(
-        _non_negative_float, "0.01", "Decoupled weight decay (not on LayerNorm or biases)."
+        _non_negative_float,
+        "0.01",
+        "Decoupled weight decay (not on LayerNorm or biases).",
     )
     warmup_steps: int = hyperparameter(
         _non_negative_int,
@@ -242,7 +268,9 @@ class Hyperparameters:
         "a constant rate).",
     )
     num_train_steps: int = hyperparameter(
-        _positive_int, "1000000", "Optimizer steps; the rate decays to 0 here (lr_scheduler)."
+        _positive_int,
+        "1000000",
+        "Optimizer steps; the rate decays to 0 here (lr_scheduler).",
     )
     lr_scheduler: str = hyperparameter(
         _choice(*LR_SCHEDULERS, aliases=LR_SCHEDULER_ALIASES),
@@ -252,12 +280,20 @@ class Hyperparameters:
         "from learning_rate to 0 at num_train_steps.",
     )
     gradient_accumulation_steps: int = hyperparameter(
-        _positive_int, "1", "New. Micro-batches per optimizer step."
+        _positive_int,
+        "1",
+        "New. Micro-batches per optimizer step.",
     )
-    max_grad_norm: float = hyperparameter(_positive_float, "1.0", "New. Global-norm gradient clip.")
+    max_grad_norm: float = hyperparameter(
+        _positive_float,
+        "1.0",
+        "New. Global-norm gradient clip.",
+    )
     # Precision
     use_fp16: bool = hyperparameter(
-        _bool, "false", "Mixed precision on GPU (see amp_dtype); ignored on CPU."
+        _bool,
+        "false",
+        "Mixed precision on GPU (see amp_dtype); ignored on CPU.",
     )
     amp_dtype: str = hyperparameter(
         _choice("auto", "float16", "bfloat16"),
@@ -265,22 +301,40 @@ class Hyperparameters:
         "New. Mixed-precision type: auto picks bfloat16 where the GPU supports it, else float16.",
     )
     init_loss_scaling: float = hyperparameter(
-        _positive_float, "102400", "Initial loss scale for float16."
+        _positive_float,
+        "102400",
+        "Initial loss scale for float16.",
     )
     use_dynamic_loss_scaling: bool = hyperparameter(
-        _bool, "true", "Adjust the float16 loss scale as overflows occur."
+        _bool,
+        "true",
+        "Adjust the float16 loss scale as overflows occur.",
     )
     incr_every_n_steps: int = hyperparameter(
-        _positive_int, "100", "Grow the loss scale after this many clean steps."
+        _positive_int,
+        "100",
+        "Grow the loss scale after this many clean steps.",
     )
     decr_every_n_nan_or_inf: int = hyperparameter(
-        _positive_int, "2", "Shrink the loss scale after this many overflows."
+        _positive_int,
+        "2",
+        "Shrink the loss scale after this many overflows.",
     )
-    incr_ratio: float = hyperparameter(_positive_float, "2.0", "Loss-scale growth factor.")
-    decr_ratio: float = hyperparameter(_positive_float, "0.8", "Loss-scale shrink factor.")
+    incr_ratio: float = hyperparameter(
+        _positive_float,
+        "2.0",
+        "Loss-scale growth factor.",
+    )
+    decr_ratio: float = hyperparameter(
+        _positive_float,
+        "0.8",
+        "Loss-scale shrink factor.",
+    )
     # Runtime
     use_cuda: bool = hyperparameter(
-        _bool, "true", "Train on the GPU when there is one; false forces the CPU."
+        _bool,
+        "true",
+        "Train on the GPU when there is one; false forces the CPU.",
     )
     is_distributed: bool = hyperparameter(
         _bool,
@@ -293,22 +347,34 @@ class Hyperparameters:
         "New. Trainer processes per host; 0 means one per GPU (one without GPUs).",
     )
     use_fast_executor: bool = hyperparameter(
-        _bool, "true", "Accepted for compatibility; dynamic-graph training has no executor."
+        _bool,
+        "true",
+        "Accepted for compatibility; dynamic-graph training has no executor.",
     )
     checkpoints: str = hyperparameter(
-        _text, "", "Checkpoint folder; empty means SageMaker's /opt/ml/checkpoints."
+        _text,
+        "",
+        "Checkpoint folder; empty means SageMaker's /opt/ml/checkpoints.",
     )
     save_steps: int = hyperparameter(
-        _positive_int, "10000", "Save a checkpoint every this many steps."
+        _positive_int,
+        "10000",
+        "Save a checkpoint every this many steps.",
     )
     keep_checkpoints: int = hyperparameter(
-        _positive_int, "3", "New. Checkpoints kept; older ones are deleted."
+        _positive_int,
+        "3",
+        "New. Checkpoints kept; older ones are deleted.",
     )
     skip_steps: int = hyperparameter(
-        _positive_int, "10", "Log training metrics every this many steps."
+        _positive_int,
+        "10",
+        "Log training metrics every this many steps.",
     )
     validation_steps: int = hyperparameter(
-        _positive_int, "1000", "Validate on the valid channel every this many steps."
+        _positive_int,
+        "1000",
+        "Validate on the valid channel every this many steps.",
     )
 
 
@@ -321,7 +387,9 @@ class EvalHyperparameters:
     (the eval channel) and score both. Checked by the same validate() as the training's."""
 
     learning_rate: float = hyperparameter(
-        _positive_float, "5e-5", "Peak fine-tuning learning rate."
+        _positive_float,
+        "5e-5",
+        "Peak fine-tuning learning rate.",
     )
     num_train_steps: int = hyperparameter(
         _positive_int,
@@ -329,12 +397,20 @@ class EvalHyperparameters:
         "Fine-tuning steps at most (shuffled epochs over train.tsv); warm-up over the first "
         "10%, then linear decay to 0.",
     )
-    batch_size: int = hyperparameter(_positive_int, "32", "Examples per fine-tuning batch.")
+    batch_size: int = hyperparameter(
+        _positive_int,
+        "32",
+        "Examples per fine-tuning batch.",
+    )
     max_seq_len: int = hyperparameter(
-        _positive_int, "128", "Tokens per example with [CLS] and [SEP]; longer texts are cut."
+        _positive_int,
+        "128",
+        "Tokens per example with [CLS] and [SEP]; longer texts are cut.",
     )
     eval_steps: int = hyperparameter(
-        _positive_int, "100", "Score dev accuracy every this many steps."
+        _positive_int,
+        "100",
+        "Score dev accuracy every this many steps.",
     )
     patience: int = hyperparameter(
         _non_negative_int,
@@ -342,13 +418,19 @@ class EvalHyperparameters:
         "Stop after this many dev evaluations without a better accuracy; 0 never stops early.",
     )
     weight_decay: float = hyperparameter(
-        _non_negative_float, "0.01", "Decoupled weight decay (not on LayerNorm or biases)."
+        _non_negative_float,
+        "0.01",
+        "Decoupled weight decay (not on LayerNorm or biases).",
     )
     random_seed: int = hyperparameter(
-        _seed, "0", "Seed of data order, dropout and the baseline's init: 0 to 2**64 - 1."
+        _seed,
+        "0",
+        "Seed of data order, dropout and the baseline's init: 0 to 2**64 - 1.",
     )
     use_cuda: bool = hyperparameter(
-        _bool, "true", "Fine-tune on the GPU when there is one; false forces the CPU."
+        _bool,
+        "true",
+        "Fine-tune on the GPU when there is one; false forces the CPU.",
     )
     run_baseline: bool = hyperparameter(
         _bool,

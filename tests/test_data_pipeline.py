@@ -12,6 +12,7 @@ import pytest
 from ernie_sm.contract import hyperparams
 from ernie_sm.contract.errors import DataError
 from ernie_sm.contract.filelist import Shard
+from ernie_sm.training.config import ErnieConfig
 from ernie_sm.training.data import (
     Batch,
     BatchConfig,
@@ -323,3 +324,32 @@ def test_data_position_round_trip_and_bad_dicts():
     assert position.to_dict() == {"epoch": 3, "shard": 1, "batch": 7}
     with pytest.raises(DataError, match="checkpoint data position"):
         DataPosition.from_dict({"epoch": 1, "shard": 0})
+
+
+def test_the_read_config_takes_each_setting_from_its_hyperparameter_or_the_model():
+    hp = hyperparams.parse(
+        {
+            "max_seq_len": "77",
+            "batch_size": "333",
+            "in_tokens": "false",
+            "random_seed": "9",
+            "bucket_window": "5",
+            "generate_neg_sample": "true",
+            "num_workers": "3",
+            "epoch": "4",
+        }
+    )
+    config = ErnieConfig(vocab_size=1234, max_position_embeddings=99, type_vocab_size=7)
+    assert ReadConfig.of_job(hp, config) == ReadConfig(
+        vocab_size=1234,
+        max_seq_len=77,
+        max_position=99,
+        type_vocab_size=7,
+        batch_size=333,
+        in_tokens=False,
+        seed=9,
+        bucket_window=5,
+        generate_neg_sample=True,
+        num_workers=3,
+        epochs=4,
+    )

@@ -233,13 +233,21 @@ class _Job:
     vocab_path: Path
     config: ErnieConfig
     weights: dict[str, float]  # task -> the weight it is drawn by (ERNIE 1.0: knowledge masking)
-    tasks: list[Task]
     read: ReadConfig  # how shards become batches, for training and validation alike
     train_shards: dict[str, list[Shard]]
     valid_shards: dict[str, list[Shard]]  # of the tasks the valid channel holds; {}: none
     rank: int
     world_size: int
-    checkpoints: CheckpointManager
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [TASKS[name] for name in self.weights]
+
+    @property
+    def checkpoints(self) -> CheckpointManager:
+        return CheckpointManager(
+            self.layout.checkpoint_dir(self.hp.checkpoints), self.hp.keep_checkpoints
+        )
 
 
 @dataclass(frozen=True)
@@ -311,13 +319,11 @@ def _setup(layout: JobLayout, hp: Hyperparameters) -> _Job:
         vocab_path=vocab_path,
         config=config,
         weights=weights,
-        tasks=tasks,
         read=read,
         train_shards=train_shards,
         valid_shards=valid_shards,
         rank=rank,
         world_size=world_size,
-        checkpoints=CheckpointManager(layout.checkpoint_dir(hp.checkpoints), hp.keep_checkpoints),
     )
 
 

@@ -80,17 +80,17 @@ class ReadConfig:
     @classmethod
     def of_job(cls, hp: Hyperparameters, config: ErnieConfig) -> ReadConfig:
         return cls(
-            vocab_size=config.vocab_size,
-            max_seq_len=hp.max_seq_len,
-            max_position=config.max_position_embeddings,
-            type_vocab_size=config.type_vocab_size,
-            batch_size=hp.batch_size,
-            in_tokens=hp.in_tokens,
-            seed=hp.random_seed,
-            bucket_window=hp.bucket_window,
-            generate_neg_sample=hp.generate_neg_sample,
-            num_workers=hp.num_workers,
-            epochs=hp.epoch,
+            config.vocab_size,
+            hp.max_seq_len,
+            config.max_position_embeddings,  # max_position
+            config.type_vocab_size,
+            hp.batch_size,
+            hp.in_tokens,
+            hp.random_seed,  # seed
+            hp.bucket_window,
+            hp.generate_neg_sample,
+            hp.num_workers,
+            hp.epoch,  # epochs
         )
 
     def limits(self, task: Task) -> ShardLimits:
