@@ -201,8 +201,9 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
             if _any_rank(stop.requested, job.world_size):
                 _save(job, learner, progress)
                 raise Stopped
-            step = progress.step
-            micro_tasks = [mix.draw(step, m) for m in range(hp.gradient_accumulation_steps)]
+            micro_tasks = [
+                mix.draw(progress.step, m) for m in range(hp.gradient_accumulation_steps)
+            ]
             micro_batches = [next(streams[task.name], None) for task in micro_tasks]
             if None in micro_batches:
                 break  # the data ran out: reported by _finish
@@ -241,10 +242,12 @@ class _Job:
 
     @property
     def tasks(self) -> list[Task]:
+        """The tasks trained, in the order of `weights`."""
         return [TASKS[name] for name in self.weights]
 
     @property
     def checkpoints(self) -> CheckpointManager:
+        """The checkpoint folder (the manager holds nothing but the folder and `keep`)."""
         return CheckpointManager(
             self.layout.checkpoint_dir(self.hp.checkpoints), self.hp.keep_checkpoints
         )
