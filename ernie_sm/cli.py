@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tool_commands(commands)
     listing = commands.add_parser(
         "hyperparameters",
-        help="list the training hyperparameters with defaults and help",
+        help="list the training hyperparameters with defaults, types and help",
         description=HYPERPARAMETERS_DESCRIPTION,
     )
     listing.add_argument(
