@@ -31,6 +31,7 @@ from ernie_sm.training.data import (
     Batch,
     BatchConfig,
     PretrainingData,
+    ReadConfig,
     Shard,
     ShardLimits,
     ShardTask,
@@ -118,14 +119,16 @@ def measure(shard: Shard, vocab: Vocab, args: argparse.Namespace) -> None:
         filelist.write_text(f"{shard.path.resolve()}\t{shard.mask_word_prob}\n" * copies)
         shards = read_filelist(filelist)
         options = dict(batch_size=args.batch_size, in_tokens=True, seed=0, epochs=1)
-        with PretrainingData(
-            shards,
-            vocab,
-            **vars(LIMITS),
+        read = ReadConfig(
+            LIMITS.vocab_size,
+            LIMITS.max_seq_len,
+            LIMITS.max_position,
+            LIMITS.type_vocab_size,
             **options,
             num_workers=args.workers,
             bucket_window=args.bucket_window,
-        ) as data:
+        )
+        with PretrainingData(shards, vocab, read) as data:
             # The first pass starts the worker processes; the second shows the steady rate.
             for label in ("cold (incl. worker start-up)", "warm"):
                 seconds, batches = timed(lambda: [b for b, _ in data.batches()])

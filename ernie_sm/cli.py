@@ -42,8 +42,25 @@ def _demo(args: argparse.Namespace) -> int:
 def _hyperparameters(args: argparse.Namespace) -> int:
     specs = hyperparams.EVAL_SPECS if args.evaluate else hyperparams.SPECS
     for name, spec in specs.items():
-        print(f"{name:28} {spec.default!r:24} {spec.help}")
+        print(f"{name:28} {spec.default!r:24} {spec.type:16} {spec.help}")
     return 0
+
+
+# The page of docs/ that documents each subcommand, named in its --help's epilog.
+DOCS = {
+    "train": "container-contract.md",
+    "evaluate": "evaluation.md",
+    "demo": "rehearsal.md",
+    "prepare": "preparing-data.md",
+    "upload": "preparing-data.md",
+    "prepare-topics": "evaluation.md",
+    "import-weights": "import-weights.md",
+    "rehearse": "rehearsal.md",
+    "start": "operations.md",
+    "watch": "operations.md",
+    "ls": "operations.md",
+    "hyperparameters": "container-contract.md",
+}
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -124,8 +141,9 @@ Needs Node.js (the CDK and aws-local-stepfunctions); no AWS account, no Docker.
 HYPERPARAMETERS_DESCRIPTION = """\
 The hyperparameters that `ernie-sm train` reads from hyperparameters.json (with
 --evaluate: those of `ernie-sm evaluate`), one a line: name, default (as the string
-SageMaker hands over) and help. Their one definition is contract/hyperparams.py; an
-execution sets them with its `hyperparameters` member, `ernie-sm start` with --hp.
+SageMaker hands over), type (of the value once parsed) and help. Their one definition is
+contract/hyperparams.py; an execution sets them with its `hyperparameters` member,
+`ernie-sm start` with --hp.
 """
 
 
@@ -180,16 +198,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tool_commands(commands)
     listing = commands.add_parser(
         "hyperparameters",
-        help="list the training hyperparameters with defaults and help",
+        help="list the training hyperparameters with defaults, types and help",
         description=HYPERPARAMETERS_DESCRIPTION,
     )
     listing.add_argument(
         "--evaluate", action="store_true", help="list those of `ernie-sm evaluate` instead"
     )
     listing.set_defaults(run=_hyperparameters)
-    for command in commands.choices.values():  # one rendering for every module's subcommands
+    for name, command in commands.choices.items():  # one rendering for every subcommand
         command.formatter_class = HelpFormatter
+        command.epilog = _epilog(name)
     return parser
+
+
+def _epilog(command: str) -> str:
+    page = DOCS.get(command)
+    if page is None:
+        return "Documented in README.md."
+    also = " (--evaluate: docs/evaluation.md)" if command == "hyperparameters" else ""
+    return f"Documented in docs/{page}{also}."
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 from ernie_sm.contract import hyperparams
 
@@ -96,3 +97,25 @@ def test_a_command_whose_module_cannot_load_still_has_a_description(monkeypatch)
     monkeypatch.setattr(cli, "TOOL_MODULES", (*cli.TOOL_MODULES, "ernie_sm.no_such_module"))
     sub = _subcommands(cli.build_parser())["no_such_module"]
     assert "development install" in sub.description
+
+
+def test_hyperparameters_command_shows_each_type(capsys):
+    for flag, specs in (([], hyperparams.SPECS), (["--evaluate"], hyperparams.EVAL_SPECS)):
+        assert cli.main(["hyperparameters", *flag]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        for line, (name, spec) in zip(lines, specs.items(), strict=True):
+            assert line.startswith(f"{name:28} {spec.default!r:24} {spec.type:16} "), line
+            assert line.endswith(spec.help)
+    assert hyperparams.SPECS["batch_size"].type == "int"
+    assert hyperparams.SPECS["use_fp16"].type == "bool"
+    assert hyperparams.SPECS["tasks"].type == "dict[str, float]"
+
+
+def test_every_subcommands_help_points_at_the_docs_page_that_documents_it():
+    docs = Path(cli.__file__).resolve().parents[1] / "docs"
+    subs = _subcommands(cli.build_parser())
+    assert set(subs) == set(cli.DOCS)  # a new subcommand needs its page
+    for name, sub in subs.items():
+        page = docs / cli.DOCS[name]
+        assert f"docs/{page.name}" in sub.format_help(), name
+        assert f"ernie-sm {name}" in page.read_text(encoding="utf-8"), (name, page.name)

@@ -12,11 +12,13 @@ import pytest
 from ernie_sm.contract import hyperparams
 from ernie_sm.contract.errors import DataError
 from ernie_sm.contract.filelist import Shard
+from ernie_sm.training.config import ErnieConfig
 from ernie_sm.training.data import (
     Batch,
     BatchConfig,
     DataPosition,
     PretrainingData,
+    ReadConfig,
     ShardLimits,
     TokenIds,
     epoch_shards,
@@ -69,9 +71,14 @@ def write_dataset(
     return read_filelist(folder / "filelist")
 
 
-def stream(shards: list[Shard], **overrides) -> PretrainingData:
+def stream(shards: list[Shard], rank: int = 0, world_size: int = 1, **overrides) -> PretrainingData:
     options = dict(batch_size=200, in_tokens=True, seed=1, epochs=2, bucket_window=WINDOW)
-    return PretrainingData(shards, VOCAB, **LIMITS, **{**options, **overrides})
+    read = ReadConfig(**LIMITS, **{**options, **overrides})
+    return PretrainingData(shards, VOCAB, read, rank=rank, world_size=world_size)
+
+
+def valid(shards: list[Shard], **options) -> list[Batch]:
+    return list(validation_batches(shards, VOCAB, ReadConfig(**LIMITS, **options)))
 
 
 def same(a: Batch, b: Batch) -> bool:
@@ -144,9 +151,9 @@ def test_bucketed_batches_pad_little_and_still_mix_lengths_across_steps(tmp_path
     shards = write_dataset(tmp_path, shards=1, lines=3000, reference=True)
     limits = {**LIMITS, "max_seq_len": 512, "max_position": 513}
     options = dict(batch_size=8192, in_tokens=True, seed=1, epochs=2)
-    data = PretrainingData(shards, VOCAB, **limits, **options, bucket_window=WINDOW)
+    data = PretrainingData(shards, VOCAB, ReadConfig(**limits, **options, bucket_window=WINDOW))
     batches = [b for b, _ in data.batches()]
-    plain = PretrainingData(shards, VOCAB, **limits, **options, bucket_window=0)
+    plain = PretrainingData(shards, VOCAB, ReadConfig(**limits, **options, bucket_window=0))
     assert padding_efficiency([b for b, _ in plain.batches()]) < 0.78
     assert padding_efficiency(batches) >= 0.95
     epochs = [batches[: len(batches) // 2], batches[len(batches) // 2 :]]
@@ -161,9 +168,9 @@ def test_bucketed_batches_pad_little_and_still_mix_lengths_across_steps(tmp_path
 def test_bucketed_validation_is_fixed_and_covers_the_file(tmp_path):
     shards = write_dataset(tmp_path, shards=2, lines=300)
     options = dict(batch_size=200, in_tokens=True, seed=3)
-    plain = list(validation_batches(shards, VOCAB, **LIMITS, **options))
-    first = list(validation_batches(shards, VOCAB, **LIMITS, **options, bucket_window=WINDOW))
-    again = list(validation_batches(shards, VOCAB, **LIMITS, **options, bucket_window=WINDOW))
+    plain = valid(shards, **options)
+    first = valid(shards, **options, bucket_window=WINDOW)
+    again = valid(shards, **options, bucket_window=WINDOW)
     assert all(same(a, b) for a, b in zip(first, again, strict=True))
 
     def rows(batches: list[Batch]) -> list[tuple[int, ...]]:
@@ -220,10 +227,8 @@ def test_samples_are_shuffled_within_a_shard_pass(tmp_path):
     shards = write_dataset(tmp_path, shards=1)
     data = stream(shards, in_tokens=False, batch_size=100, epochs=2)
     rows = [unmasked(batch) for batch, _ in data.batches()]
-    valid = unmasked(
-        next(validation_batches(shards, VOCAB, **LIMITS, batch_size=100, in_tokens=False))
-    )
-    file_order = [tuple(r[r > 0]) for r in valid]
+    in_file_order = unmasked(valid(shards, batch_size=100, in_tokens=False)[0])
+    file_order = [tuple(r[r > 0]) for r in in_file_order]
     for epoch_rows in rows:
         order = [tuple(r[r > 0]) for r in epoch_rows]
         assert sorted(order) == sorted(file_order) and order != file_order
@@ -293,8 +298,8 @@ def test_mask_word_prob_picks_word_level_masking(tmp_path, prob, whole_segments)
 def test_validation_batches_are_fixed_and_in_file_order(tmp_path):
     shards = write_dataset(tmp_path, shards=3)
     options = dict(batch_size=7, in_tokens=False, seed=3)
-    first = list(validation_batches(shards, VOCAB, **LIMITS, **options))
-    again = list(validation_batches(shards, VOCAB, **LIMITS, **options))
+    first = valid(shards, **options)
+    again = valid(shards, **options)
     assert len(first) == 3 * 5  # 30 lines a shard, 7 a batch
     assert all(same(a, b) for a, b in zip(first, again, strict=True))
     rows = [tuple(r[r > 0]) for batch in first for r in unmasked(batch)]
@@ -319,3 +324,32 @@ def test_data_position_round_trip_and_bad_dicts():
     assert position.to_dict() == {"epoch": 3, "shard": 1, "batch": 7}
     with pytest.raises(DataError, match="checkpoint data position"):
         DataPosition.from_dict({"epoch": 1, "shard": 0})
+
+
+def test_the_read_config_takes_each_setting_from_its_hyperparameter_or_the_model():
+    hp = hyperparams.parse(
+        {
+            "max_seq_len": "77",
+            "batch_size": "333",
+            "in_tokens": "false",
+            "random_seed": "9",
+            "bucket_window": "5",
+            "generate_neg_sample": "true",
+            "num_workers": "3",
+            "epoch": "4",
+        }
+    )
+    config = ErnieConfig(vocab_size=1234, max_position_embeddings=99, type_vocab_size=7)
+    assert ReadConfig.of_job(hp, config) == ReadConfig(
+        vocab_size=1234,
+        max_seq_len=77,
+        max_position=99,
+        type_vocab_size=7,
+        batch_size=333,
+        in_tokens=False,
+        seed=9,
+        bucket_window=5,
+        generate_neg_sample=True,
+        num_workers=3,
+        epochs=4,
+    )

@@ -160,3 +160,16 @@ def test_evaluate_has_its_own_spec_table_on_the_same_machinery():
     with pytest.raises(HyperparameterError, match=r"epoch: unknown hyperparameter"):
         hyperparams.parse_eval({"epoch": "3"})  # a pretraining name, not an evaluation one
     assert hyperparams.parse_eval({"sagemaker_program": "x"}) == default
+
+
+def test_each_hyperparameter_is_declared_once_on_its_dataclass_field():
+    for declared, specs, parse in (
+        (hyperparams.Hyperparameters, hyperparams.SPECS, hyperparams.parse),
+        (hyperparams.EvalHyperparameters, hyperparams.EVAL_SPECS, hyperparams.parse_eval),
+    ):
+        assert specs == hyperparams.specs_of(declared)
+        assert {name: spec.type for name, spec in specs.items()} == {
+            f.name: f.type for f in fields(declared)
+        }
+        assert declared() == parse({})  # a field's default is its default string parsed
+    assert hyperparams.Hyperparameters().tasks is not hyperparams.Hyperparameters().tasks

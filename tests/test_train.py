@@ -26,7 +26,7 @@ from ernie_sm.contract.errors import ConfigError
 from ernie_sm.text.vocab import load_vocab
 from ernie_sm.training import layout, train
 from ernie_sm.training.config import load_config
-from ernie_sm.training.data import PretrainingData, read_filelist
+from ernie_sm.training.data import PretrainingData, ReadConfig, read_filelist
 from ernie_sm.training.export import warm_start
 from ernie_sm.training.model import ErnieForPretraining, ErnieInference
 
@@ -385,13 +385,15 @@ def test_gradient_accumulation_consumes_that_many_batches_per_step(tmp_path, sm_
     stream = PretrainingData(
         read_filelist(job.channel("train") / "train_filelist"),
         vocab,
-        vocab_size=len(vocab),
-        max_seq_len=hp.max_seq_len,
-        max_position=64,
-        type_vocab_size=2,
-        batch_size=hp.batch_size,
-        in_tokens=True,
-        seed=hp.random_seed,
+        ReadConfig(
+            vocab_size=len(vocab),
+            max_seq_len=hp.max_seq_len,
+            max_position=64,
+            type_vocab_size=2,
+            batch_size=hp.batch_size,
+            in_tokens=True,
+            seed=hp.random_seed,
+        ),
     )
     sixth = list(itertools.islice(stream.batches(), 6))[-1][1]
     assert meta["positions"] == [sixth.to_dict()]  # one trainer: one position

@@ -171,19 +171,6 @@ def test_a_validation_pass_cut_short_logs_nothing(tmp_path, sm_env, logs):
     assert _checkpoint_steps(base) == [4]
 
 
-@pytest.mark.parametrize(
-    ("warmup", "expected"),
-    [
-        # ERNIE's optimization.py: step / warmup, then 1 - step / total over all the steps.
-        (10, {0: 0.0, 5: 0.5, 10: 0.9, 55: 0.45, 99: 0.01, 100: 0.0, 150: 0.0}),
-        (0, {0: 1.0, 50: 1.0, 100: 1.0}),  # no warm-up: a constant rate, as the original
-    ],
-)
-def test_the_schedule_is_the_original_ernie_one(warmup, expected):
-    factor = train._learning_rate_factor(warmup, 100)
-    assert {step: round(factor(step), 10) for step in expected} == expected
-
-
 def test_the_logged_learning_rate_follows_that_schedule(tmp_path, sm_env, logs):
     sm_env(make_job(tmp_path))
     assert train.main() == 0
@@ -193,6 +180,17 @@ def test_the_logged_learning_rate_follows_that_schedule(tmp_path, sm_env, logs):
     assert rates[1] == pytest.approx(peak * 0.5)
     assert rates[4] == pytest.approx(peak * (1 - 4 / 8))
     assert rates[8] == 0.0
+
+
+def test_lr_scheduler_cosine_is_the_schedule_the_optimizer_follows(tmp_path, sm_env, logs):
+    base = _train_only(sm_env(make_job(tmp_path)))
+    assert _run(base, lr_scheduler="cosine")[0] == 0
+    rates = {step: lr for step, _, lr in _train_lines(logs)}
+    peak = float(TINY_HYPERPARAMETERS["learning_rate"])  # warm-up 2 steps, 8 in all
+    assert rates[1] == pytest.approx(peak * 0.5)
+    assert rates[2] == pytest.approx(peak)  # the end of warm-up
+    assert rates[5] == pytest.approx(peak * 0.5)  # half way from step 2 to step 8
+    assert rates[8] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_resuming_a_checkpoint_of_another_model_is_refused(tmp_path, sm_env, logs):

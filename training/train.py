@@ -1,9 +1,12 @@
 """`ernie-sm train`: ERNIE pretraining, the entrypoint of the training image.
 
 Reads SageMaker's layout (training/layout.py), trains, validates, checkpoints and
-leaves an inference model in SM_MODEL_DIR. One optimizer step, top to bottom, is in
-`train()`: for each micro-batch draw its task, seed dropout, forward and backward; then
-clip, step, and log / validate / checkpoint when their intervals come round. ERNIE 1.0
+leaves an inference model in SM_MODEL_DIR. `train()` reads top to bottom: set up the
+job (_setup: vocab, config, shards, devices) and the model with its optimizer, restored
+or warm-started (_build_learner); then each step draws the micro-batches' tasks and
+batches, takes one optimizer step (_train_step: seed dropout, forward, backward, clip,
+step), and logs (_log_window), validates (_validate) and checkpoints (_save) when their
+intervals come round; _finish saves the last step and exports the model. ERNIE 1.0
 (hyperparameter `tasks` empty) has one task, knowledge masking; ERNIE 2.0 trains the
 `tasks` named, each from its own stream of the channel (contract/tasks.py).
 """
@@ -19,8 +22,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,7 @@ from ernie_sm.training.data import (
     Batch,
     DataPosition,
     PretrainingData,
+    ReadConfig,
     Shard,
     ShardLimits,
     parse_shard,
@@ -54,7 +57,8 @@ from ernie_sm.training.export import export_model, warm_start
 from ernie_sm.training.host_reports import HostReports
 from ernie_sm.training.layout import JobLayout
 from ernie_sm.training.model import ErnieForPretraining, no_decay
-from ernie_sm.training.multitask import TaskFigures, TaskMix, forward
+from ernie_sm.training.multitask import Figures, TaskFigures, TaskMix, forward
+from ernie_sm.training.schedule import SCHEDULES
 
 log = logging.getLogger("ernie")
 
@@ -173,6 +177,126 @@ def _across_hosts(reason: str, reports: HostReports) -> str:
 
 def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | None:
     """Train on this process; returns the model folder (None on a rank that does not export)."""
+    job = _setup(layout, hp)
+    learner, progress = _build_learner(job)
+    data = {
+        task.name: PretrainingData(
+            job.train_shards[task.name], job.vocab, job.read, task, job.rank, job.world_size
+        )
+        for task in job.tasks
+    }
+    _log_start(job, progress, learner.amp_dtype)
+    peak = _dense_peak(learner.amp_dtype)
+    mix, window = TaskMix(job.weights, hp.random_seed), _Window(job.tasks)
+    divergence = _DivergenceWatch(hp, learner.amp_dtype)
+    if progress.pending_validation is not None:
+        log.info("running the validation of step %d, which a stop cut short", progress.step)
+        _validate(job, learner.model, progress, stop)
+    with contextlib.ExitStack() as streams_open:
+        streams = {
+            name: streams_open.enter_context(stream).batches(progress.positions[name])
+            for name, stream in data.items()
+        }
+        while progress.step < hp.num_train_steps:
+            if _any_rank(stop.requested, job.world_size):
+                _save(job, learner, progress)
+                raise Stopped
+            micro_tasks = [
+                mix.draw(progress.step, m) for m in range(hp.gradient_accumulation_steps)
+            ]
+            micro_batches = [next(streams[task.name], None) for task in micro_tasks]
+            if None in micro_batches:
+                break  # the data ran out: reported by _finish
+            micro = list(zip(micro_tasks, micro_batches, strict=True))
+            loss = _train_step(job, learner, progress, micro, window)
+            # Before anything is logged or saved: a diverged model must not replace a good
+            # checkpoint (every rank agrees, as rank 0 alone saves).
+            divergence.check(loss, progress.step, progress.saved_step, job.world_size)
+
+            if progress.step % hp.skip_steps == 0:
+                _log_window(job, progress, window, loss, learner.optimizer.get_lr(), peak)
+                window = _Window(job.tasks)
+            if job.valid_shards and progress.step % hp.validation_steps == 0:
+                _validate(job, learner.model, progress, stop)
+            if progress.step % hp.save_steps == 0:
+                _save(job, learner, progress)
+    return _finish(job, learner, progress, data)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What this process trains, on what, and where it stands among the trainers: read
+    and checked once, before any paid step (_setup)."""
+
+    layout: JobLayout
+    hp: Hyperparameters
+    vocab: Vocab
+    vocab_path: Path
+    config: ErnieConfig
+    weights: dict[str, float]  # task -> the weight it is drawn by (ERNIE 1.0: knowledge masking)
+    read: ReadConfig  # how shards become batches, for training and validation alike
+    train_shards: dict[str, list[Shard]]
+    valid_shards: dict[str, list[Shard]]  # of the tasks the valid channel holds; {}: none
+    rank: int
+    world_size: int
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The tasks trained, in the order of `weights`."""
+        return [TASKS[name] for name in self.weights]
+
+    @property
+    def checkpoints(self) -> CheckpointManager:
+        """The checkpoint folder (the manager holds nothing but the folder and `keep`)."""
+        return CheckpointManager(
+            self.layout.checkpoint_dir(self.hp.checkpoints), self.hp.keep_checkpoints
+        )
+
+
+@dataclass(frozen=True)
+class _Learner:
+    """The model and what updates it; `parallel` is the model the steps run (the model
+    itself, or its DataParallel wrapper when there are several trainers)."""
+
+    model: ErnieForPretraining
+    parallel: paddle.nn.Layer
+    optimizer: paddle.optimizer.Optimizer
+    schedule: paddle.optimizer.lr.LRScheduler
+    scaler: paddle.amp.GradScaler
+    amp_dtype: str | None  # float16 / bfloat16 under mixed precision, None in float32
+
+
+@dataclass
+class _Progress:
+    """Where training stands: the steps taken, each task stream's data position, the step
+    last saved, and the step whose validation a stop cut short, which is owed (None: none
+    is). A checkpoint records them all."""
+
+    step: int
+    positions: dict[str, DataPosition]
+    saved_step: int
+    pending_validation: int | None
+
+
+class _Window:
+    """What the steps since the last [train] line did: each task's figures, the tokens
+    (real and padded) and model FLOPs computed on, and when the window began."""
+
+    def __init__(self, tasks: list[Task]) -> None:
+        self.figures = TaskFigures(tasks)
+        self.tokens, self.padded, self.work = 0, 0, 0
+        self.start = time.perf_counter()
+
+    def add(self, task: Task, figures: Figures, batch: Batch, work: int) -> None:
+        self.figures.add(task, figures)
+        self.tokens += batch.num_tokens
+        self.padded += batch.src_ids.size
+        self.work += work
+
+
+def _setup(layout: JobLayout, hp: Hyperparameters) -> _Job:
+    """Read the vocab, the model config and every task's shards (the valid channel's
+    parsed once, so a bad one fails now), join the trainers and check the model fits."""
     train_dir = layout.channel(channels.TRAIN)
     vocab_path = presets.locate(hp.vocab_path, train_dir, presets.VOCABS, "vocab_path")
     vocab = load_vocab(vocab_path)
@@ -184,32 +308,43 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
             f"max_seq_len {hp.max_seq_len} exceeds the model's max_position_embeddings "
             f"{config.max_position_embeddings}"
         )
+    read = ReadConfig.of_job(hp, config)
     train_shards = _task_shards(train_dir, hp.train_filelist, tasks, channels.TRAIN)
     valid_shards = _valid_shards(layout, hp, tasks)
     for name, shards in valid_shards.items():
-        limits = ShardLimits(
-            config.vocab_size,
-            hp.max_seq_len,
-            config.max_position_embeddings,
-            config.type_vocab_size,
-            TASKS[name],
-        )
-        _check_valid_channel(shards, limits)
+        _check_valid_channel(shards, read.limits(TASKS[name]))
     rank, world_size = _start_devices(hp)
     _check_model_fits(config, hp.weight_sharing, hp.ernie_config_path)
+    return _Job(
+        layout=layout,
+        hp=hp,
+        vocab=vocab,
+        vocab_path=vocab_path,
+        config=config,
+        weights=weights,
+        read=read,
+        train_shards=train_shards,
+        valid_shards=valid_shards,
+        rank=rank,
+        world_size=world_size,
+    )
 
+
+def _build_learner(job: _Job) -> tuple[_Learner, _Progress]:
+    """The model, its AdamW, schedule (lr_scheduler) and loss scaler, restored from the
+    newest checkpoint or warm-started (_restore), then wrapped for data parallelism."""
+    hp, config = job.hp, job.config
     paddle.seed(hp.random_seed)
     try:
-        model = ErnieForPretraining(config, vocab.pad_id, hp.weight_sharing)
+        model = ErnieForPretraining(config, job.vocab.pad_id, hp.weight_sharing)
     except MemoryError as exc:  # what the estimate leaves out, or memory others hold
         raise ConfigError(
             f"model config {hp.ernie_config_path} (vocab_size {config.vocab_size}, hidden_size "
             f"{config.hidden_size}, num_hidden_layers {config.num_hidden_layers}) does not fit "
             f"in the memory of {paddle.device.get_device()}: {exc}"
         ) from None
-    schedule = paddle.optimizer.lr.LambdaDecay(
-        hp.learning_rate, _learning_rate_factor(hp.warmup_steps, hp.num_train_steps)
-    )
+    factor = SCHEDULES[hp.lr_scheduler](hp.warmup_steps, hp.num_train_steps)
+    schedule = paddle.optimizer.lr.LambdaDecay(hp.learning_rate, factor)
     decayed = {p.name for n, p in model.named_parameters() if not no_decay(n)}
     optimizer = paddle.optimizer.AdamW(
         learning_rate=schedule,
@@ -229,173 +364,130 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
         decr_every_n_nan_or_inf=hp.decr_every_n_nan_or_inf,
         use_dynamic_loss_scaling=hp.use_dynamic_loss_scaling,
     )
-
-    checkpoints = CheckpointManager(layout.checkpoint_dir(hp.checkpoints), hp.keep_checkpoints)
-    structured = {p.name: n for n, p in model.named_parameters()}
-    step, positions, pending = _restore(
-        checkpoints, model, optimizer, scaler, layout, vocab, world_size, list(weights)
-    )
-    # The step whose validation a stop cut short: the checkpoint of that step records it,
-    # so the job that resumes from it runs that validation first (None: none is owed).
-    pending_validation = step if pending and valid_shards else None
+    progress = _restore(job, model, optimizer, scaler)
     # Each micro-batch trains one task's head: the others get no gradient that step.
     unused = bool(config.task_type_vocab_size)
-    trainer = paddle.DataParallel(model, find_unused_parameters=unused) if world_size > 1 else model
-    # How shards become batches, for training and validation alike.
-    reading = dict(
-        vocab_size=config.vocab_size,
-        max_seq_len=hp.max_seq_len,
-        max_position=config.max_position_embeddings,
-        type_vocab_size=config.type_vocab_size,
-        batch_size=hp.batch_size,
-        in_tokens=hp.in_tokens,
-        seed=hp.random_seed,
-        bucket_window=hp.bucket_window,
+    parallel = (
+        paddle.DataParallel(model, find_unused_parameters=unused) if job.world_size > 1 else model
     )
-    data = {
-        task.name: PretrainingData(
-            train_shards[task.name],
-            vocab,
-            **reading,
-            rank=rank,
-            world_size=world_size,
-            num_workers=hp.num_workers,
-            generate_neg_sample=hp.generate_neg_sample,
-            epochs=hp.epoch,
-            task=task,
-        )
-        for task in tasks
-    }
+    return _Learner(model, parallel, optimizer, schedule, scaler, amp_dtype), progress
+
+
+def _log_start(job: _Job, progress: _Progress, amp_dtype: str | None) -> None:
     log.info(
         "training from step %d of %d on %s (%s), %d trainer(s), %s",
-        step,
-        hp.num_train_steps,
+        progress.step,
+        job.hp.num_train_steps,
         paddle.get_device(),
         amp_dtype or "float32",
-        world_size,
-        ", ".join(f"{len(train_shards[t.name])} {t.name} shard(s)" for t in tasks),
+        job.world_size,
+        ", ".join(f"{len(job.train_shards[t.name])} {t.name} shard(s)" for t in job.tasks),
     )
-    if hp.tasks:
-        log.info("tasks drawn by weight: %s", job_tasks.format_weights(weights))
+    if job.hp.tasks:
+        log.info("tasks drawn by weight: %s", job_tasks.format_weights(job.weights))
 
-    saved_step = step
 
-    def save() -> None:
-        """Every rank calls it at the same steps: each position is valid only for its rank."""
-        nonlocal saved_step
-        if step == saved_step:
-            return
-        saved_step = step
-        flat = [v for name in weights for v in positions[name].to_dict().values()]
-        gathered = _every_rank(flat, world_size)
-        if rank == 0:  # the others wait in the next collective (NCCL allows 30 minutes)
-            saved = {
-                name: [DataPosition(*r[3 * i : 3 * i + 3]).to_dict() for r in gathered]
-                for i, name in enumerate(weights)
-            }
-            meta = (
-                {"task_positions": saved}
-                if hp.tasks
-                else {"positions": saved[KNOWLEDGE_MASKING.name]}
-            )
-            meta["config"] = asdict(config)
-            if pending_validation == step:
-                meta[VALIDATION_PENDING] = True
-            optimizer_state = rename_optimizer_state(optimizer.state_dict(), structured)
-            trainer_state = {"optimizer": optimizer_state, "scaler": scaler.state_dict()}
-            checkpoints.save(step, model.state_dict(), trainer_state, meta)
+def _train_step(
+    job: _Job,
+    learner: _Learner,
+    progress: _Progress,
+    micro: list[tuple[Task, tuple[Batch, DataPosition]]],
+    window: _Window,
+) -> float:
+    """One optimizer step over the micro-batches, each of its drawn task; gradients sync on
+    the last one only. Returns the step's loss, the sum of its micro-batches' weighted
+    losses."""
+    hp, accumulation = job.hp, len(micro)
+    step_loss = 0.0
+    for m, (task, (batch, position)) in enumerate(micro):
+        progress.positions[task.name] = position  # where its data stands after this step
+        paddle.seed(_step_seed(hp.random_seed, job.rank, progress.step, m))  # its dropout
+        last = m == accumulation - 1
+        with (
+            contextlib.nullcontext() if last or job.world_size == 1 else learner.parallel.no_sync(),
+            paddle.amp.auto_cast(
+                enable=learner.amp_dtype is not None, dtype=learner.amp_dtype or "float16"
+            ),
+        ):
+            loss, figures = forward(learner.parallel, batch, task)
+            loss = loss * hp.task_loss_weights.get(task.name, 1.0) / accumulation
+            learner.scaler.scale(loss).backward()
+        step_loss += loss.detach()
+        window.add(task, figures, batch, _model_flops(job.config, batch, task))
+    learner.scaler.step(learner.optimizer)  # unscales, clips by global norm, skips on overflow
+    learner.scaler.update()
+    learner.optimizer.clear_grad(set_to_zero=False)  # None: a head not drawn is not stepped
+    learner.schedule.step()
+    progress.step += 1
+    _LAST_STEP[0] = time.monotonic()
+    return float(step_loss)
 
-    peak = _dense_peak(amp_dtype)
-    tokens, padded, work, window_start = 0, 0, 0, time.perf_counter()
-    streams = {name: stream.batches(positions[name]) for name, stream in data.items()}
-    mix, window = TaskMix(weights, hp.random_seed), TaskFigures(tasks)
-    accumulation = hp.gradient_accumulation_steps
-    divergence = _DivergenceWatch(hp, amp_dtype)
 
-    def validate() -> None:
-        """Validate the model of this step; one a stop cuts short is owed (and saved so)."""
-        nonlocal pending_validation
-        valid, cut = _validate(model, valid_shards, vocab, reading, stop, world_size)
-        pending_validation = step if cut else None
-        if valid is not None and rank == 0:
-            _log_validation(step, valid, bool(hp.tasks))
+def _log_window(
+    job: _Job, progress: _Progress, window: _Window, loss: float, lr: float, peak: float | None
+) -> None:
+    """The [train], [task] and [flops] lines of the window ending at this step (`loss` is
+    its last step's): this rank's window speaks for all, and rank 0 alone prints them, as
+    SageMaker reads metrics from every trainer's output."""
+    elapsed = time.perf_counter() - window.start
+    means = window.figures.means()
+    masking = means.get(KNOWLEDGE_MASKING.name, {})
+    stats = metrics.TrainStats(
+        step=progress.step,
+        epoch=progress.positions[job.tasks[0].name].epoch,
+        loss=loss,
+        mlm_loss=masking.get("mlm_loss"),
+        nsp_acc=masking.get("nsp_acc"),
+        lr=lr,
+        tokens_per_sec=window.tokens * job.world_size / elapsed,
+    )
+    usage = metrics.FlopsStats(
+        progress.step,
+        window.work * job.world_size / elapsed,
+        window.tokens / window.padded,
+        flops.utilisation(window.work / elapsed, peak),
+    )
+    if job.rank == 0:
+        log.info(metrics.train_line(stats))
+        for name, figures in means.items() if job.hp.tasks else ():
+            log.info(metrics.task_line(progress.step, name, figures["loss"], figures["acc"]))
+        log.info(metrics.flops_line(usage))
 
-    if pending_validation is not None:
-        log.info("running the validation of step %d, which a stop cut short", step)
-        validate()
-    with contextlib.ExitStack() as streams_open:
-        for stream in data.values():
-            streams_open.enter_context(stream)
-        while step < hp.num_train_steps:
-            if _any_rank(stop.requested, world_size):
-                save()
-                raise Stopped
-            micro_tasks = [mix.draw(step, micro) for micro in range(accumulation)]
-            micro_batches = [next(streams[task.name], None) for task in micro_tasks]
-            if None in micro_batches:
-                break  # the data ran out: reported below
-            # One optimizer step over the micro-batches; gradients sync on the last one only.
-            step_loss = 0.0
-            steps = zip(micro_tasks, micro_batches, strict=True)
-            for micro, (task, (batch, position)) in enumerate(steps):
-                positions[task.name] = position  # where its data stands after this step
-                paddle.seed(_step_seed(hp.random_seed, rank, step, micro))  # this step's dropout
-                last = micro == accumulation - 1
-                with (
-                    contextlib.nullcontext() if last or world_size == 1 else trainer.no_sync(),
-                    paddle.amp.auto_cast(
-                        enable=amp_dtype is not None, dtype=amp_dtype or "float16"
-                    ),
-                ):
-                    loss, figures = forward(trainer, batch, task)
-                    loss = loss * hp.task_loss_weights.get(task.name, 1.0) / accumulation
-                    scaler.scale(loss).backward()
-                step_loss += loss.detach()
-                window.add(task, figures)
-                tokens += batch.num_tokens
-                padded += batch.src_ids.size
-                work += _model_flops(config, batch, task)
-            scaler.step(optimizer)  # unscales, clips by global norm, skips on fp16 overflow
-            scaler.update()
-            optimizer.clear_grad(set_to_zero=False)  # None: a head not drawn is not stepped
-            schedule.step()
-            step += 1
-            _LAST_STEP[0] = time.monotonic()
-            # Before anything is logged or saved: a diverged model must not replace a good
-            # checkpoint (every rank agrees, as rank 0 alone saves).
-            divergence.check(float(step_loss), step, saved_step, world_size)
 
-            if step % hp.skip_steps == 0:
-                elapsed = time.perf_counter() - window_start
-                means = window.means()  # this rank's window: it speaks for all
-                masking = means.get(KNOWLEDGE_MASKING.name, {})
-                stats = metrics.TrainStats(
-                    step=step,
-                    epoch=positions[tasks[0].name].epoch,
-                    loss=float(step_loss),
-                    mlm_loss=masking.get("mlm_loss"),
-                    nsp_acc=masking.get("nsp_acc"),
-                    lr=optimizer.get_lr(),
-                    tokens_per_sec=tokens * world_size / elapsed,
-                )
-                usage = metrics.FlopsStats(
-                    step,
-                    work * world_size / elapsed,
-                    tokens / padded,
-                    flops.utilisation(work / elapsed, peak),
-                )
-                if rank == 0:  # one voice: SageMaker reads metrics from every trainer's output
-                    log.info(metrics.train_line(stats))
-                    for name, figures in means.items() if hp.tasks else ():
-                        log.info(metrics.task_line(step, name, figures["loss"], figures["acc"]))
-                    log.info(metrics.flops_line(usage))
-                tokens, padded, work, window_start = 0, 0, 0, time.perf_counter()
-                window = TaskFigures(tasks)
-            if valid_shards and step % hp.validation_steps == 0:
-                validate()
-            if step % hp.save_steps == 0:
-                save()
+def _save(job: _Job, learner: _Learner, progress: _Progress) -> None:
+    """Checkpoint this step, unless it is saved already. Every rank calls it at the same
+    steps: each data position is valid only for its rank, and rank 0 saves them all (the
+    others wait in the next collective, which NCCL allows 30 minutes)."""
+    if progress.step == progress.saved_step:
+        return
+    progress.saved_step = progress.step
+    flat = [v for name in job.weights for v in progress.positions[name].to_dict().values()]
+    gathered = _every_rank(flat, job.world_size)
+    if job.rank != 0:
+        return
+    saved = {
+        name: [DataPosition(*r[3 * i : 3 * i + 3]).to_dict() for r in gathered]
+        for i, name in enumerate(job.weights)
+    }
+    meta = (
+        {"task_positions": saved} if job.hp.tasks else {"positions": saved[KNOWLEDGE_MASKING.name]}
+    )
+    meta["config"] = asdict(job.config)
+    if progress.pending_validation == progress.step:
+        meta[VALIDATION_PENDING] = True
+    structured = {p.name: n for n, p in learner.model.named_parameters()}
+    optimizer_state = rename_optimizer_state(learner.optimizer.state_dict(), structured)
+    trainer_state = {"optimizer": optimizer_state, "scaler": learner.scaler.state_dict()}
+    job.checkpoints.save(progress.step, learner.model.state_dict(), trainer_state, meta)
 
+
+def _finish(
+    job: _Job, learner: _Learner, progress: _Progress, data: dict[str, PretrainingData]
+) -> Path | None:
+    """Save the last step and export the model (rank 0); a stop that cut the last step's
+    validation short exits as a stop (the resumed job validates, then exports), and data
+    that ran out before num_train_steps fails the job."""
+    hp = job.hp
     skipped = sum(stream.skipped_over_length for stream in data.values())
     if skipped:
         log.warning(
@@ -403,16 +495,16 @@ def train(layout: JobLayout, hp: Hyperparameters, stop: StopSignal) -> Path | No
             skipped,
             hp.max_seq_len,
         )
-    save()
-    if pending_validation is not None:  # the last step's, cut by a stop: resume to run it
+    _save(job, learner, progress)
+    if progress.pending_validation is not None:  # the last step's, cut by a stop
         raise Stopped
-    if step < hp.num_train_steps:
-        raise TrainingError(_ran_out(hp, step, skipped))
-    if rank != 0:
-        log.info("finished at step %d; rank 0 exports the model", step)
+    if progress.step < hp.num_train_steps:
+        raise TrainingError(_ran_out(hp, progress.step, skipped))
+    if job.rank != 0:
+        log.info("finished at step %d; rank 0 exports the model", progress.step)
         return None
-    export_model(model, config, vocab_path, layout.model_dir)
-    return layout.model_dir
+    export_model(learner.model, job.config, job.vocab_path, job.layout.model_dir)
+    return job.layout.model_dir
 
 
 def _ran_out(hp: Hyperparameters, step: int, skipped: int) -> str:
@@ -457,36 +549,29 @@ class _DivergenceWatch:
             )
 
 
-def _validate(
-    model: ErnieForPretraining,
-    shards: dict[str, list[Shard]],
-    vocab: Vocab,
-    reading: dict,
-    stop: StopSignal,
-    world_size: int,
-) -> tuple[dict[str, dict[str, float]] | None, bool]:
-    """Each task's figures over its whole valid set, with the same masks every time, each
-    rank scoring every world_size-th batch (so none waits on another's pass), and whether
-    a stop cut the pass short; the figures are None when it was cut or met no sample
-    (nothing was measured then)."""
-    rank = paddle.distributed.get_rank() if world_size > 1 else 0
-    figures = TaskFigures([TASKS[name] for name in shards])
+def _validate(job: _Job, model: ErnieForPretraining, progress: _Progress, stop: StopSignal) -> None:
+    """Validate the model of this step and log each task's figures over its whole valid
+    set, with the same masks every time, each rank scoring every world_size-th batch (so
+    none waits on another's pass). A pass a stop cuts short logs nothing and is owed (and
+    saved so); one that met no sample logs nothing either (nothing was measured)."""
+    figures = TaskFigures([TASKS[name] for name in job.valid_shards])
     cut = False
     model.eval()
     with paddle.no_grad():
-        for name, task_shards in shards.items():
+        for name, task_shards in job.valid_shards.items():
             task = TASKS[name]
-            batches = validation_batches(task_shards, vocab, **reading, task=task)
-            for batch in itertools.islice(batches, rank, None, world_size):
+            batches = validation_batches(task_shards, job.vocab, job.read, task)
+            for batch in itertools.islice(batches, job.rank, None, job.world_size):
                 if stop.requested:
                     cut = True
                     break
                 figures.add(task, forward(model, batch, task)[1])
     model.train()
-    means = figures.means(world_size)
-    if _any_rank(cut, world_size):
-        return None, True
-    return means or None, False
+    means = figures.means(job.world_size)
+    cut = _any_rank(cut, job.world_size)
+    progress.pending_validation = progress.step if cut else None
+    if means and not cut and job.rank == 0:
+        _log_validation(progress.step, means, bool(job.hp.tasks))
 
 
 def _log_validation(step: int, valid: dict[str, dict[str, float]], per_task: bool) -> None:
@@ -601,21 +686,6 @@ def _create_optimizer_state(optimizer: paddle.optimizer.Optimizer, model: paddle
     Zero moments are what the first gradient would have found, so training is unchanged."""
     block = paddle.static.default_main_program().global_block()
     optimizer._create_accumulators(block, model.parameters())  # no public way in Paddle 3
-
-
-def _learning_rate_factor(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """ERNIE's schedule (optimization.py of PaddlePaddle/ERNIE): linear warm-up from 0, then
-    `1 - step / total_steps`, decaying from the peak over all the steps, not those after
-    warm-up; without warm-up the rate stays constant."""
-
-    def factor(step: int) -> float:
-        if warmup_steps == 0:
-            return 1.0
-        if step < warmup_steps:
-            return step / warmup_steps
-        return max(0.0, 1.0 - step / total_steps)
-
-    return factor
 
 
 def _step_seed(seed: int, rank: int, step: int, micro: int) -> int:
@@ -756,42 +826,41 @@ def _every_rank(values: list[int], world_size: int) -> list[list[int]]:
 
 
 def _restore(
-    checkpoints: CheckpointManager,
+    job: _Job,
     model: ErnieForPretraining,
     optimizer: paddle.optimizer.Optimizer,
     scaler: paddle.amp.GradScaler,
-    layout: JobLayout,
-    vocab: Vocab,
-    world_size: int,
-    names: list[str],
-) -> tuple[int, dict[str, DataPosition], bool]:
-    """Resume from the newest complete checkpoint, else warm-start from the model channel;
-    (step, data positions, whether the step's validation is owed)."""
-    checkpoint = checkpoints.load_latest(_positions_problem)
-    steps = {s for (s,) in _every_rank([checkpoint.meta["step"] if checkpoint else 0], world_size)}
+) -> _Progress:
+    """Resume from the newest complete checkpoint, else warm-start from the model channel."""
+    checkpoint = job.checkpoints.load_latest(_positions_problem)
+    saved_steps = _every_rank([checkpoint.meta["step"] if checkpoint else 0], job.world_size)
+    steps = {s for (s,) in saved_steps}
     if len(steps) > 1:  # hosts restore their own copies of the checkpoint folder
         raise TrainingError(
             f"the trainers found different newest checkpoints (steps {sorted(steps)}): "
             "each host resumes from its own copy of the checkpoint folder, and they differ"
         )
-    if checkpoint is not None:
-        # Paddle skips parameters of another shape with a warning: refuse such a resume.
-        config = model.config
-        saved = checkpoint.meta.get("config", {})
-        changed = sorted(k for k, v in asdict(config).items() if saved.get(k) != v)
-        if changed:
-            raise ConfigError(
-                f"checkpoint {checkpoint.path} is of another model: "
-                + ", ".join(f"{k} {saved.get(k)} there, {getattr(config, k)} now" for k in changed)
-                + " (give this job its own checkpoint folder, or the checkpoint's ernie_config)"
-            )
-        model.set_state_dict(checkpoint.model)
-        unique = {n: p.name for n, p in model.named_parameters()}
-        optimizer.set_state_dict(rename_optimizer_state(checkpoint.trainer["optimizer"], unique))
-        scaler.load_state_dict(checkpoint.trainer["scaler"])
-        log.info("resumed from %s", checkpoint.path)
-        pending = checkpoint.meta.get(VALIDATION_PENDING) is True
-        return checkpoint.meta["step"], _own_positions(checkpoint, world_size, names), pending
-    if channels.MODEL in layout.channels:
-        warm_start(model, layout.channel(channels.MODEL), vocab)
-    return 0, {name: DataPosition(0, 0, 0) for name in names}, False
+    if checkpoint is None:
+        if channels.MODEL in job.layout.channels:
+            warm_start(model, job.layout.channel(channels.MODEL), job.vocab)
+        return _Progress(0, {name: DataPosition(0, 0, 0) for name in job.weights}, 0, None)
+    # Paddle skips parameters of another shape with a warning: refuse such a resume.
+    config = model.config
+    saved = checkpoint.meta.get("config", {})
+    changed = sorted(k for k, v in asdict(config).items() if saved.get(k) != v)
+    if changed:
+        raise ConfigError(
+            f"checkpoint {checkpoint.path} is of another model: "
+            + ", ".join(f"{k} {saved.get(k)} there, {getattr(config, k)} now" for k in changed)
+            + " (give this job its own checkpoint folder, or the checkpoint's ernie_config)"
+        )
+    model.set_state_dict(checkpoint.model)
+    unique = {n: p.name for n, p in model.named_parameters()}
+    optimizer.set_state_dict(rename_optimizer_state(checkpoint.trainer["optimizer"], unique))
+    scaler.load_state_dict(checkpoint.trainer["scaler"])
+    log.info("resumed from %s", checkpoint.path)
+    step = checkpoint.meta["step"]
+    positions = _own_positions(checkpoint, job.world_size, list(job.weights))
+    # A stop cut short the validation of this step: the job that resumes runs it first.
+    owed = checkpoint.meta.get(VALIDATION_PENDING) is True and bool(job.valid_shards)
+    return _Progress(step, positions, step, step if owed else None)

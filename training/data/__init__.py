@@ -15,6 +15,7 @@ from ernie_sm.training.data.masking import TokenIds, mask_tokens
 from ernie_sm.training.data.pipeline import (
     DataPosition,
     PretrainingData,
+    ReadConfig,
     ShardBatches,
     ShardTask,
     epoch_shards,
@@ -30,6 +31,7 @@ __all__ = [
     "DataPosition",
     "ParsedShard",
     "PretrainingData",
+    "ReadConfig",
     "Shard",
     "ShardBatches",
     "ShardLimits",

@@ -20,8 +20,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from ernie_sm.contract.errors import DataError
 from ernie_sm.contract.filelist import Shard
+from ernie_sm.contract.hyperparams import Hyperparameters
 from ernie_sm.contract.tasks import KNOWLEDGE_MASKING, Task
 from ernie_sm.text.vocab import Vocab
+from ernie_sm.training.config import ErnieConfig
 from ernie_sm.training.data.batching import Batch, BatchConfig, group_batches, make_batch
 from ernie_sm.training.data.masking import TokenIds
 from ernie_sm.training.data.shard import ShardLimits, parse_shard
@@ -54,6 +56,57 @@ class DataPosition:
             return cls(int(data["epoch"]), int(data["shard"]), int(data["batch"]))
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"checkpoint data position {data!r} is unusable: {e!r}") from None
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """How shards become batches, for training and validation alike: the model's sizes
+    that bound a sample, the batching and the seed; then what the training stream alone
+    uses (in-batch NSP negatives, worker processes, passes at most: None is endless).
+    A job builds it once, from its hyperparameters and model config (of_job)."""
+
+    vocab_size: int
+    max_seq_len: int
+    max_position: int
+    type_vocab_size: int
+    batch_size: int
+    in_tokens: bool
+    seed: int = 0
+    bucket_window: int = 0
+    generate_neg_sample: bool = False
+    num_workers: int = 0
+    epochs: int | None = None
+
+    @classmethod
+    def of_job(cls, hp: Hyperparameters, config: ErnieConfig) -> ReadConfig:
+        return cls(
+            config.vocab_size,
+            hp.max_seq_len,
+            config.max_position_embeddings,  # max_position
+            config.type_vocab_size,
+            hp.batch_size,
+            hp.in_tokens,
+            hp.random_seed,  # seed
+            hp.bucket_window,
+            hp.generate_neg_sample,
+            hp.num_workers,
+            hp.epoch,  # epochs
+        )
+
+    def limits(self, task: Task) -> ShardLimits:
+        """What a line of the task's shards must fit (shard.parse_shard)."""
+        return ShardLimits(
+            self.vocab_size, self.max_seq_len, self.max_position, self.type_vocab_size, task
+        )
+
+    def batch_config(self, vocab: Vocab, task: Task, negatives: bool = False) -> BatchConfig:
+        """How the task's samples are batched; in-batch NSP negatives (`negatives`) belong
+        to knowledge masking's sentence pairs only."""
+        negatives = negatives and task == KNOWLEDGE_MASKING
+        ids = TokenIds.from_vocab(vocab)
+        return BatchConfig(
+            ids, self.batch_size, self.in_tokens, negatives, task.masked, self.bucket_window
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,29 +165,17 @@ class PretrainingData:
         self,
         shards: Sequence[Shard],
         vocab: Vocab,
-        vocab_size: int,
-        max_seq_len: int,
-        max_position: int,
-        type_vocab_size: int,
-        batch_size: int,
-        in_tokens: bool,
-        seed: int,
+        read: ReadConfig,
+        task: Task = KNOWLEDGE_MASKING,
         rank: int = 0,
         world_size: int = 1,
-        num_workers: int = 0,
-        generate_neg_sample: bool = False,
-        epochs: int | None = None,
-        task: Task = KNOWLEDGE_MASKING,
-        bucket_window: int = 0,
     ) -> None:
-        epoch_shards(shards, seed, 0, rank, world_size)  # fail now if there are too few
+        epoch_shards(shards, read.seed, 0, rank, world_size)  # fail now if there are too few
         self.shards = list(shards)
-        self.limits = ShardLimits(vocab_size, max_seq_len, max_position, type_vocab_size, task)
-        self.config = _batch_config(
-            vocab, batch_size, in_tokens, task, bucket_window, generate_neg_sample
-        )
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.num_workers, self.epochs = num_workers, epochs
+        self.limits = read.limits(task)
+        self.config = read.batch_config(vocab, task, read.generate_neg_sample)
+        self.seed, self.rank, self.world_size = read.seed, rank, world_size
+        self.num_workers, self.epochs = read.num_workers, read.epochs
         self.skipped_over_length = 0  # running total over all shard passes
         self._pool: ProcessPoolExecutor | None = None
 
@@ -215,44 +256,20 @@ class PretrainingData:
 
 
 def validation_batches(
-    shards: Sequence[Shard],
-    vocab: Vocab,
-    vocab_size: int,
-    max_seq_len: int,
-    max_position: int,
-    type_vocab_size: int,
-    batch_size: int,
-    in_tokens: bool,
-    seed: int = 0,
-    task: Task = KNOWLEDGE_MASKING,
-    bucket_window: int = 0,
+    shards: Sequence[Shard], vocab: Vocab, read: ReadConfig, task: Task = KNOWLEDGE_MASKING
 ) -> Iterator[Batch]:
-    """One pass in filelist order, unshuffled, with masks fixed by `seed`, so every
-    validation pass scores the same inputs. With bucket_window, samples are sorted by
-    length within windows as in training (less padding to compute every validation), and
-    the batches stay in that order: the losses are sums over all samples either way."""
-    limits = ShardLimits(vocab_size, max_seq_len, max_position, type_vocab_size, task)
-    config = _batch_config(vocab, batch_size, in_tokens, task, bucket_window)
+    """One pass in filelist order, unshuffled, with masks fixed by `read.seed`, so every
+    validation pass scores the same inputs (no in-batch negatives, no workers). With
+    bucket_window, samples are sorted by length within windows as in training (less
+    padding to compute every validation), and the batches stay in that order: the losses
+    are sums over all samples either way."""
+    limits, config = read.limits(task), read.batch_config(vocab, task)
     for shard in shards:
         result = load_shard_batches(
-            ShardTask(shard, limits, config, (seed, _VALID, shard.index), shuffle=False)
+            ShardTask(shard, limits, config, (read.seed, _VALID, shard.index), shuffle=False)
         )
-        _warn_skipped(shard, result.skipped, max_seq_len)
+        _warn_skipped(shard, result.skipped, read.max_seq_len)
         yield from result.batches
-
-
-def _batch_config(
-    vocab: Vocab,
-    batch_size: int,
-    in_tokens: bool,
-    task: Task,
-    bucket_window: int,
-    generate_neg_sample: bool = False,
-) -> BatchConfig:
-    # In-batch NSP negatives belong to knowledge masking's sentence pairs only.
-    negatives = generate_neg_sample and task == KNOWLEDGE_MASKING
-    ids = TokenIds.from_vocab(vocab)
-    return BatchConfig(ids, batch_size, in_tokens, negatives, task.masked, bucket_window)
 
 
 def _warn_skipped(shard: Shard, skipped: int, max_seq_len: int) -> None:
