@@ -16,6 +16,30 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ["CDK_DISABLE_VERSION_CHECK"] = "true"
 os.environ["CDK_DISABLE_CLI_TELEMETRY"] = "true"
 
+
+def _stale_editable_install() -> list[str]:
+    """The modules of the checkout that its editable install (a tree of links, made by
+    make) lacks: a file added since make ran cannot be imported until it runs again."""
+    import ernie_sm
+
+    trees = [Path(p) for p in ernie_sm.__path__ if "__editable__" in p]
+    packages = [p.parent for p in ROOT.glob("*/__init__.py") if p.parent.name != "tests"]
+    modules = [m.relative_to(ROOT) for package in packages for m in package.rglob("*.py")]
+    return [
+        str(module)
+        for tree in trees
+        for module in modules
+        if module.parts[0] != "ernie_sm" and not (tree / module).exists()
+    ]
+
+
+if _missing := _stale_editable_install():
+    pytest.exit(
+        f"the editable install lacks {len(_missing)} file(s) added since make ran "
+        f"({', '.join(_missing[:3])}): run `make .venv/bin/ernie-sm` (make test does)",
+        returncode=4,
+    )
+
 from ernie_sm.contract import presets  # noqa: E402
 from ernie_sm.training import layout  # noqa: E402
 
