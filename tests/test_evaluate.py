@@ -175,10 +175,27 @@ def test_missing_file_is_named(tmp_path):
 def test_pairs_are_cut_longest_first_and_scores_define_absent_labels():
     assert [len(s) for s in truncate([list(range(10)), list(range(4))], 12)] == [5, 4]
     assert [len(s) for s in truncate([list(range(6)), list(range(6))], 8)] == [3, 2]
-    accuracy, f1 = scores(np.array([0, 0, 1]), np.array([0, 0, 1]), 3)
-    assert accuracy == 1.0 and f1 == 1.0  # label 2: no gold, no prediction -> 1.0
-    accuracy, f1 = scores(np.array([0, 1]), np.array([0, 0]), 2)
+    accuracy, f1 = scores(np.array([0, 0, 1]), np.array([0, 0, 1]))
+    assert accuracy == 1.0 and f1 == 1.0  # label 2: no gold, no prediction -> left out
+    accuracy, f1 = scores(np.array([0, 1]), np.array([0, 0]))
     assert accuracy == 0.5 and f1 == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_macro_f1_is_scikit_learns():
+    """The convention results are compared against, on random cases (labels missing from
+    test truth, from the predictions, or from both) and on a constant predictor whose test
+    set lacks a train label: 8 labels, 7 in test, everything predicted as one."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        gold, predicted = rng.integers(0, 6, size=(2, int(rng.integers(1, 30))))
+        _, f1 = scores(gold, predicted)
+        assert f1 == pytest.approx(f1_score(gold, predicted, average="macro"))
+    gold = np.repeat(np.arange(7), 3)
+    _, f1 = scores(gold, np.zeros_like(gold))
+    assert f1 == pytest.approx(f1_score(gold, np.zeros_like(gold), average="macro"))
+    assert f1 == pytest.approx((2 * 3 / (2 * 3 + 18)) / 7)  # 0.036, not (0.25 + 1) / 8
 
 
 def test_eval_hyperparameters_are_checked_by_name():

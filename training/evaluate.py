@@ -239,9 +239,7 @@ def finetune(
             window = []
         if step % hp.eval_steps == 0 or last:
             accuracy = scores(
-                candidate.encoded["dev"].labels,
-                _predict(model, candidate, "dev", hp, stop),
-                len(data.labels),
+                candidate.encoded["dev"].labels, _predict(model, candidate, "dev", hp, stop)
             )[0]
             log.info(metrics.dev_line(name, step, accuracy))
             if accuracy > best_accuracy:
@@ -268,9 +266,7 @@ def finetune(
     test = candidate.encoded["test"]
     if not len(test):
         raise TrainingError("the test set is empty: there is nothing to score")
-    accuracy, f1 = scores(
-        test.labels, _predict(model, candidate, "test", hp, stop), len(data.labels)
-    )
+    accuracy, f1 = scores(test.labels, _predict(model, candidate, "test", hp, stop))
     log.info(metrics.eval_line(name, accuracy, f1))
     return {
         "test_accuracy": accuracy,

@@ -170,16 +170,16 @@ def padded(encoded: Encoded, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray,
     return src, sent, pos, encoded.labels[rows]
 
 
-def scores(gold: np.ndarray, predicted: np.ndarray, num_labels: int) -> tuple[float, float]:
-    """(accuracy, macro-F1). Macro-F1 is the mean over every label of the label set of
-    2·TP / (2·TP + FP + FN); a label with neither gold examples nor predictions in the set
-    scored counts 1.0 (nothing to find and nothing wrongly found), so that a perfect
-    classifier scores 1.0 on a test set that lacks a label."""
+def scores(gold: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    """(accuracy, macro-F1). Macro-F1 is scikit-learn's f1_score(average="macro"), what
+    results are compared against: the mean of 2·TP / (2·TP + FP + FN) over the labels
+    present in the gold labels or the predictions; a label in neither is left out (it
+    would otherwise count 1.0 and lift a constant predictor's score)."""
     accuracy = float(np.mean(gold == predicted))
     f1s = []
-    for label in range(num_labels):
+    for label in np.union1d(gold, predicted):
         tp = int(np.sum((predicted == label) & (gold == label)))
         fp = int(np.sum((predicted == label) & (gold != label)))
         fn = int(np.sum((predicted != label) & (gold == label)))
-        f1s.append(1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn))
+        f1s.append(2 * tp / (2 * tp + fp + fn))
     return accuracy, float(np.mean(f1s))
