@@ -107,3 +107,22 @@ def test_malformed_sagemaker_config_files_are_named(tmp_path, sm_env, name, cont
     with pytest.raises(ConfigError) as error:
         layout.from_environment()
     assert str(path) in str(error.value) and problem in str(error.value)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_train_and_evaluate_outside_a_job_refuse_and_write_nothing(
+    command, tmp_path, monkeypatch, capsys
+):
+    """On a laptop without SAGEMAKER_BASE_DIR, /opt/ml is not there: no failure file is
+    written into the host's root; one line says where the command runs and what to do."""
+    from ernie_sm.training import evaluate, train
+
+    absent = tmp_path / "opt" / "ml"
+    monkeypatch.delenv(layout.BASE_DIR_ENV, raising=False)
+    monkeypatch.setattr(layout, "DEFAULT_BASE_DIR", str(absent))
+    main = train.main if command == "train" else evaluate.main
+    assert main() == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {absent} does not exist: this runs inside a SageMaker job")
+    assert "set SAGEMAKER_BASE_DIR" in error and "ernie-sm rehearse" in error
+    assert not (tmp_path / "opt").exists()

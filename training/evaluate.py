@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ class Candidate:
 
 
 def main() -> int:
+    if (reason := job_layout.outside_a_job()) is not None:
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
     log_to_stdout()
     stop = StopSignal("stopping the evaluation")
     output_dir = job_layout.output_dir()

@@ -136,6 +136,21 @@ def _read_json(path: Path, default: dict) -> dict:
     )
 
 
+def outside_a_job() -> str | None:
+    """Why this process is not in a SageMaker job (nor a folder laid out as one), or None.
+
+    Without SAGEMAKER_BASE_DIR, the layout is /opt/ml, which SageMaker mounts into every
+    job; where it does not exist, a laptop run would write its failure file into the
+    host's root instead of saying what is wrong."""
+    if BASE_DIR_ENV in os.environ or Path(DEFAULT_BASE_DIR).is_dir():
+        return None
+    return (
+        f"{DEFAULT_BASE_DIR} does not exist: this runs inside a SageMaker job. On this machine, "
+        f"set {BASE_DIR_ENV} to a folder laid out as {DEFAULT_BASE_DIR} "
+        "(docs/container-contract.md), or rehearse a whole execution with `ernie-sm rehearse`"
+    )
+
+
 def output_dir() -> Path:
     """Where SageMaker looks for the failure file; known even when the rest of the layout is not."""
     default = Path(os.environ.get(BASE_DIR_ENV, DEFAULT_BASE_DIR)) / "output"

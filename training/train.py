@@ -84,6 +84,9 @@ class StopSignal:
 
 
 def main() -> int:
+    if (reason := job_layout.outside_a_job()) is not None:
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
     log_to_stdout()
     stop = StopSignal()
     output_dir = job_layout.output_dir()
