@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ernie_sm.contract import bucket_layout
 from ernie_sm.contract.errors import DataError
 from ernie_sm.contract.filelist import read_filelist
 from rich.console import Console
@@ -71,7 +72,7 @@ class _File:
 
 def default_prefix(dataset_dir: Path) -> str:
     """`datasets/<folder name>`; resolved so that `.` names the real folder."""
-    return f"datasets/{Path(dataset_dir).resolve().name}"
+    return f"{bucket_layout.DATASETS}/{Path(dataset_dir).resolve().name}"
 
 
 def check_dataset(dataset_dir: Path) -> list[str]:
@@ -401,6 +402,16 @@ def run(args: argparse.Namespace) -> int:
     )
     for channel, uri in report.channels.items():
         print(f"{channel}: {uri}")
+    # What an execution input takes is the key prefix, not the channels' URIs.
+    print(
+        f'start an execution on it: ernie-sm start --dataset {prefix}  (input: "dataset": "{prefix}")'
+    )
+    if not prefix.startswith(f"{bucket_layout.DATASETS}/"):
+        print(
+            f"note: the stack's executions read datasets under {bucket_layout.DATASETS}/ only: "
+            f"upload with --prefix {bucket_layout.DATASETS}/<name> to train on it",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ernie_sm.contract import bucket_layout
 from ernie_sm.contract.errors import TrainingError
 from ernie_sm.contract.s3_uri import BUCKET_PATTERN
 from ernie_sm.pipeline import sagemaker_api
@@ -56,9 +57,9 @@ class StackEnvironment:
     bucket: str
     kms_key_arn: str | None = None
     name_prefix: str = "ernie"
-    dataset_prefix: str = "datasets"
-    output_prefix: str = "models"
-    checkpoint_prefix: str = "checkpoints"
+    dataset_prefix: str = bucket_layout.DATASETS
+    output_prefix: str = bucket_layout.MODELS
+    checkpoint_prefix: str = bucket_layout.CHECKPOINTS
     subnets: tuple[str, ...] = ()
     security_groups: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)

@@ -12,11 +12,13 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
+from ernie_sm.contract import bucket_layout
 
-# The bucket's layout; the execution role and the state machine build their paths on these.
-DATASETS = "datasets/"
-CHECKPOINTS = "checkpoints/"
-MODELS = "models/"
+# The bucket's layout (contract/bucket_layout.py) as key prefixes; the execution role and
+# the state machine build their paths on these.
+DATASETS = f"{bucket_layout.DATASETS}/"
+CHECKPOINTS = f"{bucket_layout.CHECKPOINTS}/"
+MODELS = f"{bucket_layout.MODELS}/"
 
 _ACCESS_LOGS_USE_BUCKET_POLICY = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy"
 

@@ -12,6 +12,7 @@ import re
 import shutil
 import string
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -237,6 +238,29 @@ def test_the_output_must_be_new_and_the_source_must_exist(tmp_path, release):
     (tmp_path / "release.zip").write_bytes(b"PK")
     with pytest.raises(ConfigError, match=r"neither a folder nor a \.tar"):
         import_weights(tmp_path / "release.zip", tmp_path / "model")
+
+
+def test_errors_about_an_archive_name_the_archive_not_where_it_was_unpacked(tmp_path, release):
+    (release / "vocab.txt").unlink()
+    archive = tmp_path / "ERNIE_1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(release, arcname="ERNIE_1.0")
+    with pytest.raises(ConfigError) as error:
+        import_weights(archive, tmp_path / "model")
+    assert str(error.value).startswith(f"{archive}:ERNIE_1.0 has no vocab.txt: give --vocab")
+    assert tempfile.gettempdir() not in str(error.value).replace(str(tmp_path), "")
+
+
+def test_an_upload_outside_models_is_refused_before_anything_is_written(tmp_path, release, capsys):
+    """Prepare takes warm_start_model only under the bucket's models/: an import uploaded
+    elsewhere could never be used, so it is refused before converting or uploading."""
+    output = tmp_path / "model"
+    argv = ["import-weights", str(release), "--output", str(output)]
+    assert cli.main([*argv, "--upload", "s3://ernie-data/wrong/place/"]) == 2
+    err = capsys.readouterr().err
+    assert "executions warm-start only from models under s3://ernie-data/models/" in err
+    assert "e.g. s3://ernie-data/models/imported/model.tar.gz" in err
+    assert not output.exists()
 
 
 def test_a_vocab_preset_stands_in_for_a_missing_vocab_txt(tmp_path, release):

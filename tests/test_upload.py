@@ -306,6 +306,21 @@ def test_cli_uploads_to_default_prefix_and_prints_channels(s3, dataset, capsys):
     assert f"valid: s3://{BUCKET}/datasets/tiny/valid/" in out.splitlines()
     assert "uploaded 7 file(s)" in out
     assert f"datasets/tiny/{FILELISTS[0]}" in keys(s3)
+    # What an execution input takes: the key prefix, not a channel's s3:// URI.
+    assert out.splitlines()[-1] == (
+        "start an execution on it: ernie-sm start --dataset datasets/tiny  "
+        '(input: "dataset": "datasets/tiny")'
+    )
+    assert capsys.readouterr().err == ""
+
+
+def test_cli_warns_that_executions_do_not_read_a_prefix_outside_datasets(s3, dataset, capsys):
+    args = parse(["upload", str(dataset), "--bucket", BUCKET, "--prefix", "corpora/tiny"])
+    assert args.run(args) == 0
+    captured = capsys.readouterr()
+    assert "ernie-sm start --dataset corpora/tiny" in captured.out
+    assert "the stack's executions read datasets under datasets/ only" in captured.err
+    assert "--prefix datasets/<name>" in captured.err
 
 
 def test_cli_reports_bad_dataset_with_exit_code_2(s3, dataset, capsys):

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ernie_sm.contract import presets
+from ernie_sm.contract import bucket_layout, presets
 from ernie_sm.contract.errors import ConfigError
 from ernie_sm.contract.s3_uri import S3_URI_PATTERN
 from ernie_sm.text.vocab import load_vocab
@@ -36,7 +36,7 @@ def import_weights(
 ) -> Path:
     """Convert `source` and write it to `output` (a folder, or an archive ending .tar.gz)."""
     _check_output(output)
-    with _unpacked(source) as folder, _staging(output) as staging:
+    with _unpacked(source) as folder, _staging(output) as staging, _named_as(folder, source):
         built = staging / "model"
         _convert(_checkpoint_root(folder), built, vocab, init_missing_heads)
         if output.name.endswith(".tar.gz"):
@@ -164,6 +164,19 @@ def _unpacked(source: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
+@contextlib.contextmanager
+def _named_as(folder: Path, source: Path) -> Iterator[None]:
+    """Errors about an archive's files name the archive (`ARCHIVE:member`), not the
+    temporary folder it was unpacked into, which is gone when the user reads them."""
+    try:
+        yield
+    except ConfigError as exc:
+        if folder == source:
+            raise
+        text = str(exc).replace(f"{folder}/", f"{source}:").replace(str(folder), str(source))
+        raise ConfigError(text) from None
+
+
 def _checkpoint_root(folder: Path) -> Path:
     """The folder itself, or the one folder an archive wraps its files in."""
     entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
@@ -187,6 +200,12 @@ def upload_target(destination: str) -> tuple[str, str]:
     bucket, key = match.group(1), match.group(2)
     if not key.endswith(ARCHIVE):
         key = f"{key.rstrip('/')}/{ARCHIVE}"
+    if not key.startswith(f"{bucket_layout.MODELS}/"):
+        raise ConfigError(
+            f"--upload {destination!r}: executions warm-start only from models under "
+            f"s3://{bucket}/{bucket_layout.MODELS}/ (where the training role may read them): "
+            f"e.g. s3://{bucket}/{bucket_layout.MODELS}/imported/{key.rsplit('/', 1)[-1]}"
+        )
     return bucket, key
 
 
