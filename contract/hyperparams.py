@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from ernie_sm.contract import tasks as job_tasks
 from ernie_sm.contract.errors import HyperparameterError
+from ernie_sm.contract.names import closest
 
 # Keys that SageMaker's SDK and toolkit add on their own (sagemaker_program, ...).
 RESERVED_PREFIX = "sagemaker_"
@@ -503,7 +504,5 @@ def _unquote(value: str) -> str:
 
 
 def _did_you_mean(name: str, specs: Mapping[str, Spec]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, specs, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    close = closest(name, specs)
+    return f" (did you mean {close}?)" if close else ""

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from ernie_sm.contract import presets
+from ernie_sm.contract.names import hint
 from ernie_sm.contract.tasks import (
     DATASET_FILE,
     KNOWLEDGE_MASKING,
@@ -141,7 +142,7 @@ def _check_tasks(names: list[str]) -> None:
     for name in names:
         if name not in SAMPLE_TASKS and name != KNOWLEDGE_MASKING.name:
             raise CorpusError(
-                f"--tasks names {name!r}, which is no task: the tasks are {', '.join(TASKS)}"
+                f"--tasks names {name!r}, which is no task: {hint(name, TASKS, 'tasks')}"
             )
         if names.count(name) > 1:
             raise CorpusError(f"--tasks names {name} twice")

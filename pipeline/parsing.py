@@ -8,16 +8,16 @@ CreateTrainingJob would refuse.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ernie_sm.contract import hyperparams, tasks
 from ernie_sm.contract.channels import CHECKPOINT_LOCAL_PATH
+from ernie_sm.contract.names import closest, hint
 from ernie_sm.contract.s3_uri import S3_URI_PATTERN
 from ernie_sm.pipeline import sagemaker_api
 from ernie_sm.pipeline.execution_input import (
@@ -221,8 +221,9 @@ def _evaluation(
         values["hyperparameters"] = hp
     for name in value:
         if name not in EVALUATION_FIELDS:
-            hint = _hint(name, EVALUATION_FIELDS, "fields")
-            problems[f"evaluation.{name}"] = f"unknown field ({hint})"
+            problems[f"evaluation.{name}"] = (
+                f"unknown field ({hint(name, EVALUATION_FIELDS, 'fields')})"
+            )
     if problems:
         return None, problems
     return EvaluationInput(**values), {}
@@ -305,7 +306,7 @@ def _stage(value: object, index: int) -> tuple[StageInput | None, dict[str, str]
         values["hyperparameters"] = hp
     for name in value:
         if name not in STAGE_FIELDS:
-            problems[f"{where}.{name}"] = f"unknown field ({_hint(name, STAGE_FIELDS, 'fields')})"
+            problems[f"{where}.{name}"] = f"unknown field ({hint(name, STAGE_FIELDS, 'fields')})"
     if problems:
         return None, problems
     return StageInput(**values), {}
@@ -325,7 +326,7 @@ def _stage_tasks(value: object, where: str) -> tuple[dict[str, float], dict[str,
     weights: dict[str, float] = {}
     for name, weight in value.items():
         if name not in tasks.TASKS:
-            problems[f"{where}.{name}"] = f"unknown task ({_hint(name, tasks.TASKS, 'tasks')})"
+            problems[f"{where}.{name}"] = f"unknown task ({hint(name, tasks.TASKS, 'tasks')})"
         elif not _positive_finite(weight):
             problems[f"{where}.{name}"] = f"expected a finite number > 0, got {_describe(weight)}"
         else:
@@ -402,9 +403,9 @@ def _instance_type(value: object) -> str:
     text = _string(value)
     known = sagemaker_api.member_shape("ResourceConfig.InstanceType")["enum"]
     if text not in known:
-        close = difflib.get_close_matches(text.lower(), known, n=1)  # the types are lower case
-        hint = f"did you mean {close[0]}?" if close else f"e.g. {DEFAULT_INSTANCE_TYPE}"
-        raise _Problem(f"{text!r} is not a SageMaker training instance type ({hint})")
+        close = closest(text.lower(), known)  # the types are lower case
+        suggestion = f"did you mean {close}?" if close else f"e.g. {DEFAULT_INSTANCE_TYPE}"
+        raise _Problem(f"{text!r} is not a SageMaker training instance type ({suggestion})")
     return text
 
 
@@ -472,16 +473,9 @@ def _hours(value: object) -> float:
 def _unknown_field(name: str) -> str:
     if name in hyperparams.SPECS:
         return f'unknown field ({name} is a hyperparameter: put it under "hyperparameters")'
-    close = difflib.get_close_matches(name, FIELDS, n=1)
-    if close:
-        return f"unknown field (did you mean {close[0]}?)"
+    if close := closest(name, FIELDS):
+        return f"unknown field (did you mean {close}?)"
     return f"unknown field (the fields are {', '.join(FIELDS)})"
-
-
-def _hint(name: object, known: Iterable[str], plural: str) -> str:
-    """ "did you mean <the closest of known>?", else the list of them."""
-    close = difflib.get_close_matches(str(name), list(known), n=1)
-    return f"did you mean {close[0]}?" if close else f"the {plural} are {', '.join(known)}"
 
 
 def _describe(value: object) -> str:

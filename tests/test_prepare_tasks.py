@@ -316,7 +316,11 @@ def test_tasks_output_is_the_same_bytes_whatever_the_workers(tmp_path, monkeypat
 @pytest.mark.parametrize(
     ("tasks", "message"),
     [
-        (["sentence_order"], "--tasks names 'sentence_order', which is no task: the tasks are "),
+        (
+            ["sentence_order"],
+            "--tasks names 'sentence_order', which is no task: did you mean sentence_reordering?",
+        ),
+        (["bogus"], "--tasks names 'bogus', which is no task: the tasks are "),
         ([SENTENCE_DISTANCE.name] * 2, "--tasks names sentence_distance twice"),
     ],
 )
