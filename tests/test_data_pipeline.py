@@ -276,6 +276,22 @@ def test_over_length_lines_are_counted_and_logged(tmp_path, caplog):
     assert not any("loss: " in m for m in messages)
 
 
+def test_over_length_lines_are_told_and_counted_once_however_many_passes(tmp_path, caplog):
+    """Training that runs over its data for many epochs, and every validation pass, read
+    the same shards again: each shard's over-long lines are one warning and one count."""
+    shards = write_dataset(tmp_path, shards=2, lengths=(30, 51))
+    once = stream(shards, epochs=1)
+    list(once.batches())
+    caplog.clear()
+    data = stream(shards, epochs=5)
+    with caplog.at_level(logging.WARNING, logger="ernie_sm.training.data.pipeline"):
+        list(data.batches())
+        for _ in range(3):
+            valid(shards, batch_size=200, in_tokens=True)
+    assert data.skipped_over_length == once.skipped_over_length > 0
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]  # told already
+
+
 @pytest.mark.parametrize(("prob", "whole_segments"), [(1.1, True), (0.0, False)])
 def test_mask_word_prob_picks_word_level_masking(tmp_path, prob, whole_segments):
     # Each segment is one word: word-level masking takes a segment whole or not at all

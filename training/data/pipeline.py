@@ -176,7 +176,7 @@ class PretrainingData:
         self.config = read.batch_config(vocab, task, read.generate_neg_sample)
         self.seed, self.rank, self.world_size = read.seed, rank, world_size
         self.num_workers, self.epochs = read.num_workers, read.epochs
-        self.skipped_over_length = 0  # running total over all shard passes
+        self._skipped: dict[int, int] = {}  # lines over max_seq_len, by shard index
         self._pool: ProcessPoolExecutor | None = None
 
     def batches(self, start: DataPosition = DataPosition()) -> Iterator[tuple[Batch, DataPosition]]:
@@ -186,7 +186,7 @@ class PretrainingData:
         empty: set[int] = set()  # shards a whole pass of which gave no batch
         given = False
         for (epoch, k, n_shards), task, result in self._results(self._tasks(start)):
-            self.skipped_over_length += result.skipped
+            self._skipped[task.shard.index] = result.skipped
             _warn_skipped(task.shard, result.skipped, self.limits.max_seq_len)
             given = given or bool(result.batches)
             if not given and task.skip == 0:
@@ -201,6 +201,12 @@ class PretrainingData:
                     yield batch, DataPosition(epoch, k + 1, 0)
                 else:
                     yield batch, DataPosition(epoch + 1, 0, 0)
+
+    @property
+    def skipped_over_length(self) -> int:
+        """Lines over max_seq_len in the shards read so far, each counted once however many
+        passes read its shard."""
+        return sum(self._skipped.values())
 
     def close(self) -> None:
         """Stop the worker processes; queued shards are cancelled, not waited for."""
@@ -272,8 +278,13 @@ def validation_batches(
         yield from result.batches
 
 
+# (shard, max_seq_len) whose over-long lines were told: once a process, not once a pass.
+_TOLD: set[tuple[str, int]] = set()
+
+
 def _warn_skipped(shard: Shard, skipped: int, max_seq_len: int) -> None:
-    if skipped:
+    if skipped and (str(shard.path), max_seq_len) not in _TOLD:
+        _TOLD.add((str(shard.path), max_seq_len))
         log.warning(
             "shard %s: skipped %d line(s) longer than max_seq_len %d",
             shard.path,
