@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ernie_sm.contract.channels import TRAIN, VALID
+from ernie_sm.pipeline.execution_input import DEFAULT_DATASET
 from ernie_sm.rehearsal import authorization, definition, faults, policies
 from ernie_sm.rehearsal.authorization import Request
 
@@ -40,7 +42,7 @@ def rehearse(
     workdir: Path,
     cdk_out: Path = OWN_CDK_OUT,
     dataset_dir: Path | None = None,
-    dataset_prefix: str = "datasets/demo",
+    dataset_prefix: str | None = None,
     fault_names: Sequence[str] = (),
     folders: Mapping[str, Path] | None = None,
     stack: str = STACK,
@@ -49,8 +51,8 @@ def rehearse(
     app's, or another app's that composes the constructs); returns {"output": ...} or
     {"error": ..., "cause": ...}.
 
-    `dataset_dir` is a prepared dataset, staged at `dataset_prefix` as `ernie-sm upload`
-    would; `folders` maps more key prefixes to folders put into the bucket as they are
+    `dataset_dir` is a prepared dataset, staged as `ernie-sm upload` would at
+    `dataset_prefix`, by default where the input trains (its `dataset`); `folders` maps more key prefixes to folders put into the bucket as they are
     (e.g. {"datasets/demo-topics": <a labelled set>} for an evaluation).
     """
     local = definition.load(stack_template(cdk_out, stack))
@@ -58,7 +60,8 @@ def rehearse(
         print(f"[rehearsal] {note}", file=sys.stderr)
     buckets, jobs = workdir / "buckets", workdir / "jobs"
     if dataset_dir is not None:
-        stage_dataset(dataset_dir, buckets / local.bucket / dataset_prefix)
+        prefix = dataset_prefix or _input_dataset(execution_input)
+        stage_dataset(dataset_dir, buckets / local.bucket / prefix.strip("/"))
     for prefix, folder in (folders or {}).items():
         stage_folder(folder, buckets / local.bucket / prefix.strip("/"))
     name = "rehearsal-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -143,9 +146,22 @@ def synth(cdk_out: Path) -> None:
     subprocess.run(command, cwd=ROOT, env=_env(), check=True)
 
 
+def _input_dataset(execution_input: dict) -> str:
+    """Where the input trains: its `dataset`, else Prepare's default (a bad value is left to
+    Prepare, which refuses it naming the field)."""
+    dataset = execution_input.get("dataset") if isinstance(execution_input, dict) else None
+    return dataset if isinstance(dataset, str) and dataset.strip("/") else DEFAULT_DATASET
+
+
 def stage_dataset(dataset_dir: Path, prefix: Path) -> None:
-    """`ernie-sm upload`, locally: the channels of a prepared dataset into the bucket folder."""
-    for channel in ("train", "valid"):
+    """`ernie-sm upload`, locally: the channels of a prepared dataset into the bucket folder;
+    a folder that is not one (no train/ channel) is refused, not staged as nothing."""
+    if not (dataset_dir / TRAIN).is_dir():
+        what = "does not exist" if not dataset_dir.exists() else f"has no {TRAIN}/ channel"
+        raise OSError(
+            f"--dataset {dataset_dir} {what}: give the folder `ernie-sm prepare -o` wrote"
+        )
+    for channel in (TRAIN, VALID):
         if (dataset_dir / channel).is_dir():
             shutil.rmtree(prefix / channel, ignore_errors=True)
             shutil.copytree(dataset_dir / channel, prefix / channel)
@@ -245,7 +261,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="a prepared dataset to put in the local bucket (default: none, "
         "only what --stage puts there)",
     )
-    p.add_argument("--dataset-prefix", default="datasets/demo", help="where it goes in the bucket")
+    p.add_argument(
+        "--dataset-prefix",
+        help=f"where it goes in the bucket (default: the input's dataset, else {DEFAULT_DATASET})",
+    )
     p.add_argument(
         "--stage",
         dest="folders",

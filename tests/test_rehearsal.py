@@ -15,6 +15,7 @@ from ernie_sm.rehearsal import definition, demo, faults
 from ernie_sm.rehearsal.rehearse import ROOT, STACK, rehearse
 from rich.console import Console
 
+from ernie_sm import cli
 from tests.helpers import TINY_EVAL_HYPERPARAMETERS, make_job, tiny_input, write_labelled_set
 
 
@@ -105,6 +106,26 @@ def test_bad_input_fails_before_any_job(cdk_out, dataset, tmp_path, capfd):
     assert result["cause"].startswith("invalid execution input: instance_count: ")
     assert "[sns] ernie pretraining failed" in capfd.readouterr().err
     assert not (tmp_path / "r" / "jobs").exists()
+
+
+def test_the_dataset_is_staged_where_the_input_trains(cdk_out, dataset, tmp_path):
+    """Not at datasets/demo whatever the input says: at its `dataset`, as `upload` puts it."""
+    bad = {"dataset": "datasets/my-corpus", "instance_count": 99}  # stops before any job
+    assert rehearse(bad, tmp_path / "r", cdk_out, dataset)["error"] == "ExecutionInputError"
+    (bucket,) = (tmp_path / "r" / "buckets").iterdir()
+    staged = bucket / "datasets" / "my-corpus"
+    assert sorted(p.name for p in staged.iterdir()) == ["train", "valid"]
+    assert not (bucket / "datasets" / "demo").exists()
+
+
+def test_a_dataset_folder_that_is_not_one_is_refused(cdk_out, tmp_path, capsys):
+    with pytest.raises(OSError, match=r"--dataset .*absent does not exist: give the folder"):
+        rehearse(tiny_input(), tmp_path / "r", cdk_out, tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    argv = ["rehearse", "--cdk-out", str(cdk_out), "--dir", str(tmp_path / "r2")]
+    assert cli.main([*argv, "--dataset", str(tmp_path / "empty")]) == 2
+    assert "empty has no train/ channel" in capsys.readouterr().err
+    assert not (tmp_path / "r2" / "executions").exists()
 
 
 def test_a_failing_job_ends_in_fail_with_its_failure_reason(cdk_out, dataset, tmp_path):
