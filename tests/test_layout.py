@@ -126,3 +126,20 @@ def test_train_and_evaluate_outside_a_job_refuse_and_write_nothing(
     assert error.startswith(f"error: {absent} does not exist: this runs inside a SageMaker job")
     assert "set SAGEMAKER_BASE_DIR" in error and "ernie-sm rehearse" in error
     assert not (tmp_path / "opt").exists()
+
+
+def test_a_jobs_log_does_not_open_with_paddles_ccache_warning():
+    """`import paddle` warns when ccache is missing (as on these machines); the trainer's
+    modules import it without that line."""
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "PYTHONWARNINGS": "default"}
+
+    def stderr(code: str) -> str:
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return run.stderr
+
+    assert "No ccache found" in stderr("import paddle"), "precondition: a machine without ccache"
+    assert "No ccache found" not in stderr("import ernie_sm.training.model, paddle")
