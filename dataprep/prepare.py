@@ -537,7 +537,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--max-seq-len",
         type=int,
         default=defaults.max_seq_len,
-        help="tokens per example, [CLS] and [SEP]s included",
+        help="tokens per example, [CLS] and [SEP]s included; train with a max_seq_len "
+        "hyperparameter at least this (its default is 512 too), or the longer samples are "
+        "skipped: examples/inputs/demo.json trains at 128, so prepare at 128 for it",
     )
     p.add_argument(
         "--negative-ratio",
