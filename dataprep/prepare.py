@@ -538,8 +538,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=defaults.max_seq_len,
         help="tokens per example, [CLS] and [SEP]s included; train with a max_seq_len "
-        "hyperparameter at least this (its default is 512 too), or the longer samples are "
-        "skipped: examples/inputs/demo.json trains at 128, so prepare at 128 for it",
+        "hyperparameter at least this, or the longer samples are skipped "
+        "(examples/inputs/demo.json trains at 128: prepare at 128 for it)",
     )
     p.add_argument(
         "--negative-ratio",
