@@ -270,13 +270,15 @@ def _encode_and_write(
             writer.close()
             counts[f"{writer.name}_shards"] = writer.shards
             counts[f"{writer.name}_samples"] = writer.lines
-    _check_channels(writers, out, console)
+    _check_channels(writers, out, console, options.max_seq_len)
     if options.tasks:
         _describe_channels(writers, out)
     return stats, task_stats
 
 
-def _check_channels(writers: dict[str, list[_ShardWriter]], out: Path, console: Console) -> None:
+def _check_channels(
+    writers: dict[str, list[_ShardWriter]], out: Path, console: Console, max_seq_len: int
+) -> None:
     """Refuse a task without training samples; drop what has no validation samples."""
     train, valid = writers[KNOWLEDGE_MASKING.name]
     tasks = {name: pair for name, pair in writers.items() if name != KNOWLEDGE_MASKING.name}
@@ -286,7 +288,10 @@ def _check_channels(writers: dict[str, list[_ShardWriter]], out: Path, console: 
         )
     for name, (task_train, _) in tasks.items():
         if not task_train.lines:
-            raise CorpusError(f"the corpus gave no {name} training samples: {TASK_NEEDS[name]}")
+            raise CorpusError(
+                f"the corpus gave no {name} training samples: "
+                + TASK_NEEDS[name].format(segment=max_seq_len - 2)
+            )
     if not valid.lines:  # an empty channel would fail the job; no channel skips validation
         shutil.rmtree(out / "valid")
         console.print("[yellow]no validation samples: the dataset has no valid channel[/yellow]")

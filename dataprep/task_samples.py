@@ -223,6 +223,7 @@ TASK_NEEDS = {
     SENTENCE_REORDERING.name: "it needs a document with text",
     SENTENCE_DISTANCE.name: "it needs documents of two or more sentences",
     TOKEN_DOCUMENT_RELATION.name: (
-        "it needs documents longer than one segment (--max-seq-len less 2 tokens)"
+        "it needs documents longer than one segment ({segment} tokens: --max-seq-len less "
+        "2); a smaller --max-seq-len cuts shorter segments, so that short documents have two"
     ),
 }

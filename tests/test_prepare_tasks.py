@@ -348,9 +348,14 @@ def test_cli_tasks_option(tmp_path, capsys):
 def test_a_task_without_training_samples_is_named(tmp_path):
     # Every test document fits one segment of 512 tokens: nothing to relate tokens to.
     opts = options(tmp_path, max_seq_len=512, tasks=[TOKEN_DOCUMENT_RELATION.name])
-    with pytest.raises(CorpusError, match="no token_document_relation training samples"):
+    with pytest.raises(CorpusError, match="no token_document_relation training samples") as no:
         prepare(opts)
     assert not opts.output.exists()
+    # What to change is said: the segment's length and that a smaller --max-seq-len cuts
+    # shorter ones; and so it does, on the same corpus.
+    assert "one segment (510 tokens: --max-seq-len less 2)" in str(no.value)
+    assert "a smaller --max-seq-len cuts shorter segments" in str(no.value)
+    prepare(options(tmp_path / "short", max_seq_len=32, tasks=[TOKEN_DOCUMENT_RELATION.name]))
 
 
 def test_the_learnable_corpus_holds_the_cues_its_docstring_promises(tmp_path):
