@@ -36,7 +36,12 @@ def run(folder: Path, corpus: Path, entities: Path) -> int:
         prepare_topics(corpus, topics)
         folders[evaluation["dataset"]] = topics
     print(f"[demo] rehearsing one execution with {INPUT.relative_to(ROOT)}", file=sys.stderr)
-    result = rehearse(execution_input, folder / "rehearsal", dataset_dir=dataset, folders=folders)
+    try:
+        result = rehearse(
+            execution_input, folder / "rehearsal", dataset_dir=dataset, folders=folders
+        )
+    except KeyboardInterrupt:
+        return 130  # the rehearsal stopped what it started and said so
     status = report(result)
     if status == 0:
         output = result["output"]

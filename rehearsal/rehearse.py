@@ -12,8 +12,10 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -210,17 +212,58 @@ def _run(run_dir: Path) -> dict:
     args = [str(NODE_BIN / "node"), str(RUNNER)] + [
         str(run_dir / f) for f in ("definition.json", "input.json", "context.json")
     ]
-    out = subprocess.run(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    lines = out.stdout.strip().splitlines()
-    if out.returncode != 0 or not lines:
+    # Its own session: a terminal's Ctrl-C reaches this process alone, which then stops
+    # what the rehearsal started in order (_stop_all) instead of leaving it to die anyhow.
+    interpreter = subprocess.Popen(
+        args, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, _ = interpreter.communicate()
+    except KeyboardInterrupt:
+        _stop_all(interpreter)
+        raise
+    lines = stdout.strip().splitlines()
+    if interpreter.returncode != 0 or not lines:
         return {
             "error": "Rehearsal.Interpreter",
-            "cause": f"the interpreter exited {out.returncode}",
+            "cause": f"the interpreter exited {interpreter.returncode}",
         }
     result = json.loads(lines[-1])
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     _summarize_authorizations(run_dir / AUTHORIZATIONS)
     return result
+
+
+def _stop_all(interpreter: subprocess.Popen) -> None:
+    """Stop the interpreter and the local task processes of its session; the local
+    SageMaker stops a running training job as StopTrainingJob does (SIGTERM: it saves a
+    checkpoint and ends) and waits for it. A second Ctrl-C kills the job at once."""
+    print(
+        "\n[rehearsal] interrupted: stopping the execution and its training job "
+        "(Ctrl-C again to kill the job now)",
+        file=sys.stderr,
+        flush=True,
+    )
+    group = interpreter.pid
+    _signal_group(group, signal.SIGTERM)
+    interpreter.wait()
+    while True:
+        try:
+            while _signal_group(group, 0):  # until no process of the session is left
+                time.sleep(0.2)
+            break
+        except KeyboardInterrupt:
+            _signal_group(group, signal.SIGTERM)  # the local SageMaker: "a second one kills"
+    print("[rehearsal] stopped: nothing the rehearsal started is running", file=sys.stderr)
+
+
+def _signal_group(group: int, signum: int) -> bool:
+    """Send `signum` to the process group; False when no process of it is left."""
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _summarize_authorizations(record: Path) -> None:
@@ -305,6 +348,8 @@ def _main(args: argparse.Namespace) -> int:
             folders,
             args.stack,
         )
+    except KeyboardInterrupt:
+        return 130  # 128 + SIGINT, as a shell reports an interrupted command
     except (
         OSError,
         json.JSONDecodeError,

@@ -278,7 +278,10 @@ def main() -> None:
         reply = {"result": serve(task, config)}
     except TaskError as exc:
         reply = {"error": exc.name, "cause": exc.cause}
-    print(json.dumps(reply), flush=True)
+    try:
+        print(json.dumps(reply), flush=True)
+    except BrokenPipeError:  # the interpreter is gone (the rehearsal was interrupted)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

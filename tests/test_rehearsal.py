@@ -5,6 +5,10 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -639,3 +643,47 @@ def test_a_later_stage_that_cannot_be_prepared_is_named(cdk_out, tmp_path, capfd
     result = _run(tmp_path / "unnamed", asl, staged, settings)
     assert result["cause"].startswith("Stage stage-2 (stages[1]) could not be prepared: ")
     assert capfd.readouterr().err.count("[sns] ernie pretraining failed") == 2
+
+
+def _processes_of(workdir: Path) -> list[str]:
+    """The processes still running for a rehearsal in `workdir` (its jobs' SAGEMAKER_BASE_DIR
+    points there; the interpreter and local tasks have it in their arguments or config)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            seen = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if str(workdir).encode() in seen:
+            found.append(proc.name)
+    return found
+
+
+def test_ctrl_c_stops_everything_the_rehearsal_started_and_exits_130(cdk_out, dataset, tmp_path):
+    """A terminal's Ctrl-C (SIGINT to the command) while a job trains: the job is stopped as
+    StopTrainingJob would, nothing is left running, no traceback, and the exit is 130."""
+    workdir = tmp_path / "r"
+    execution_input = tmp_path / "input.json"
+    execution_input.write_text(json.dumps(tiny_input(num_train_steps="100000")))
+    command = [sys.executable, "-m", "ernie_sm.cli", "rehearse", "--cdk-out", str(cdk_out)]
+    command += ["--dir", str(workdir), "--input", str(execution_input), "--dataset", str(dataset)]
+    rehearsal = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert rehearsal.stderr is not None
+    before = []
+    for line in rehearsal.stderr:  # until the job trains
+        before.append(line)
+        if "[train] step=" in line:
+            break
+    assert any("[train] step=" in line for line in before), "".join(before)[-3000:]
+    rehearsal.send_signal(signal.SIGINT)
+    _, after = rehearsal.communicate(timeout=120)
+    err = "".join(before) + after
+    assert rehearsal.returncode == 130, err[-3000:]
+    assert "[rehearsal] interrupted: stopping the execution and its training job" in after
+    assert "[rehearsal] stopped: nothing the rehearsal started is running" in after
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+    assert _processes_of(workdir) == []
