@@ -45,7 +45,13 @@ from ernie_sm.contract.tasks import (
 )
 from ernie_sm.dataprep.samples import PairSettings, Sentence, document_pairs
 from ernie_sm.dataprep.task_samples import SAMPLE_TASKS, TASK_NEEDS, TaskSettings, task_lines
-from ernie_sm.text.documents import CorpusError, Document, check_regular_file, read_documents
+from ernie_sm.text.documents import (
+    LAYOUTS,
+    CorpusError,
+    Document,
+    check_regular_file,
+    read_documents,
+)
 from ernie_sm.text.sentences import split_sentences
 from ernie_sm.text.vocab import SPECIAL_TOKENS, load_vocab
 from rich.console import Console
@@ -74,6 +80,7 @@ class PrepareOptions:
     seed: int = 0
     workers: int = max(1, os.cpu_count() or 1)
     text_field: str = "text"
+    layout: str = "auto"  # text/documents.py LAYOUTS
     overwrite: bool = False
     tasks: list[str] = field(default_factory=list)  # ERNIE 2.0 tasks besides knowledge masking
 
@@ -90,7 +97,9 @@ def prepare(options: PrepareOptions, console: Console | None = None) -> dict:
     console = console or Console(stderr=True)
     _recover(options.output)  # first: it may put back the dataset _check then judges
     _check(options)
-    documents = list(read_documents(_corpus_files(options.inputs), options.text_field))
+    documents = list(
+        read_documents(_corpus_files(options.inputs), options.text_field, options.layout)
+    )
     if not documents:
         raise CorpusError("the corpus holds no documents")
     tmp = _aside(options.output, "tmp")
@@ -579,6 +588,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=defaults.workers,
         help="worker processes; the output does not depend on them "
         "(default: one per CPU, %(default)s here)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=defaults.layout,
+        help="how the files hold documents: blocks (blank lines between documents, a "
+        "sentence or paragraph a line, as BERT's pretraining data), lines (a document a "
+        "line), jsonl (a JSON object a line, the text in --text-field); auto: jsonl for "
+        "*.jsonl/*.json, else blocks when a file has blank lines between text, else lines. "
+        "A line break inside a document always ends a sentence",
     )
     p.add_argument("--text-field", default=defaults.text_field, help="JSONL field with the text")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")

@@ -39,7 +39,7 @@ def chunks(text: str, limit: int = CHUNK_CHARS) -> list[str]:
     """Consecutive whole sentences of `text`, joined while they fit `limit` characters."""
     out: list[str] = []
     current = ""
-    for sentence in split_sentences(_one_line(text)):
+    for sentence in map(_one_line, split_sentences(text)):
         joined = f"{current}{_gap(current, sentence)}{sentence}" if current else sentence
         if current and len(joined) > limit:
             out.append(current)

@@ -1,4 +1,15 @@
-"""Read a raw corpus into documents: text files (blank-line-separated blocks) or JSONL."""
+"""Read a raw corpus into documents, in the layouts pretraining corpora come in.
+
+- blocks: documents separated by blank lines, one sentence (or paragraph) per line, as
+  BERT's create_pretraining_data.py reads its input and Wikipedia dumps are written;
+- lines: one document per line (no blank lines);
+- jsonl: one JSON object per line, the text in a field (`*.jsonl` / `*.json` files).
+
+`auto` (the default) takes jsonl by the file's suffix, else blocks when the file has a
+blank line, else lines. A line break inside a document is never dropped: it stays in the
+document's text and sentence splitting (text/sentences.py) ends a sentence there, so
+"wide.\nThe" is two sentences and two Chinese lines never run into one.
+"""
 
 from __future__ import annotations
 
@@ -21,16 +32,35 @@ class Document:
     text: str
 
 
-def read_documents(paths: list[Path], text_field: str = "text") -> Iterator[Document]:
-    """Documents of every file in order; `*.jsonl` / `*.json` files hold one JSON object a line."""
+LAYOUTS = ("auto", "blocks", "lines", "jsonl")
+
+
+def read_documents(
+    paths: list[Path], text_field: str = "text", layout: str = "auto"
+) -> Iterator[Document]:
+    """Documents of every file in order, each file read in `layout` (one of LAYOUTS)."""
+    if layout not in LAYOUTS:
+        raise CorpusError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     for path in paths:
         check_regular_file(path, "corpus file")
     for path in paths:
         lines = read_text(path, "corpus file", CorpusError).splitlines()
-        if path.suffix in (".jsonl", ".json"):
+        found = file_layout(path, lines) if layout == "auto" else layout
+        if found == "jsonl":
             yield from _jsonl_documents(path, lines, text_field)
+        elif found == "lines":
+            yield from _line_documents(path, lines)
         else:
-            yield from _text_documents(path, lines)
+            yield from _block_documents(path, lines)
+
+
+def file_layout(path: Path, lines: list[str]) -> str:
+    """The layout `auto` takes for a file: by its suffix, else by its blank lines."""
+    if path.suffix in (".jsonl", ".json"):
+        return "jsonl"
+    filled = [number for number, line in enumerate(lines) if line.strip()]
+    inside = lines[filled[0] : filled[-1]] if filled else []
+    return "blocks" if any(not line.strip() for line in inside) else "lines"
 
 
 _SPECIAL_KINDS = {
@@ -55,7 +85,7 @@ def check_regular_file(path: Path, what: str) -> None:
         raise CorpusError(f"{what} {path} is {kind}, not a regular file")
 
 
-def _text_documents(path: Path, lines: list[str]) -> Iterator[Document]:
+def _block_documents(path: Path, lines: list[str]) -> Iterator[Document]:
     block: list[str] = []
     start = 0
     for number, line in enumerate([*lines, ""], 1):
@@ -64,8 +94,14 @@ def _text_documents(path: Path, lines: list[str]) -> Iterator[Document]:
                 start = number
             block.append(line.strip())
         elif block:
-            yield Document(f"{path}:{start}", join_lines(block))
+            yield Document(f"{path}:{start}", "\n".join(block))
             block = []
+
+
+def _line_documents(path: Path, lines: list[str]) -> Iterator[Document]:
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            yield Document(f"{path}:{number}", line.strip())
 
 
 def _jsonl_documents(path: Path, lines: list[str], field: str) -> Iterator[Document]:
@@ -82,12 +118,3 @@ def _jsonl_documents(path: Path, lines: list[str], field: str) -> Iterator[Docum
         if not isinstance(text, str):
             raise CorpusError(f"{path} line {number}: no string field {field!r}")
         yield Document(f"{path}:{number}", text)
-
-
-def join_lines(lines: list[str]) -> str:
-    """Join wrapped lines: Chinese runs on directly, Latin words keep a space between them."""
-    text = lines[0]
-    for line in lines[1:]:
-        latin = text[-1:].isascii() and text[-1:].isalnum() and line[:1].isascii()
-        text += (" " if latin else "") + line
-    return text

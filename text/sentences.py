@@ -1,4 +1,4 @@
-"""Sentence splitting for Chinese and Latin punctuation."""
+"""Sentence splitting for Chinese and Latin punctuation; a line break always ends one."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ _END = re.compile(r"""([。！？；!?;]+|\.(?=\s)|\.$)([”’"'」』）)\]]*)
 
 
 def split_sentences(text: str) -> list[str]:
+    return [sentence for line in text.splitlines() for sentence in _line_sentences(line)]
+
+
+def _line_sentences(line: str) -> list[str]:
     sentences, start = [], 0
-    for match in _END.finditer(text):
-        sentence = text[start : match.end()].strip()
+    for match in _END.finditer(line):
+        sentence = line[start : match.end()].strip()
         if sentence:
             sentences.append(sentence)
         start = match.end()
-    tail = text[start:].strip()
+    tail = line[start:].strip()
     if tail:
         sentences.append(tail)
     return sentences
