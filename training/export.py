@@ -27,6 +27,7 @@ from ernie_sm.text.vocab import Vocab, load_vocab
 from ernie_sm.training import safe_pickle
 from ernie_sm.training.config import ErnieConfig, load_config
 from ernie_sm.training.model import ErnieForPretraining, ErnieInference
+from ernie_sm.training.paddle_noise import without_paddle_noise
 from paddle.static import InputSpec
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ def export_model(
     model_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     ids = [InputSpec([None, None], "int64", name) for name in ("src_ids", "sent_ids", "pos_ids")]
-    paddle.jit.save(ErnieInference(model), str(model_dir / INFERENCE_PREFIX), input_spec=ids)
+    with without_paddle_noise():
+        paddle.jit.save(ErnieInference(model), str(model_dir / INFERENCE_PREFIX), input_spec=ids)
     paddle.save(model.state_dict(), str(model_dir / WEIGHTS))
     (model_dir / "ernie_config.json").write_text(config.to_json())
     shutil.copyfile(vocab_path, model_dir / "vocab.txt")
