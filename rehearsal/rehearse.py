@@ -21,9 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ernie_sm.contract.channels import TRAIN, VALID
+from ernie_sm.operations.executions import InputError, parse_assignments
 from ernie_sm.pipeline.execution_input import DEFAULT_DATASET
 from ernie_sm.rehearsal import authorization, definition, faults, policies
 from ernie_sm.rehearsal.authorization import Request
+from ernie_sm.rehearsal.toy import model_keys, stage_toy_model, toy_input
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_BIN = ROOT / "node_modules" / ".bin"
@@ -48,6 +50,7 @@ def rehearse(
     fault_names: Sequence[str] = (),
     folders: Mapping[str, Path] | None = None,
     stack: str = STACK,
+    toy: bool = False,
 ) -> dict:
     """Run one execution of `stack` in the cloud assembly `cdk_out` (this project's
     app's, or another app's that composes the constructs); returns {"output": ...} or
@@ -55,15 +58,20 @@ def rehearse(
 
     `dataset_dir` is a prepared dataset, staged as `ernie-sm upload` would at
     `dataset_prefix`, by default where the input trains (its `dataset`); `folders` maps more key prefixes to folders put into the bucket as they are
-    (e.g. {"datasets/demo-topics": <a labelled set>} for an evaluation).
+    (e.g. {"datasets/demo-topics": <a labelled set>} for an evaluation). With `toy`, the
+    input runs at toy size (rehearsal/toy.py).
     """
     local = definition.load(stack_template(cdk_out, stack))
     for note in local.notes:
         print(f"[rehearsal] {note}", file=sys.stderr)
     buckets, jobs = workdir / "buckets", workdir / "jobs"
+    if toy:
+        execution_input = toy_input(execution_input, local.bucket)
     if dataset_dir is not None:
         prefix = dataset_prefix or _input_dataset(execution_input)
         stage_dataset(dataset_dir, buckets / local.bucket / prefix.strip("/"))
+        for key in model_keys(execution_input) if toy else []:
+            stage_toy_model(dataset_dir / TRAIN / "vocab.txt", buckets / local.bucket / key)
     for prefix, folder in (folders or {}).items():
         stage_folder(folder, buckets / local.bucket / prefix.strip("/"))
     name = "rehearsal-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -318,6 +326,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "datasets/demo-topics=build/demo/topics, the labelled set of an evaluation)",
     )
     p.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="hyperparameter override, over the input's (repeatable), as `ernie-sm start` takes",
+    )
+    p.add_argument(
+        "--toy",
+        action="store_true",
+        help="rehearse the input at toy size: ernie-tiny, a few steps a job, float32 on the "
+        "CPU, a stand-in for any model it warm-starts from (rehearsal/toy.py)",
+    )
+    p.add_argument(
         "--fault",
         dest="faults",
         action="append",
@@ -332,6 +353,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     try:
         execution_input = json.loads(args.input.read_text()) if args.input else {}
+        if args.hp:  # over the input's, unchecked: the rehearsed Prepare step checks them
+            given = execution_input.get("hyperparameters")
+            execution_input["hyperparameters"] = {
+                **(given if isinstance(given, dict) else {}),
+                **parse_assignments(args.hp),
+            }
         folders = {}
         for item in args.folders:
             prefix, sep, folder = item.partition("=")
@@ -347,6 +374,7 @@ def _main(args: argparse.Namespace) -> int:
             args.faults,
             folders,
             args.stack,
+            args.toy,
         )
     except KeyboardInterrupt:
         return 130  # 128 + SIGINT, as a shell reports an interrupted command
@@ -357,6 +385,7 @@ def _main(args: argparse.Namespace) -> int:
         policies.PolicyError,
         authorization.EvaluatorError,
         subprocess.CalledProcessError,
+        InputError,
     ) as exc:
         print(f"ernie-sm rehearse: {exc}", file=sys.stderr)
         return 2

@@ -687,3 +687,56 @@ def test_ctrl_c_stops_everything_the_rehearsal_started_and_exits_130(cdk_out, da
     assert "[rehearsal] stopped: nothing the rehearsal started is running" in after
     assert "Traceback" not in err and "BrokenPipeError" not in err
     assert _processes_of(workdir) == []
+
+
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples" / "inputs").glob("*.json")), ids=lambda p: p.stem
+)
+def test_every_example_input_rehearses_at_toy_size(example, cdk_out, demo_dataset, tmp_path):
+    """What examples/inputs/ ships runs as shipped through the stack's state machine, at
+    toy size (rehearse --toy): ERNIE-base's million steps become a few, the model the
+    input warm-starts from a stand-in in the local bucket."""
+    execution_input = json.loads(example.read_text())
+    evaluation = execution_input.get("evaluation")
+    folders = (
+        {evaluation["dataset"]: write_labelled_set(tmp_path / "labelled")} if evaluation else {}
+    )
+    result = rehearse(
+        execution_input, tmp_path / "r", cdk_out, demo_dataset, folders=folders, toy=True
+    )
+    assert "output" in result, result
+    model = _object(tmp_path / "r", result["output"]["model"])
+    assert model.is_file()
+    stages = execution_input.get("stages") or [None]
+    jobs = sorted(p.name for p in (tmp_path / "r" / "jobs").iterdir() if p.is_dir())
+    assert len(jobs) == len(stages) + bool(evaluation), jobs
+
+
+def test_toy_size_keeps_the_pipeline_and_shrinks_the_work():
+    from ernie_sm.rehearsal.toy import STAGE_STEPS, TRAINING, model_keys, toy_input
+
+    shipped = json.loads((ROOT / "examples" / "inputs" / "ernie-2.0.json").read_text())
+    shipped["warm_start_model"] = "s3://my-dataset-bucket/models/ernie-1.0/model.tar.gz"
+    toy = toy_input(shipped, "rehearsal-data")
+    assert [s["tasks"] for s in toy["stages"]] == [s["tasks"] for s in shipped["stages"]]
+    assert [s["steps"] for s in toy["stages"]] == [STAGE_STEPS, STAGE_STEPS]
+    assert "num_train_steps" not in toy["hyperparameters"]  # refused beside stages
+    assert toy["hyperparameters"]["ernie_config_path"] == "ernie-tiny"
+    assert toy["stages"][1]["hyperparameters"] == {
+        "learning_rate": 0.00005,  # the input's own
+        "warmup_steps": TRAINING["warmup_steps"],
+    }
+    assert toy["warm_start_model"] == "s3://rehearsal-data/models/ernie-1.0/model.tar.gz"
+    assert model_keys(toy) == ["models/ernie-1.0/model.tar.gz"]
+    assert shipped["stages"][0]["steps"] == 400000  # the input itself is left as it was
+
+
+def test_rehearse_takes_hyperparameter_overrides_as_start_does(cdk_out, dataset, tmp_path, capsys):
+    execution_input = tmp_path / "input.json"
+    execution_input.write_text(json.dumps(tiny_input()))
+    argv = ["rehearse", "--cdk-out", str(cdk_out), "--dir", str(tmp_path / "r")]
+    argv += ["--input", str(execution_input), "--dataset", str(dataset)]
+    assert cli.main([*argv, "--hp", "batch_size"]) == 2
+    assert "--hp 'batch_size': expected name=value" in capsys.readouterr().err
+    assert cli.main([*argv, "--hp", "num_train_steps=many"]) == 1  # Prepare refuses it
+    assert "hyperparameters.num_train_steps" in capsys.readouterr().err
