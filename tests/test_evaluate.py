@@ -267,6 +267,7 @@ def test_baseline_can_be_skipped(tmp_path, sm_env):
     result = json.loads((base / "model" / "evaluation.json").read_text())
     assert result["baseline"] is None
     assert result["pretrained"]["steps_run"] == 3
+    assert read_manifest(base / "model").labels == ("a", "b")  # kept without a baseline too
 
 
 def test_sigterm_stops_with_143_and_no_result(tmp_path, sm_env, monkeypatch):
