@@ -127,7 +127,8 @@ state machine after training when the execution asks for it (ContainerArguments
     listing="ernie-sm hyperparameters --evaluate",
     channels="model (required), eval (required:\n"
     "                            train.tsv, dev.tsv, test.tsv), baseline",
-    model="evaluation.json, both models' scores",
+    model="evaluation.json, both models' scores; the pretrained\n"
+    "                            model's classifier for serving (serving.json)",
 )
 
 DEMO_DESCRIPTION = """\

@@ -15,6 +15,7 @@ import paddle
 import pytest
 from ernie_sm.contract import hyperparams, metrics
 from ernie_sm.contract.errors import ConfigError, DataError
+from ernie_sm.contract.serving import MANIFEST, TEXT_CLASSIFICATION, read_manifest
 from ernie_sm.dataprep.topics import chunks, topic_splits, write_topic_set
 from ernie_sm.text.documents import CorpusError
 from ernie_sm.text.vocab import load_vocab
@@ -23,6 +24,7 @@ from ernie_sm.training.config import config_from_dict
 from ernie_sm.training.export import export_model
 from ernie_sm.training.labelled import read_labelled_set, scores, truncate
 from ernie_sm.training.model import ErnieForPretraining
+from ernie_sm.training.serving_export import CLASSIFIER_OUTPUT, INPUT_NAMES
 
 from ernie_sm import cli
 from tests.helpers import TINY_CONFIG
@@ -282,6 +284,7 @@ def test_baseline_can_be_skipped(tmp_path, sm_env):
     result = json.loads((base / "model" / "evaluation.json").read_text())
     assert result["baseline"] is None
     assert result["pretrained"]["steps_run"] == 3
+    assert read_manifest(base / "model").labels == ("a", "b")  # kept without a baseline too
 
 
 def test_sigterm_stops_with_143_and_no_result(tmp_path, sm_env, monkeypatch):
@@ -343,6 +346,95 @@ def test_a_model_of_another_architecture_is_refused(tmp_path, sm_env):
     layout.write_local_job(base, {**EVAL_HYPERPARAMETERS}, ["model", "eval"])
     assert cli.main(["evaluate"]) == 1
     assert "parameter ernie.pooler.weight is missing" in (base / "output" / "failure").read_text()
+
+
+# What the output archive keeps for serving
+
+
+def _predictor(root: Path, prefix: str):
+    """Paddle Inference on the CPU, as the model server loads an exported model."""
+    config = paddle.inference.Config(f"{root / prefix}.json", f"{root / prefix}.pdiparams")
+    config.disable_gpu()
+    config.disable_glog_info()
+    return paddle.inference.create_predictor(config)
+
+
+def _probabilities(predictor, batch: tuple[np.ndarray, ...]) -> np.ndarray:
+    for name, array in zip(INPUT_NAMES, batch, strict=True):
+        predictor.get_input_handle(name).copy_from_cpu(array)
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def _eager_probabilities(model, batch: tuple[np.ndarray, ...]) -> np.ndarray:
+    model.eval()
+    with paddle.no_grad():
+        logits = model(*(paddle.to_tensor(a) for a in batch))
+    return paddle.nn.functional.softmax(logits, axis=-1).numpy()
+
+
+def test_the_archive_keeps_the_pretrained_models_best_classifier_for_serving(
+    tmp_path, sm_env, monkeypatch
+):
+    from ernie_sm.text.encoder import SentenceEncoder
+    from ernie_sm.training import evaluate
+    from ernie_sm.training.labelled import encode_split, padded
+
+    finetuned = {}
+    real = evaluate.finetune
+
+    def keep(candidate, *args):
+        result, model = real(candidate, *args)
+        finetuned[candidate.name] = model
+        return result, model
+
+    monkeypatch.setattr(evaluate, "finetune", keep)
+    base = sm_env(_job(tmp_path))
+    assert cli.main(["evaluate"]) == 0
+    # What SageMaker packs of SM_MODEL_DIR into model.tar.gz, unpacked as a server would.
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
+        for path in (base / "model").iterdir():
+            tar.add(path, arcname=path.name)
+    root = tmp_path / "unpacked"
+    with tarfile.open(tmp_path / "model.tar.gz") as tar:
+        tar.extractall(root, filter="data")
+    files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    assert files == {
+        "evaluation.json",
+        MANIFEST,
+        "vocab.txt",
+        "serving/classifier.json",
+        "serving/classifier.pdiparams",
+    }
+    manifest = read_manifest(root)
+    eval_channel = base / "input" / "data" / "eval"
+    data = read_labelled_set(eval_channel)
+    assert manifest.models == {TEXT_CLASSIFICATION: "serving/classifier"}
+    assert manifest.labels == data.labels == ("a", "b")  # class-index order
+    assert manifest.max_seq_len == 24 and manifest.lowercase is True
+    assert (root / "vocab.txt").read_text(encoding="utf-8") == "".join(
+        f"{t}\t{i}\n" for i, t in enumerate(VOCAB)
+    )
+    predictor = _predictor(root, manifest.models[TEXT_CLASSIFICATION])
+    assert predictor.get_input_names() == list(INPUT_NAMES)
+    assert predictor.get_output_names() == [CLASSIFIER_OUTPUT]
+    # The test split in the job's batches: the reported accuracy is the exported model's.
+    vocab = load_vocab(root / "vocab.txt")
+    encoder = SentenceEncoder(root / "vocab.txt")
+    test = encode_split(data.splits["test"], data.labels, encoder, vocab, manifest.max_seq_len)
+    rows = [np.arange(i, min(i + 16, len(test))) for i in range(0, len(test), 16)]
+    batches = [padded(test, r, vocab.pad_id)[:3] for r in rows]
+    served = [_probabilities(predictor, batch) for batch in batches]
+    for probabilities, batch in zip(served, batches, strict=True):
+        assert probabilities.dtype == np.float32 and probabilities.shape == (len(batch[0]), 2)
+        eager = _eager_probabilities(finetuned[metrics.PRETRAINED], batch)
+        np.testing.assert_allclose(probabilities, eager, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+        baseline = _eager_probabilities(finetuned[metrics.BASELINE], batch)
+        assert np.abs(probabilities - baseline).max() > 1e-2  # not the baseline's classifier
+    result = json.loads((root / "evaluation.json").read_text())
+    predicted = np.concatenate(served).argmax(-1)
+    assert scores(test.labels, predicted, 2)[0] == result["pretrained"]["test_accuracy"]
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,14 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 UNK = "[UNK]"
 # A dictionary entry must beat any split of itself, whatever the built-in frequencies.
 DICTIONARY_FREQ = 10_000_000
+# BERT normalisation lower-cases text (accents stripped with it); serving.json says so.
+LOWERCASE = True
 
 
 def _bert_tokenizer(model: models.Model) -> Tokenizer:
     tokenizer = Tokenizer(model)
     tokenizer.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=LOWERCASE
     )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     return tokenizer

@@ -15,7 +15,9 @@ global-norm clipping at 1.0, linear warm-up over the first 10% of num_train_step
 linear decay to 0. Dev accuracy is scored every eval_steps and at the end; the best dev
 state is kept in memory, training stops early after `patience` scorings without a better
 one, and the best state is scored on test.tsv: accuracy and macro-F1. The results go to
-SM_MODEL_DIR/evaluation.json and to the `[eval]` metric lines (contract/metrics.py).
+SM_MODEL_DIR/evaluation.json and to the `[eval]` metric lines (contract/metrics.py). The
+pretrained model's classifier in that best state, the one its scores are of, is exported
+for serving beside them (training/serving_export.py); the baseline's is not kept.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from ernie_sm.training.labelled import (
 )
 from ernie_sm.training.layout import JobLayout
 from ernie_sm.training.model import ErnieClassifier, ErnieModel, no_decay
+from ernie_sm.training.serving_export import export_classifier
 from ernie_sm.training.train import EXIT_STOPPED, Stopped, StopSignal, log_to_stdout
 
 log = logging.getLogger("ernie")
@@ -65,12 +68,13 @@ MAX_GRAD_NORM = 1.0
 @dataclass(frozen=True)
 class Candidate:
     """One model to fine-tune: its architecture, weights (None: random init) and the
-    labelled set tokenised with its own vocab."""
+    labelled set tokenised with its own vocab (and that vocab's file, for serving)."""
 
     name: str  # metrics.PRETRAINED or metrics.BASELINE
     source: str
     config: ErnieConfig
     vocab: Vocab
+    vocab_file: bytes
     state: dict | None
     encoded: dict[str, Encoded]
 
@@ -133,17 +137,18 @@ def evaluate(layout: JobLayout, hp: EvalHyperparameters, stop: StopSignal) -> Pa
             f"random init of the model's config (random_seed {hp.random_seed})",
             pretrained.config,
             pretrained.vocab,
+            pretrained.vocab_file,
             None,
             pretrained.encoded,
         )
     _start_device(hp)
     result: dict = {"labels": list(data.labels)}
-    for candidate in (pretrained, baseline):
-        result[metrics.PRETRAINED if candidate is pretrained else metrics.BASELINE] = (
-            None if candidate is None else finetune(candidate, data, hp, stop)
-        )
+    result[metrics.PRETRAINED], classifier = finetune(pretrained, data, hp, stop)
+    result[metrics.BASELINE] = None if baseline is None else finetune(baseline, data, hp, stop)[0]
     result["test_examples"] = len(data.splits["test"])
-    layout.model_dir.mkdir(parents=True, exist_ok=True)
+    export_classifier(
+        classifier, pretrained.vocab_file, data.labels, hp.max_seq_len, layout.model_dir
+    )
     path = layout.model_dir / RESULT_FILE
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
@@ -177,7 +182,8 @@ def _candidate(
         split: encode_split(data.splits[split], data.labels, encoder, vocab, hp.max_seq_len)
         for split in SPLITS
     }
-    return Candidate(name, source, config, vocab, state, encoded)
+    vocab_file = (folder / "vocab.txt").read_bytes()
+    return Candidate(name, source, config, vocab, vocab_file, state, encoded)
 
 
 def _start_device(hp: EvalHyperparameters) -> None:
@@ -188,8 +194,9 @@ def _start_device(hp: EvalHyperparameters) -> None:
 
 def finetune(
     candidate: Candidate, data: LabelledSet, hp: EvalHyperparameters, stop: StopSignal
-) -> dict:
-    """Fine-tune one model, keep its best dev state, score that on test."""
+) -> tuple[dict, ErnieClassifier]:
+    """Fine-tune one model, keep its best dev state, score that on test; returns the scores
+    and the classifier in that state."""
     name = candidate.name
     paddle.seed(hp.random_seed)  # the same classifier init and dropout for both models
     ernie = ErnieModel(candidate.config, candidate.vocab.pad_id)
@@ -278,7 +285,7 @@ def finetune(
         "best_dev_accuracy": best_accuracy,
         "best_step": best_step,
         "steps_run": step,
-    }
+    }, model
 
 
 def _predict(

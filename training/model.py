@@ -149,6 +149,21 @@ class ErnieClassifier(nn.Layer):
         return self.classifier(self.dropout(pooled))
 
 
+class ClassifierInference(nn.Layer):
+    """What serving gets of a fine-tuned classifier: token ids in, the softmax probabilities
+    of the labels out ([batch, num_labels], float32)."""
+
+    def __init__(self, model: ErnieClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, src_ids: paddle.Tensor, sent_ids: paddle.Tensor, pos_ids: paddle.Tensor
+    ) -> paddle.Tensor:
+        logits = self.model(src_ids, sent_ids, pos_ids)
+        return F.softmax(logits.astype("float32"), axis=-1)
+
+
 def pretraining_loss(
     mlm_logits: paddle.Tensor,
     nsp_logits: paddle.Tensor,
