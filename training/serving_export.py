@@ -16,6 +16,7 @@ import paddle
 from ernie_sm.contract.serving import TEXT_CLASSIFICATION, ServingManifest
 from ernie_sm.text.encoder import LOWERCASE
 from ernie_sm.training.model import ClassifierInference, ErnieClassifier
+from ernie_sm.training.paddle_noise import without_paddle_noise
 from paddle.static import InputSpec
 
 log = logging.getLogger("ernie")
@@ -32,7 +33,8 @@ def save_inference_model(layer: paddle.nn.Layer, prefix: Path, outputs: tuple[st
     prefix.parent.mkdir(parents=True, exist_ok=True)
     layer.eval()
     spec = [InputSpec([None, None], "int64", name) for name in INPUT_NAMES]
-    paddle.jit.save(layer, str(prefix), input_spec=spec)
+    with without_paddle_noise():
+        paddle.jit.save(layer, str(prefix), input_spec=spec)
     program = paddle.static.Program()
     model_file = f"{prefix}.json"
     paddle.base.core.deserialize_pir_program(model_file, program)
