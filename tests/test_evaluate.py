@@ -434,7 +434,7 @@ def test_the_archive_keeps_the_pretrained_models_best_classifier_for_serving(
         assert np.abs(probabilities - baseline).max() > 1e-2  # not the baseline's classifier
     result = json.loads((root / "evaluation.json").read_text())
     predicted = np.concatenate(served).argmax(-1)
-    assert scores(test.labels, predicted, 2)[0] == result["pretrained"]["test_accuracy"]
+    assert scores(test.labels, predicted)[0] == result["pretrained"]["test_accuracy"]
 
 
 @pytest.fixture(scope="module")
