@@ -16,6 +16,7 @@ FOLDERS = (
     "training",
     "dataprep",
     "weights",
+    "serving",
     "pipeline",
     "stacks",
     "operations",

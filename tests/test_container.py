@@ -303,6 +303,7 @@ def test_the_image_installs_the_trainer_and_nothing_more(tmp_path, ignore_patter
         "ernie_sm/training/data",
         "ernie_sm/contract",
         "ernie_sm/text",
+        "ernie_sm/serving",
     }
     assert "ernie_sm/text/vocabs/ernie-1.0.txt" in names
     assert "ernie_sm/training/configs/ernie-1.0-base.json" in names

@@ -6,6 +6,9 @@ SM_MODEL_DIR (packed by SageMaker into model.tar.gz) holds:
   model.pdparams       the pretraining weights, for warm starts and fine-tuning
   ernie_config.json    the model config
   vocab.txt            the vocab the ids refer to
+  serving/fill_mask.*  what `ernie-sm serve` runs (docs/serving.md): top-k probabilities
+  serving/features.*   and ids at the mask positions; the last hidden states
+  serving.json         the serving manifest (contract/serving.py)
 """
 
 from __future__ import annotations
@@ -22,17 +25,27 @@ from pathlib import Path
 
 import numpy as np
 import paddle
+from ernie_sm.contract import serving
 from ernie_sm.contract.errors import ConfigError
 from ernie_sm.text.vocab import Vocab, load_vocab
 from ernie_sm.training import safe_pickle
 from ernie_sm.training.config import ErnieConfig, load_config
-from ernie_sm.training.model import ErnieForPretraining, ErnieInference
+from ernie_sm.training.model import (
+    ErnieFeatures,
+    ErnieFillMask,
+    ErnieForPretraining,
+    ErnieInference,
+)
 from paddle.static import InputSpec
 
 log = logging.getLogger(__name__)
 
 INFERENCE_PREFIX = "inference/ernie"
 WEIGHTS = "model.pdparams"
+FILL_MASK_PREFIX = "serving/fill_mask"
+FEATURES_PREFIX = "serving/features"
+# The most answers per mask a fill-mask request may ask for (the export's fixed top-k).
+MAX_TOP_K = 10
 
 
 def export_model(
@@ -40,11 +53,38 @@ def export_model(
 ) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
-    ids = [InputSpec([None, None], "int64", name) for name in ("src_ids", "sent_ids", "pos_ids")]
+    ids = id_specs()
     paddle.jit.save(ErnieInference(model), str(model_dir / INFERENCE_PREFIX), input_spec=ids)
     paddle.save(model.state_dict(), str(model_dir / WEIGHTS))
     (model_dir / "ernie_config.json").write_text(config.to_json())
     shutil.copyfile(vocab_path, model_dir / "vocab.txt")
+    export_serving(model, config, model_dir)
+
+
+def id_specs() -> list[InputSpec]:
+    """The named inputs of every served model: token, sentence and position ids [B, L]."""
+    return [InputSpec([None, None], "int64", name) for name in ("src_ids", "sent_ids", "pos_ids")]
+
+
+def export_serving(model: ErnieForPretraining, config: ErnieConfig, model_dir: Path) -> None:
+    """The models `ernie-sm serve` runs and serving.json. Paddle 3.3's PIR export names the
+    inputs after the InputSpecs, but only a persistable value can be named, so outputs keep
+    Paddle's names (fetch_name_0, ...) and their order is the contract: fill_mask gives
+    (scores [n, max_top_k], token_ids [n, max_top_k]), features the hidden states [B, L, H]."""
+    top_k = min(MAX_TOP_K, config.vocab_size)
+    mask_index = InputSpec([None], "int64", "mask_index")
+    fill_mask = ErnieFillMask(model, top_k)
+    paddle.jit.save(
+        fill_mask, str(model_dir / FILL_MASK_PREFIX), input_spec=[*id_specs(), mask_index]
+    )
+    paddle.jit.save(
+        ErnieFeatures(model.ernie), str(model_dir / FEATURES_PREFIX), input_spec=id_specs()
+    )
+    serving.ServingManifest(
+        models={serving.FILL_MASK: FILL_MASK_PREFIX, serving.FEATURE_EXTRACTION: FEATURES_PREFIX},
+        max_seq_len=config.max_position_embeddings,
+        max_top_k=top_k,
+    ).write(model_dir)
 
 
 @contextlib.contextmanager
