@@ -77,16 +77,12 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--port",
         type=int,
-        default=0,
         help="port to bind (default: $SAGEMAKER_BIND_TO_PORT, else 8080)",
     )
-    serve.add_argument(
-        "--workers", type=int, default=0, help="model processes (default: one per GPU, else 1)"
-    )
+    serve.add_argument("--workers", type=int, help="model processes (default: one per GPU, else 1)")
     serve.add_argument(
         "--threads",
         type=int,
-        default=0,
         help="request threads per worker (default: 4 per CPU core, at least 8)",
     )
     serve.add_argument(
