@@ -19,6 +19,7 @@ from typing import Any
 
 import falcon
 from ernie_sm.contract import serving
+from ernie_sm.contract.errors import ConfigError
 from ernie_sm.contract.serving import read_manifest, served_task
 from ernie_sm.training.layout import BASE_DIR_ENV
 from gunicorn.app.base import BaseApplication
@@ -208,7 +209,14 @@ def _pin_gpu(worker: Any, gpus: int) -> None:
 
 
 def serve(settings: Settings) -> int:
+    """Run the server until SIGTERM (exit 0); a model folder without a serving manifest, or
+    a task it does not serve, stops it before it binds (exit 1, the reason on stderr)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        served_task(read_manifest(settings.model_dir), os.environ.get(serving.TASK_ENV))
+    except ConfigError as exc:
+        log.error("ernie-sm serve: %s", exc)
+        return 1
     log.info("ernie-sm serve on %s:%d, model %s", settings.host, settings.port, settings.model_dir)
     _Gunicorn(settings).run()
     return 0

@@ -113,11 +113,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(root: Path, log: Path, *options: str) -> tuple[subprocess.Popen, str]:
+def start(root: Path, log: Path, *options: str, task: str = "") -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [str(Path(sys.executable).parent / "ernie-sm"), "serve", "--model-dir", str(root)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--threads", "16", *options]
-    env = {**os.environ, "ERNIE_SERVE_TASK": ""}
+    env = {**os.environ, "ERNIE_SERVE_TASK": task}
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     return process, f"http://127.0.0.1:{port}"
 
@@ -181,18 +181,31 @@ def test_fill_mask_answers_the_eager_top_k(server, exported):
     assert status == 200 and len(two) == 2 and len(two[0]) == 5 and len(two[1]) == 2
 
 
-def test_feature_extraction_pools_cls_and_mean(server, exported):
-    url, _, _ = server
+def test_feature_extraction_answers_the_eager_cls_and_mean(exported, tmp_path):
     root, model = exported
-    env_task = TASKS[serving.FEATURE_EXTRACTION](root, serving.read_manifest(root))
-    ids = eager_ids(env_task, TEXT)
-    with paddle.no_grad():
-        sequence = model.ernie(*tensors(ids))[0][0].numpy()
-    # The server serves fill-mask; feature extraction is tested on the task in-process.
-    for pooling, vector in (("cls", sequence[0]), ("mean", sequence.mean(0))):
-        sequences, answer = env_task.parse({"inputs": TEXT, "parameters": {"pooling": pooling}})
-        np.testing.assert_allclose(answer(env_task.forward(sequences)), vector, atol=TOLERANCE)
-    assert post(url, {"inputs": TEXT, "parameters": {"pooling": "cls"}})[0] == 400
+    process, url = start(root, tmp_path / "serve.log", task=serving.FEATURE_EXTRACTION)
+    try:
+        wait_ready(url, process)
+        task = TASKS[serving.FEATURE_EXTRACTION](root, serving.read_manifest(root))
+        ids = eager_ids(task, TEXT)
+        with paddle.no_grad():
+            sequence = model.ernie(*tensors(ids))[0][0].numpy()
+        mean = sequence.mean(0)
+        for parameters, vector in (
+            ({"pooling": "cls"}, sequence[0]),
+            ({"pooling": "mean"}, mean),
+            ({"pooling": "mean", "normalize": True}, mean / np.linalg.norm(mean)),
+        ):
+            status, answer = post(url, {"inputs": [TEXT], "parameters": parameters})
+            assert status == 200
+            np.testing.assert_allclose(answer[0], vector, atol=TOLERANCE)
+        status, answer = post(url, {"inputs": TEXT, "parameters": {"top_k": 3}})
+        assert (
+            status == 400 and "unknown parameters top_k for feature-extraction" in answer["error"]
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
 
 
 def test_concurrent_requests_are_batched_and_answered(server):
@@ -269,3 +282,10 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(exported, tmp_path):
     thread.join(timeout=30)
     assert answers and answers[0][0] == 200
     assert process.wait(timeout=40) == 0
+
+
+def test_a_task_the_model_does_not_serve_stops_the_server_naming_those_it_does(exported, tmp_path):
+    root, _ = exported
+    process, _ = start(root, tmp_path / "serve.log", task=serving.TEXT_CLASSIFICATION)
+    assert process.wait(timeout=60) == 1
+    assert "the model serves fill-mask, feature-extraction" in (tmp_path / "serve.log").read_text()
