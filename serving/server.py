@@ -154,8 +154,8 @@ def _internal_error(
 
 def _import_paddle_keeping_signals() -> None:
     """Paddle installs its own SIGTERM handler (which aborts the process) when imported:
-    import it here, in the worker's main thread, and give gunicorn's handlers back, so that
-    SIGTERM drains the requests in flight."""
+    should a worker import it first (serve() imports it before the fork), give gunicorn's
+    handlers back, so that SIGTERM drains the requests in flight."""
     kept = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)}
     import paddle
 
@@ -217,6 +217,12 @@ def serve(settings: Settings) -> int:
     except ConfigError as exc:
         log.error("ernie-sm serve: %s", exc)
         return 1
+    # Paddle's import takes seconds: done once here, before gunicorn forks its workers (no
+    # CUDA context yet), so a worker answers /ping at once; gunicorn sets its own signal
+    # handlers after this, in the master and in each worker.
+    import paddle
+
+    paddle.disable_signal_handler()
     log.info("ernie-sm serve on %s:%d, model %s", settings.host, settings.port, settings.model_dir)
     _Gunicorn(settings).run()
     return 0
