@@ -11,7 +11,9 @@ from types import SimpleNamespace
 import falcon.testing
 import pytest
 from ernie_sm.serving.batching import Batcher, QueueFull
-from ernie_sm.serving.server import Invocations, Ping
+from ernie_sm.serving.server import Invocations, Ping, _internal_error, settings_from
+
+from ernie_sm.cli import build_parser
 
 
 def test_concurrent_requests_share_batches_sorted_by_length():
@@ -59,8 +61,6 @@ def test_a_full_queue_is_refused_naming_its_size():
 
 
 def test_an_error_inside_is_a_generic_500_and_the_traceback_is_logged(caplog):
-    from ernie_sm.serving.server import _internal_error
-
     def parse(body):
         raise RuntimeError("secret detail")
 
@@ -80,3 +80,23 @@ def test_an_error_inside_is_a_generic_500_and_the_traceback_is_logged(caplog):
     ready.clear()
     assert client.simulate_get("/ping").json == {"status": "loading"}
     assert client.simulate_post("/invocations", body=b"{}").status_code == 503
+
+
+def test_port_and_model_dir_follow_sagemaker_and_options_override(monkeypatch, tmp_path):
+    monkeypatch.delenv("SAGEMAKER_BIND_TO_PORT", raising=False)
+    monkeypatch.delenv("SAGEMAKER_BASE_DIR", raising=False)
+    default = settings_from(build_parser().parse_args(["serve"]))
+    assert (default.port, str(default.model_dir), default.host) == (
+        8080,
+        "/opt/ml/model",
+        "0.0.0.0",
+    )
+    monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", "9090")
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
+    moved = settings_from(build_parser().parse_args(["serve"]))
+    assert (moved.port, moved.model_dir) == (9090, tmp_path / "model")
+    given = settings_from(
+        build_parser().parse_args(["serve", "--port", "7000", "--model-dir", "m"])
+    )
+    assert (given.port, str(given.model_dir)) == (7000, "m")
+    assert given.threads >= 8 and given.math_threads >= 1 and given.workers >= 1
