@@ -91,9 +91,10 @@ def serving_tokenizer(vocab_path: Path, lowercase: bool = True) -> Tokenizer:
     """The same BERT tokenizer for the model server (serving/tasks.py): a literal [MASK]
     (and every other special token of the vocab) stays one token; decodes WordPieces back."""
     vocab = load_vocab(vocab_path)
+    if vocab.unk_id is None:
+        raise CorpusError(f"vocab {vocab_path} lacks {UNK}, needed for unknown characters")
     ids = {token: i for i, token in enumerate(vocab.tokens)}
-    unk = UNK if UNK in ids else vocab.tokens[0]
-    tokenizer = _bert_tokenizer(models.WordPiece(vocab=ids, unk_token=unk), lowercase)
+    tokenizer = _bert_tokenizer(models.WordPiece(vocab=ids, unk_token=UNK), lowercase)
     tokenizer.add_special_tokens([t for t in (*SPECIAL_TOKENS, UNK) if t in ids])
     tokenizer.decoder = decoders.WordPiece()
     return tokenizer
