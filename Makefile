@@ -27,7 +27,7 @@ $(FILES): FORCE
 $(BIN)/ernie-sm: pyproject.toml setup.py $(FILES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[cpu,prepare,cdk,sdk,dev]' --config-settings editable_mode=strict
+	$(BIN)/pip install --quiet -e '.[cpu,prepare,serve,cdk,sdk,dev]' --config-settings editable_mode=strict
 	touch $@
 
 $(NODE_BIN)/cdk: package.json package-lock.json

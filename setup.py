@@ -1,8 +1,8 @@
 """Maps the repository's top-level folders onto the one import namespace `ernie_sm`.
 
 pyproject.toml holds everything else. Only the folders present are packaged: the training
-image's build context has ernie_sm/, training/ and dataprep's tokenizer alone, so the image
-installs the trainer, `ernie-sm evaluate` and nothing more.
+image's build context has ernie_sm/, contract/, text/, training/ and serving/ alone, so the
+image installs the trainer, `ernie-sm evaluate`, `ernie-sm serve` and nothing more.
 """
 
 from pathlib import Path
@@ -16,6 +16,7 @@ FOLDERS = (
     "training",
     "dataprep",
     "weights",
+    "serving",
     "pipeline",
     "stacks",
     "operations",

@@ -34,6 +34,8 @@ class ServingManifest:
     max_seq_len: int = 512  # the longest input in tokens, [CLS] and [SEP] included
     lowercase: bool = True  # BERT normalisation of the tokenizer (text/encoder.py)
     labels: tuple[str, ...] = ()  # text-classification's class names, by class index
+    # fill-mask's export computes this many answers per mask: the most a request may ask
+    max_top_k: int = 10
     format: int = field(default=FORMAT)
 
     def write(self, root: Path) -> Path:
@@ -79,6 +81,8 @@ def _check(manifest: ServingManifest, root: Path, path: Path) -> None:
         raise ConfigError(f"{path}: {TEXT_CLASSIFICATION} needs its labels (2 or more)")
     if not isinstance(manifest.max_seq_len, int) or manifest.max_seq_len < 3:
         raise ConfigError(f"{path}: max_seq_len must be an integer of at least 3")
+    if not isinstance(manifest.max_top_k, int) or manifest.max_top_k < 1:
+        raise ConfigError(f"{path}: max_top_k must be an integer of at least 1")
 
 
 def served_task(manifest: ServingManifest, override: str | None) -> str:

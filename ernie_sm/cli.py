@@ -39,6 +39,73 @@ def _demo(args: argparse.Namespace) -> int:
     return run(Path(args.dir), Path(args.corpus), Path(args.entities))
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from ernie_sm.serving.server import serve, settings_from
+
+    return serve(settings_from(args))
+
+
+def _env_number(name: str, default: float) -> float:
+    import os
+
+    return float(os.environ.get(name) or default)
+
+
+SERVE_DESCRIPTION = """\
+Answer GET /ping and POST /invocations under SageMaker's hosting contract: the training
+image's `serve` argument (`docker run IMAGE serve`). The model is an unpacked model.tar.gz
+of `ernie-sm train` (fill-mask, feature-extraction) or `ernie-sm evaluate`
+(text-classification); its serving.json says which tasks it serves.
+
+  ernie-sm serve --model-dir build/model --host 127.0.0.1 --port 8080
+  curl -s localhost:8080/invocations -d '{"inputs": "北京是中国的[MASK]都"}'
+"""
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve an exported model under SageMaker's hosting contract (/ping, /invocations)",
+        description=SERVE_DESCRIPTION,
+    )
+    serve.add_argument(
+        "--model-dir",
+        help="the unpacked model archive (default: /opt/ml/model, under $SAGEMAKER_BASE_DIR "
+        "when that is set)",
+    )
+    serve.add_argument("--host", default="0.0.0.0", help="address to bind")
+    serve.add_argument(
+        "--port",
+        type=int,
+        help="port to bind (default: $SAGEMAKER_BIND_TO_PORT, else 8080)",
+    )
+    serve.add_argument("--workers", type=int, help="model processes (default: one per GPU, else 1)")
+    serve.add_argument(
+        "--threads",
+        type=int,
+        help="request threads per worker (default: 4 per CPU core, at least 8)",
+    )
+    serve.add_argument(
+        "--max-batch",
+        type=int,
+        default=int(_env_number("ERNIE_SERVE_MAX_BATCH", 32)),
+        help="most sequences per batch ($ERNIE_SERVE_MAX_BATCH)",
+    )
+    serve.add_argument(
+        "--max-delay-ms",
+        type=float,
+        default=_env_number("ERNIE_SERVE_MAX_DELAY_MS", 5),
+        help="longest wait for more requests to batch ($ERNIE_SERVE_MAX_DELAY_MS)",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        default=int(_env_number("ERNIE_SERVE_MAX_QUEUE", 256)),
+        help="most requests waiting; more are answered 503 ($ERNIE_SERVE_MAX_QUEUE)",
+    )
+    serve.set_defaults(run=_serve)
+
+
 def _hyperparameters(args: argparse.Namespace) -> int:
     specs = hyperparams.EVAL_SPECS if args.evaluate else hyperparams.SPECS
     for name, spec in specs.items():
@@ -60,6 +127,7 @@ DOCS = {
     "watch": "operations.md",
     "ls": "operations.md",
     "hyperparameters": "container-contract.md",
+    "serve": "serving.md",
 }
 
 
@@ -196,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--corpus", default="demo/corpus", help="raw text to prepare")
     demo.add_argument("--entities", default="demo/entities.txt", help="entity dictionary")
     demo.set_defaults(run=_demo)
+    _add_serve(commands)
     _add_tool_commands(commands)
     listing = commands.add_parser(
         "hyperparameters",

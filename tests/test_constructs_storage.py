@@ -379,6 +379,7 @@ def test_image_asset_builds_the_dockerfile_for_amd64_from_the_repository_root(sy
         "contract",
         "text",
         "training",
+        "serving",
         "container",
     }
     assert {p.name for p in (staged / "container").iterdir()} == {"Dockerfile"}

@@ -101,21 +101,28 @@ def test_entrypoint_is_exec_form_and_runs_ernie_sm_train(dockerfile) -> None:
     assert not any(keyword == "USER" for keyword, _ in final)  # SageMaker needs root
 
 
-def test_image_installs_the_package_with_the_tokenizer_only_and_checks_for_gpu_paddle(
+def test_image_installs_the_package_with_the_serve_extra_only_and_checks_for_gpu_paddle(
     dockerfile,
 ) -> None:
     runs = " ".join(arguments for keyword, arguments in dockerfile if keyword == "RUN")
-    assert re.search(r'pip install --no-cache-dir "/opt/ernie-sm\[tokenize\]"(\s|$)', runs), runs
+    assert re.search(r'pip install --no-cache-dir "/opt/ernie-sm\[serve\]"(\s|$)', runs), runs
     assert "paddle.is_compiled_with_cuda()" in runs
-    # The build fails, not the first job, when the trainer or the evaluation cannot import.
-    assert "import ernie_sm.training.train, ernie_sm.training.evaluate" in runs
+    # The build fails, not the first job, when the trainer, the evaluation or the server
+    # cannot import.
+    assert "import ernie_sm.training.train, ernie_sm.training.evaluate, ernie_sm.serving" in runs
+
+
+def test_image_says_it_binds_to_the_port_sagemaker_gives(dockerfile) -> None:
+    labels = " ".join(arguments for keyword, arguments in dockerfile if keyword == "LABEL")
+    assert "com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true" in labels
 
 
 def test_the_image_extra_is_the_tokenizer_and_the_prepare_extra_builds_on_it(project) -> None:
     extras = project["optional-dependencies"]
     assert [Requirement(spec).name for spec in extras["tokenize"]] == ["rjieba", "tokenizers"]
     assert "ernie-sm[tokenize]" in extras["prepare"]
-    for spec in extras["tokenize"] + extras["prepare"]:
+    assert "ernie-sm[tokenize]" in extras["serve"]
+    for spec in extras["tokenize"] + extras["prepare"] + extras["serve"]:
         requirement = Requirement(spec)
         if requirement.name != "ernie-sm":  # every other pin exact, as everywhere
             assert [s.operator for s in requirement.specifier] == ["=="], spec
@@ -303,6 +310,7 @@ def test_the_image_installs_the_trainer_and_nothing_more(tmp_path, ignore_patter
         "ernie_sm/training/data",
         "ernie_sm/contract",
         "ernie_sm/text",
+        "ernie_sm/serving",
     }
     assert "ernie_sm/text/vocabs/ernie-1.0.txt" in names
     assert "ernie_sm/training/configs/ernie-1.0-base.json" in names

@@ -130,6 +130,8 @@ def test_the_original_release_matches_the_original_graph(tmp_path, release, para
         "ernie_config.json",
         "vocab.txt",
         "inference",
+        "serving",
+        "serving.json",
     }
     inputs = _inputs()
     expected = original_ernie.forward(params, CONFIG, *inputs.values())
@@ -149,6 +151,9 @@ def test_an_archive_of_the_release_imports_into_model_tar_gz(tmp_path, release):
         "ernie_config.json",
         "vocab.txt",
         "inference/ernie.pdiparams",
+        "serving/fill_mask.pdiparams",
+        "serving/features.pdiparams",
+        "serving.json",
     } <= names
     assert not any(n.startswith(("model/", "ERNIE")) for n in names)
 

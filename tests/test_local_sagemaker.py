@@ -77,7 +77,14 @@ def test_a_job_completes_with_sagemakers_outputs(tmp_path, buckets):
     assert job["ModelArtifacts"] == {"S3ModelArtifacts": uri}
     with tarfile.open(buckets / "data" / "models" / name / "output" / "model.tar.gz") as tar:
         top = {member.split("/")[0] for member in tar.getnames()}
-    assert {"inference", "model.pdparams", "vocab.txt", "ernie_config.json"} <= top
+    assert {
+        "inference",
+        "serving",
+        "serving.json",
+        "model.pdparams",
+        "vocab.txt",
+        "ernie_config.json",
+    } <= top
 
     losses = lines.losses()
     assert sorted(losses) == list(range(1, 9))

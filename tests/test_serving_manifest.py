@@ -57,6 +57,7 @@ def edit(root, **changes):
         ({"vocab": "other.txt"}, r"vocab 'other.txt' is missing"),
         ({"models": {TEXT_CLASSIFICATION: "serving/classifier"}}, r"needs its labels"),
         ({"max_seq_len": 2}, r"max_seq_len must be an integer of at least 3"),
+        ({"max_top_k": 0}, r"max_top_k must be an integer of at least 1"),
     ],
 )
 def test_a_bad_manifest_names_its_fault(root, changes, message):

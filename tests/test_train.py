@@ -77,7 +77,7 @@ def test_trains_validates_checkpoints_and_exports(tmp_path, sm_env, logs):
     saved = sorted(p.name for p in (base / "checkpoints").iterdir())
     assert saved == ["step_000000004", "step_000000008"]
     model = base / "model"
-    assert {"model.pdparams", "ernie_config.json", "vocab.txt", "inference"} <= {
+    assert {"model.pdparams", "ernie_config.json", "vocab.txt", "inference", "serving.json"} <= {
         p.name for p in model.iterdir()
     }
     assert not (base / "output" / "failure").exists()

@@ -17,7 +17,7 @@ import rjieba
 from ernie_sm.contract.textfile import read_text
 from ernie_sm.text.documents import CorpusError
 from ernie_sm.text.vocab import SPECIAL_TOKENS, load_vocab
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 UNK = "[UNK]"
 # A dictionary entry must beat any split of itself, whatever the built-in frequencies.
@@ -26,10 +26,10 @@ DICTIONARY_FREQ = 10_000_000
 LOWERCASE = True
 
 
-def _bert_tokenizer(model: models.Model) -> Tokenizer:
+def _bert_tokenizer(model: models.Model, lowercase: bool = LOWERCASE) -> Tokenizer:
     tokenizer = Tokenizer(model)
     tokenizer.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=LOWERCASE
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
     )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     return tokenizer
@@ -87,6 +87,19 @@ class SentenceEncoder:
             [[w] for w in ordered], is_pretokenized=True, add_special_tokens=False
         )
         return {w: e.ids for w, e in zip(ordered, batch, strict=True)}
+
+
+def serving_tokenizer(vocab_path: Path, lowercase: bool = True) -> Tokenizer:
+    """The same BERT tokenizer for the model server (serving/tasks.py): a literal [MASK]
+    (and every other special token of the vocab) stays one token; decodes WordPieces back."""
+    vocab = load_vocab(vocab_path)
+    if vocab.unk_id is None:
+        raise CorpusError(f"vocab {vocab_path} lacks {UNK}, needed for unknown characters")
+    ids = {token: i for i, token in enumerate(vocab.tokens)}
+    tokenizer = _bert_tokenizer(models.WordPiece(vocab=ids, unk_token=UNK), lowercase)
+    tokenizer.add_special_tokens([t for t in (*SPECIAL_TOKENS, UNK) if t in ids])
+    tokenizer.decoder = decoders.WordPiece()
+    return tokenizer
 
 
 def dictionary_entries(paths: Iterable[Path]) -> Iterator[str]:

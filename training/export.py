@@ -6,6 +6,9 @@ SM_MODEL_DIR (packed by SageMaker into model.tar.gz) holds:
   model.pdparams       the pretraining weights, for warm starts and fine-tuning
   ernie_config.json    the model config
   vocab.txt            the vocab the ids refer to
+  serving/fill_mask.*  what `ernie-sm serve` runs (docs/serving.md): top-k probabilities
+  serving/features.*   and ids at the mask positions; the last hidden states
+  serving.json         the serving manifest (contract/serving.py)
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ernie_sm.training import safe_pickle
 from ernie_sm.training.config import ErnieConfig, load_config
 from ernie_sm.training.model import ErnieForPretraining, ErnieInference
 from ernie_sm.training.paddle_noise import without_paddle_noise
-from paddle.static import InputSpec
+from ernie_sm.training.serving_export import export_pretrained, id_specs
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +44,13 @@ def export_model(
 ) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
-    ids = [InputSpec([None, None], "int64", name) for name in ("src_ids", "sent_ids", "pos_ids")]
+    ids = id_specs()
     with without_paddle_noise():
         paddle.jit.save(ErnieInference(model), str(model_dir / INFERENCE_PREFIX), input_spec=ids)
     paddle.save(model.state_dict(), str(model_dir / WEIGHTS))
     (model_dir / "ernie_config.json").write_text(config.to_json())
     shutil.copyfile(vocab_path, model_dir / "vocab.txt")
+    export_pretrained(model, config, model_dir)
 
 
 @contextlib.contextmanager

@@ -207,6 +207,44 @@ class ErnieInference(nn.Layer):
         return mlm, nsp
 
 
+class ErnieFillMask(nn.Layer):
+    """The served fill-mask model: the top `top_k` softmax probabilities and their token ids
+    at `mask_index` (flat positions into batch x length) only, never the whole vocab."""
+
+    def __init__(self, model: ErnieForPretraining, top_k: int) -> None:
+        super().__init__()
+        self.model = model
+        self.top_k = top_k
+
+    def forward(
+        self,
+        src_ids: paddle.Tensor,
+        sent_ids: paddle.Tensor,
+        pos_ids: paddle.Tensor,
+        mask_index: paddle.Tensor,
+    ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        sequence, _ = self.model.ernie(src_ids, sent_ids, pos_ids)
+        flat = sequence.reshape([-1, sequence.shape[-1]])
+        logits = self.model.mlm_logits(paddle.gather(flat, mask_index))
+        scores, token_ids = paddle.topk(F.softmax(logits.astype("float32"), axis=-1), self.top_k)
+        return scores, token_ids
+
+
+class ErnieFeatures(nn.Layer):
+    """The served feature-extraction model: the encoder's last hidden states [B, L, H];
+    the server pools them ([CLS] or the mean over non-padding tokens)."""
+
+    def __init__(self, ernie: ErnieModel) -> None:
+        super().__init__()
+        self.ernie = ernie
+
+    def forward(
+        self, src_ids: paddle.Tensor, sent_ids: paddle.Tensor, pos_ids: paddle.Tensor
+    ) -> paddle.Tensor:
+        sequence, _ = self.ernie(src_ids, sent_ids, pos_ids)
+        return sequence.astype("float32")
+
+
 def no_decay(name: str) -> bool:
     """Parameters exempt from weight decay: LayerNorm and every bias."""
     return "norm" in name or name.endswith("bias")

@@ -1,0 +1,1 @@
+"""`ernie-sm serve`: the model server under SageMaker's hosting contract (docs/serving.md)."""
