@@ -9,6 +9,7 @@ each imports only the ones above it here (tests/test_layers.py):
     ernie_sm.training    training/    the trainer and `ernie-sm evaluate`, in the training image
     ernie_sm.dataprep    dataprep/    raw text to shards, shards to S3
     ernie_sm.weights     weights/     released ERNIE weights in (`ernie-sm import-weights`)
+    ernie_sm.serving     serving/     `ernie-sm serve`, the model server, in the training image
     ernie_sm.pipeline    pipeline/    the execution-input contract of the Prepare step
     ernie_sm.stacks      stacks/      CDK stacks and reusable constructs
     ernie_sm.operations  operations/  start, watch, ls against the deployed stack

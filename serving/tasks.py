@@ -112,9 +112,7 @@ class FillMask(Task):
     parameters = ("top_k", "truncation")
 
     def options(self, parameters: dict) -> dict:
-        top_k = parameters.get("top_k", 5)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise BadRequest("parameters.top_k must be a positive integer")
+        top_k = _top_k(parameters, 5)
         if top_k > self.manifest.max_top_k:
             raise BadRequest(
                 f"parameters.top_k {top_k} is over this model's maximum {self.manifest.max_top_k}"
@@ -184,10 +182,7 @@ class TextClassification(Task):
     parameters = ("top_k", "truncation")
 
     def options(self, parameters: dict) -> dict:
-        top_k = parameters.get("top_k", 1)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise BadRequest("parameters.top_k must be a positive integer")
-        return {"top_k": min(top_k, len(self.manifest.labels))}
+        return {"top_k": min(_top_k(parameters, 1), len(self.manifest.labels))}
 
     def forward(self, sequences: list[Sequence]) -> list[Any]:
         (probabilities,) = self.predictor.run(_pad(sequences, self.vocab.pad_id))
@@ -207,3 +202,10 @@ def _kind(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string"}.get(
         type(value), type(value).__name__
     )
+
+
+def _top_k(parameters: dict, default: int) -> int:
+    top_k = parameters.get("top_k", default)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise BadRequest("parameters.top_k must be a positive integer")
+    return top_k
