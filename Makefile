@@ -47,7 +47,7 @@ test: $(BIN)/ernie-sm $(NODE_BIN)/cdk lint
 lint: $(BIN)/ernie-sm $(NODE_BIN)/cdk
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(NODE_BIN)/pyright
+	$(NODE_BIN)/pyright --project pyproject.toml
 
 synth: $(BIN)/ernie-sm $(NODE_BIN)/cdk
 	$(NODE_BIN)/cdk synth --quiet
